@@ -1,0 +1,1 @@
+"""Flax modules of the MUSIQ network: patch encoders, embeddings, the encoder and the model."""

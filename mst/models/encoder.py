@@ -1,0 +1,134 @@
+"""The masked pre-LN Transformer encoder (named `Transformer` in the official checkpoints).
+
+Padded tokens are masked as attention keys, so they never change a real token's output (their own
+rows are computed and ignored). Attention goes through `jax.nn.dot_product_attention`, which lets
+XLA pick fused kernels on GPU and TPU; with attention dropout in training it falls back to an explicit
+softmax, the only place the weights must be materialised.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mst.models import embeddings
+
+XAVIER = nn.initializers.xavier_uniform()
+
+
+class SelfAttention(nn.Module):
+  """Multi-head self-attention with q/k/v/out biases and a key-padding mask."""
+  num_heads: int
+  dropout_rate: float = 0.0
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool) -> jax.Array:
+    dim = x.shape[-1]
+    if dim % self.num_heads:
+      raise ValueError(f"hidden size {dim} is not divisible by {self.num_heads} heads")
+    head_dim = dim // self.num_heads
+    project = lambda name: nn.DenseGeneral(
+        (self.num_heads, head_dim), kernel_init=XAVIER, dtype=self.dtype, name=name)(x)
+    q, k, v = project("query"), project("key"), project("value")
+    key_mask = mask[:, None, None, :]  # (B, heads, T, S) by broadcasting
+    if deterministic or self.dropout_rate == 0.0:
+      out = jax.nn.dot_product_attention(q, k, v, mask=key_mask)
+    else:
+      out = self._attention_with_dropout(q, k, v, key_mask)
+    return nn.DenseGeneral(dim, axis=(-2, -1), kernel_init=XAVIER, dtype=self.dtype, name="out")(out)
+
+  def _attention_with_dropout(self, q, k, v, key_mask):
+    logits = jnp.einsum("bthd,bshd->bhts", q, k) / jnp.sqrt(q.shape[-1]).astype(q.dtype)
+    logits = jnp.where(key_mask, logits, jnp.finfo(logits.dtype).min)
+    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(q.dtype)
+    weights = nn.Dropout(self.dropout_rate)(weights, deterministic=False)
+    return jnp.einsum("bhts,bshd->bthd", weights, v)
+
+
+class MlpBlock(nn.Module):
+  """Dense -> GELU (tanh approximation) -> dropout -> Dense -> dropout."""
+  mlp_dim: int
+  dropout_rate: float = 0.0
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+    dense = lambda features, name: nn.Dense(
+        features, kernel_init=XAVIER, bias_init=nn.initializers.normal(1e-6), dtype=self.dtype,
+        name=name)
+    y = nn.gelu(dense(self.mlp_dim, "Dense_0")(x), approximate=True)
+    y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
+    y = dense(x.shape[-1], "Dense_1")(y)
+    return nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
+
+
+def drop_path(x: jax.Array, rate: float, module: nn.Module, deterministic: bool) -> jax.Array:
+  """Stochastic depth: zeroes a residual branch per example with probability `rate`.
+
+  As in the official code the kept branches are not rescaled, so evaluation needs no correction
+  only when rate is small; it is 0 in every released configuration.
+  """
+  if deterministic or rate == 0.0:
+    return x
+  keep = jax.random.bernoulli(module.make_rng("dropout"), 1.0 - rate, (x.shape[0], 1, 1))
+  return x * keep.astype(x.dtype)
+
+
+class EncoderBlock(nn.Module):
+  """Pre-LN block: x + attention(LN(x)), then + MLP(LN(.)), each branch with stochastic depth."""
+  num_heads: int
+  mlp_dim: int
+  dropout_rate: float = 0.0
+  attention_dropout_rate: float = 0.0
+  drop_path_rate: float = 0.0
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool) -> jax.Array:
+    y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="LayerNorm_0")(x)
+    y = SelfAttention(self.num_heads, self.attention_dropout_rate, dtype=self.dtype,
+                      name="SelfAttention_0")(y, mask, deterministic)
+    y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
+    x = x + drop_path(y, self.drop_path_rate, self, deterministic)
+    y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="LayerNorm_1")(x)
+    y = MlpBlock(self.mlp_dim, self.dropout_rate, dtype=self.dtype, name="MlpBlock_0")(y, deterministic)
+    return x + drop_path(y, self.drop_path_rate, self, deterministic)
+
+
+class Encoder(nn.Module):
+  """Embeddings, CLS token, `num_layers` blocks and a final LayerNorm (`Transformer` in the files).
+
+  The spatial and scale embeddings are added to the patch tokens only; the CLS token (zeros init)
+  is prepended after, unmasked.
+  """
+  num_layers: int
+  num_heads: int
+  mlp_dim: int
+  grid_size: int
+  num_scales: int
+  spatial_embedding: str = "hse"
+  use_scale_embedding: bool = True
+  max_positions: int = 4096
+  dropout_rate: float = 0.0
+  attention_dropout_rate: float = 0.0
+  stochastic_depth: float = 0.0
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, spatial_idx: jax.Array, scale_idx: jax.Array, mask: jax.Array,
+               deterministic: bool) -> jax.Array:
+    x = embeddings.add_spatial_embedding(self.spatial_embedding, x, spatial_idx,
+                                         grid_size=self.grid_size, max_positions=self.max_positions)
+    if self.use_scale_embedding:
+      x = embeddings.ScaleEmbedding(self.num_scales, name="scaleembed_input")(x, scale_idx)
+    batch, _, dim = x.shape
+    cls = self.param("cls", nn.initializers.zeros, (1, 1, dim))
+    x = jnp.concatenate([jnp.broadcast_to(cls, (batch, 1, dim)).astype(x.dtype), x], axis=1)
+    mask = jnp.concatenate([jnp.ones((batch, 1), bool), mask], axis=1)
+    x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
+    for layer in range(self.num_layers):
+      # The drop rate grows linearly from 0 at the first block to `stochastic_depth` at the last.
+      rate = self.stochastic_depth * layer / max(self.num_layers - 1, 1)
+      x = EncoderBlock(self.num_heads, self.mlp_dim, self.dropout_rate, self.attention_dropout_rate,
+                       rate, dtype=self.dtype, name=f"encoderblock_{layer}")(x, mask, deterministic)
+    return nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="encoder_norm")(x)

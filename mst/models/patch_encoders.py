@@ -1,0 +1,117 @@
+"""Patch encoders: turn each P x P x 3 patch into one feature vector before the `embedding` Dense.
+
+`linear` uses the flat pixels; `conv` the ResNet root (StdConv 7x7/2, GroupNorm, ReLU, max-pool
+3x3/2); `resnet` the official 5-layer one (root plus one bottleneck unit). Parameter names equal
+the official checkpoint's (`conv_root`, `gn_root`, `block1/unit1/...`); the modules are created in
+the calling model's scope so those names sit at the top of the parameter tree, as in the files.
+"""
+
+import math
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+ROOT_FEATURES = 64
+BOTTLENECK_EXPANSION = 4
+
+
+def standardize_kernel(kernel: jax.Array, eps: float = 1e-5) -> jax.Array:
+  """Weight standardisation: each output channel's kernel to zero mean, unit (population) std."""
+  axes = (0, 1, 2)
+  kernel = kernel - jnp.mean(kernel, axis=axes)
+  return kernel / (jnp.std(kernel, axis=axes) + eps)
+
+
+class StdConv(nn.Module):
+  """Bias-free NHWC convolution with a weight-standardised kernel and TF 'SAME' padding."""
+  features: int
+  kernel_size: tuple[int, int]
+  strides: tuple[int, int] = (1, 1)
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    shape = self.kernel_size + (x.shape[-1], self.features)
+    kernel = standardize_kernel(self.param("kernel", nn.initializers.lecun_normal(), shape))
+    return jax.lax.conv_general_dilated(
+        x.astype(self.dtype), kernel.astype(self.dtype), self.strides, "SAME",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+class BottleneckUnit(nn.Module):
+  """ResNet v1 bottleneck unit with GroupNorm (eps 1e-4), projecting the residual when needed."""
+  features: int
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    out_features = self.features * BOTTLENECK_EXPANSION
+    norm = lambda name, **kw: nn.GroupNorm(epsilon=1e-4, dtype=self.dtype, name=name, **kw)
+    residual = x
+    if x.shape[-1] != out_features:
+      residual = StdConv(out_features, (1, 1), dtype=self.dtype, name="conv_proj")(residual)
+      residual = norm("gn_proj")(residual)
+    y = nn.relu(norm("gn1")(StdConv(self.features, (1, 1), dtype=self.dtype, name="conv1")(x)))
+    y = nn.relu(norm("gn2")(StdConv(self.features, (3, 3), dtype=self.dtype, name="conv2")(y)))
+    y = StdConv(out_features, (1, 1), dtype=self.dtype, name="conv3")(y)
+    # Zero-initialised scale: each unit starts as (projected) identity.
+    y = norm("gn3", scale_init=nn.initializers.zeros)(y)
+    return nn.relu(residual + y)
+
+
+class Block(nn.Module):
+  """A named stage holding one bottleneck unit (`block1/unit1` in the official files)."""
+  features: int
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return BottleneckUnit(self.features, dtype=self.dtype, name="unit1")(x)
+
+
+def _pixels(patches: jax.Array, patch_size: int) -> jax.Array:
+  """[B, N, P*P*3] -> [B*N, P, P, 3]: the flat (row, column, channel) order made spatial."""
+  return patches.reshape(-1, patch_size, patch_size, 3)
+
+
+def _root(patches: jax.Array, patch_size: int, dtype) -> jax.Array:
+  x = StdConv(ROOT_FEATURES, (7, 7), (2, 2), dtype=dtype, name="conv_root")(_pixels(patches, patch_size))
+  x = nn.relu(nn.GroupNorm(epsilon=1e-6, dtype=dtype, name="gn_root")(x))
+  return nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+
+
+def linear_features(patches: jax.Array, patch_size: int, dtype) -> jax.Array:
+  """The flat pixels themselves."""
+  del patch_size
+  return patches.astype(dtype)
+
+
+def conv_features(patches: jax.Array, patch_size: int, dtype) -> jax.Array:
+  """ResNet root features, flattened per patch in (row, column, channel) order."""
+  x = _root(patches, patch_size, dtype)
+  return x.reshape(patches.shape[:2] + (-1,))
+
+
+def resnet_features(patches: jax.Array, patch_size: int, dtype) -> jax.Array:
+  """The official 5-layer ResNet: root then `block1`; (P/4, P/4, 256) flattened per patch."""
+  x = Block(ROOT_FEATURES, dtype=dtype, name="block1")(_root(patches, patch_size, dtype))
+  return x.reshape(patches.shape[:2] + (-1,))
+
+
+PatchEncoder = Callable[[jax.Array, int, jnp.dtype], jax.Array]
+
+PATCH_ENCODERS: dict[str, PatchEncoder] = {
+    "linear": linear_features,
+    "conv": conv_features,
+    "resnet": resnet_features,
+}
+
+
+def feature_size(name: str, patch_size: int) -> int:
+  """Rows of the `embedding` kernel that the named encoder feeds."""
+  reduced = math.ceil(math.ceil(patch_size / 2) / 2) ** 2  # two stride-2 'SAME' steps
+  return {"linear": patch_size * patch_size * 3,
+          "conv": reduced * ROOT_FEATURES,
+          "resnet": reduced * ROOT_FEATURES * BOTTLENECK_EXPANSION}[name]

@@ -1,0 +1,41 @@
+"""mst: the Multi-Scale image Transformer (MUSIQ) in JAX/Flax."""
+
+import setuptools
+
+# CPU jax by default; see README.md for the GPU (jax[cuda12]) and TPU (jax[tpu]) variants.
+INSTALL_REQUIRES = [
+    "jax>=0.10.2,<0.11",
+    "flax>=0.12.8,<0.13",
+    "optax>=0.2.8,<0.3",
+    "tensorflow-cpu>=2.21,<2.22",
+    "tensorflow-datasets>=4.9.10,<4.10",
+    "orbax-checkpoint>=0.12.8,<0.13",
+    "clu>=0.0.12,<0.1",
+    "ml_collections>=1.1.0,<1.2",
+    "tensorboard>=2.20",  # clu's summary writers import it; TF 2.21 no longer pulls it in.
+    "importlib_resources",  # tensorflow-datasets imports it.
+    "numpy>=1.26",
+    "scipy>=1.11",
+    "pillow>=10.0",  # decodes what TF cannot: WebP, CMYK JPEG, 16-bit and palette images.
+]
+
+setuptools.setup(
+    name="mst",
+    version="0.1.0",
+    description="Multi-Scale image quality Transformer (MUSIQ) in JAX/Flax",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=setuptools.find_packages(include=["mst", "mst.*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require={
+        "test": ["pytest>=8", "pytest-xdist>=3"],
+        # The PyTorch reference network the benchmarks compare against (CPU build).
+        "bench": ["torch>=2.9"],
+    },
+    entry_points={
+        "console_scripts": [
+            "mst-predict=mst.predict:main",
+        ],
+    },
+)
