@@ -67,11 +67,14 @@ def normalize(image: tf.Tensor) -> tf.Tensor:
 
 
 def resized_size(height: tf.Tensor, width: tf.Tensor, longer_side: int) -> tuple[tf.Tensor, tf.Tensor]:
-  """The (rh, rw) of an aspect-ratio-preserving resize to `longer_side`, rounded half to even."""
+  """The (rh, rw) of an aspect-ratio-preserving resize to `longer_side`, rounded half to even.
+
+  A side that rounds to 0 (aspect ratios beyond 2 * longer_side : 1) is kept at 1 pixel; the
+  official code fails on such images, so this changes no score it gives.
+  """
   ratio = tf.cast(longer_side, tf.float32) / tf.cast(tf.maximum(height, width), tf.float32)
-  rh = tf.cast(tf.round(tf.cast(height, tf.float32) * ratio), tf.int32)
-  rw = tf.cast(tf.round(tf.cast(width, tf.float32) * ratio), tf.int32)
-  return rh, rw
+  side = lambda n: tf.maximum(tf.cast(tf.round(tf.cast(n, tf.float32) * ratio), tf.int32), 1)
+  return side(height), side(width)
 
 
 def resize_longer_side(image: tf.Tensor, longer_side: int) -> tf.Tensor:

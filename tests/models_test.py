@@ -1,0 +1,188 @@
+"""The Flax MUSIQ model: size, masking, permutation invariance and the ablation switches."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mst.models import musiq
+
+SMALL = musiq.ModelConfig(patch_size=16, hidden_size=32, num_layers=2, num_heads=4, mlp_dim=64,
+                          grid_size=4, num_scales=3)
+
+
+def _batch(config, seq_len=12, num_real=9, batch_size=2, seed=0):
+  rng = np.random.default_rng(seed)
+  mask = np.zeros((batch_size, seq_len), bool)
+  mask[:, :num_real] = True
+  return {
+      "patches": jnp.asarray(rng.uniform(-1, 1, (batch_size, seq_len, config.patch_size ** 2 * 3)),
+                             jnp.float32),
+      "spatial_idx": jnp.asarray(rng.integers(0, config.grid_size ** 2, (batch_size, seq_len)),
+                                 jnp.int32),
+      "scale_idx": jnp.asarray(rng.integers(0, config.num_scales, (batch_size, seq_len)), jnp.int32),
+      "mask": jnp.asarray(mask),
+  }
+
+
+def _params(config, seed=0):
+  """Initialised params with a random head (the real init is zeros, which would hide everything)."""
+  params = musiq.init_params(config, jax.random.key(seed))
+  head = params["head"]
+  head["kernel"] = jax.random.normal(jax.random.key(seed + 1), head["kernel"].shape)
+  head["bias"] = jax.random.normal(jax.random.key(seed + 2), head["bias"].shape)
+  return params
+
+
+def _apply(config, params, batch, **kwargs):
+  return np.asarray(musiq.Musiq(config).apply({"params": params}, batch, **kwargs))
+
+
+def test_paper_model_has_27_1_million_parameters():
+  params = jax.eval_shape(lambda: musiq.init_params(musiq.ModelConfig(), jax.random.key(0)))
+  assert abs(musiq.count_params(params) / 1e6 - 27.1) < 0.05
+
+
+def test_head_is_zero_initialised():
+  params = musiq.init_params(SMALL, jax.random.key(0))
+  assert not np.asarray(params["head"]["kernel"]).any()
+  assert not np.asarray(_apply(SMALL, params, _batch(SMALL))).any()
+
+
+@pytest.mark.parametrize("encoder", ["linear", "conv", "resnet"])
+def test_padded_tokens_do_not_change_the_output(encoder):
+  config = dataclasses.replace(SMALL, patch_encoder=encoder)
+  params = _params(config)
+  short = _batch(config, seq_len=9, num_real=9)
+  longer = _batch(config, seq_len=20, num_real=9, seed=1)  # padding with arbitrary values
+  for key in short:
+    longer[key] = longer[key].at[:, :9].set(short[key])
+  np.testing.assert_allclose(_apply(config, params, short), _apply(config, params, longer),
+                             rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("spatial", ["hse", "sinusoid", "none"])
+def test_permuting_real_tokens_with_their_indices_does_not_change_the_output(spatial):
+  config = dataclasses.replace(SMALL, spatial_embedding=spatial)
+  params = _params(config)
+  batch = _batch(config)
+  order = np.random.default_rng(3).permutation(9)
+  order = np.concatenate([order, np.arange(9, 12)])
+  permuted = {key: value[:, order] for key, value in batch.items()}
+  np.testing.assert_allclose(_apply(config, params, batch), _apply(config, params, permuted),
+                             rtol=1e-5, atol=1e-5)
+
+
+def test_fixed_position_embedding_depends_on_the_sequence_position():
+  config = dataclasses.replace(SMALL, spatial_embedding="fixed", max_positions=16)
+  params = _params(config)
+  batch = _batch(config)
+  permuted = {key: value[:, ::-1] for key, value in batch.items()}
+  permuted["mask"] = batch["mask"]
+  assert not np.allclose(_apply(config, params, batch), _apply(config, params, permuted))
+  assert params["Transformer"]["posembed_fixed"]["pos_embedding"].shape == (1, 16, 32)
+  with pytest.raises(ValueError, match="max_positions"):
+    _apply(config, params, _batch(config, seq_len=17))
+
+
+def _changes_output(config, edit):
+  params = _params(config)
+  batch = _batch(config)
+  return not np.allclose(_apply(config, params, batch), _apply(config, params, edit(batch)),
+                         atol=1e-6)
+
+
+def _with(key, values):
+  return lambda batch: {**batch, key: jnp.asarray(values(batch[key]))}
+
+
+@pytest.mark.parametrize("spatial, sensitive", [("hse", True), ("sinusoid", True), ("none", False)])
+def test_spatial_embedding_switch(spatial, sensitive):
+  config = dataclasses.replace(SMALL, spatial_embedding=spatial)
+  moved = _with("spatial_idx", lambda idx: (idx + 5) % config.grid_size ** 2)
+  assert _changes_output(config, moved) == sensitive
+
+
+@pytest.mark.parametrize("use_scale_embedding", [True, False])
+def test_scale_embedding_switch(use_scale_embedding):
+  config = dataclasses.replace(SMALL, use_scale_embedding=use_scale_embedding)
+  rescaled = _with("scale_idx", lambda idx: (idx + 1) % config.num_scales)
+  assert _changes_output(config, rescaled) == use_scale_embedding
+  assert ("scaleembed_input" in _params(config)["Transformer"]) == use_scale_embedding
+
+
+def test_patch_encoders_give_different_outputs_and_embedding_sizes():
+  batch = _batch(SMALL)
+  outputs, rows = {}, {}
+  for encoder in ("linear", "conv", "resnet"):
+    config = dataclasses.replace(SMALL, patch_encoder=encoder)
+    params = _params(config)
+    outputs[encoder] = _apply(config, params, batch)
+    rows[encoder] = params["embedding"]["kernel"].shape[0]
+  assert rows == {"linear": 16 * 16 * 3, "conv": 4 * 4 * 64, "resnet": 4 * 4 * 256}
+  assert not np.allclose(outputs["linear"], outputs["conv"])
+  assert not np.allclose(outputs["conv"], outputs["resnet"])
+
+
+def test_distribution_head_score_is_the_expected_bin():
+  logits = jnp.log(jnp.array([[0.5, 0.0, 0.5], [0.0, 1.0, 0.0]]) + 1e-30)
+  np.testing.assert_allclose(musiq.scores(logits, "distribution"), [2.0, 2.0], atol=1e-5)
+  np.testing.assert_allclose(musiq.scores(jnp.array([[3.5]]), "score"), [3.5])
+  with pytest.raises(ValueError, match="classes"):
+    musiq.scores(logits, "classification")
+
+
+def test_pre_logits_and_classification_head():
+  config = dataclasses.replace(SMALL, representation_size=24, num_classes=7, head="classification")
+  params = _params(config)
+  assert params["pre_logits"]["kernel"].shape == (32, 24)
+  assert _apply(config, params, _batch(config)).shape == (2, 7)
+
+
+def test_bfloat16_compute_is_close_to_float32():
+  params = _params(SMALL)
+  batch = _batch(SMALL)
+  reference = _apply(SMALL, params, batch)
+  low = _apply(dataclasses.replace(SMALL, dtype="bfloat16"), params, batch)
+  assert low.dtype == np.float32
+  np.testing.assert_allclose(low, reference, atol=0.1 * np.abs(reference).max())
+  assert not np.array_equal(low, reference)
+
+
+def test_dropout_and_stochastic_depth_only_in_training():
+  config = dataclasses.replace(SMALL, dropout_rate=0.3, attention_dropout_rate=0.3,
+                               stochastic_depth=0.5)
+  params = _params(config)
+  batch = _batch(config)
+  plain = _apply(SMALL, params, batch)
+  np.testing.assert_allclose(_apply(config, params, batch), plain, rtol=1e-6)
+  rngs = lambda seed: {"dropout": jax.random.key(seed)}
+  first = _apply(config, params, batch, train=True, rngs=rngs(0))
+  assert not np.allclose(first, plain)
+  np.testing.assert_array_equal(first, _apply(config, params, batch, train=True, rngs=rngs(0)))
+  assert not np.allclose(first, _apply(config, params, batch, train=True, rngs=rngs(1)))
+
+
+def test_explicit_attention_path_matches_the_fused_one():
+  # A vanishing attention dropout rate takes the explicit softmax path used in training.
+  config = dataclasses.replace(SMALL, attention_dropout_rate=1e-9)
+  params = _params(config)
+  batch = _batch(config)
+  trained = _apply(config, params, batch, train=True, rngs={"dropout": jax.random.key(0)})
+  np.testing.assert_allclose(trained, _apply(config, params, batch), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(patch_encoder="vit"), "patch_encoder"),
+    (dict(spatial_embedding="learned"), "spatial_embedding"),
+    (dict(num_heads=5), "divisible"),
+    (dict(head="score", num_classes=10), "1 output"),
+    (dict(dropout_rate=1.0), "dropout_rate"),
+    (dict(dtype="float16"), "dtype"),
+    (dict(grid_size=0), "grid_size"),
+])
+def test_bad_config_values_are_named(change, message):
+  with pytest.raises(ValueError, match=message):
+    dataclasses.replace(SMALL, **change)
