@@ -29,9 +29,11 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["mst", "mst.*"]),
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "test": ["pytest>=8", "pytest-xdist>=3"],
-        # The PyTorch reference network the benchmarks compare against (CPU build).
-        "bench": ["torch>=2.9"],
+        # torch: the independent PyTorch MUSIQ that tests and benchmarks compare the Flax model
+        # with. Pinned exactly: on Linux a looser range pulls a multi-GB CUDA build of a newer
+        # release, where 2.13.0 resolves to the CPU wheel on our CI machines.
+        "test": ["pytest>=8", "pytest-xdist>=3", "torch==2.13.0"],
+        "bench": ["torch==2.13.0"],
     },
     entry_points={
         "console_scripts": [
