@@ -29,16 +29,7 @@ from mst import image_io
 from mst import preprocess
 from mst.models import musiq
 
-MIN_BUCKET = 64
 DEFAULT_MAX_TOKENS = 16384  # about 16 megapixels at P = 32; see README for the memory it needs
-
-
-def bucket_length(num_tokens: int) -> int:
-  """Rounds a sequence length up to one of 4 steps per octave (at most 25% padding)."""
-  if num_tokens <= MIN_BUCKET:
-    return MIN_BUCKET
-  step = 2 ** (num_tokens.bit_length() - 3)
-  return -(-num_tokens // step) * step
 
 
 @dataclasses.dataclass
@@ -74,7 +65,7 @@ class Predictor:
             f"{path}: {width}x{height} makes {tokens} tokens, more than --max-tokens "
             f"{self.max_tokens}; raise it if you have the memory, or downscale the image")
       features = preprocess.multiscale_patches(tf.constant(image), self.pp_config)
-      features = preprocess.pad_to_length(features, bucket_length(tokens))
+      features = preprocess.pad_to_length(features, preprocess.bucket_length(tokens))
       return Prepared(path, features={k: v.numpy() for k, v in features.items()})
     except image_io.ImageError as e:
       return Prepared(path, error=str(e))

@@ -13,6 +13,7 @@ import math
 import tensorflow as tf
 
 Features = dict[str, tf.Tensor]
+MIN_BUCKET = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,6 +164,15 @@ def multiscale_patches(image: tf.Tensor, config: MultiScaleConfig) -> Features:
   if not parts:
     raise ValueError(f"{config} makes no tokens: give a longer side length or keep the native image")
   return {key: tf.concat([part[key] for part in parts], axis=0) for key in parts[0]}
+
+
+def bucket_length(num_tokens: int) -> int:
+  """Rounds a sequence length up to one of 4 steps per octave (at most 25% padding), so inputs
+  of many sizes share a few compiled shapes."""
+  if num_tokens <= MIN_BUCKET:
+    return MIN_BUCKET
+  step = 2 ** (num_tokens.bit_length() - 3)
+  return -(-num_tokens // step) * step
 
 
 def pad_to_length(features: Features, length: int) -> Features:

@@ -159,12 +159,6 @@ def test_many_sizes_compile_once_per_bucket(tmp_path, score_ckpt):
   assert predictor.compiled_shapes == {(1, 224)}
 
 
-@pytest.mark.parametrize("tokens, bucket", [(1, 64), (64, 64), (65, 80), (193, 224), (961, 1024),
-                                            (1025, 1280), (12193, 12288)])
-def test_bucket_length_pads_at_most_a_quarter(tokens, bucket):
-  assert predict.bucket_length(tokens) == bucket
-
-
 def test_too_many_tokens_is_an_error_line_not_a_crash(tmp_path, capsys, score_ckpt):
   image = _save(tmp_path / "big.png", np.zeros((640, 640, 3), np.uint8))  # 400 + 193 tokens
   status, (line,) = _run(capsys, ["--checkpoint", score_ckpt, "--max-tokens", "500", image])

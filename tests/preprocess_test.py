@@ -166,3 +166,9 @@ def test_pad_to_length_and_bad_configs():
     pp.MultiScaleConfig(max_seq_len_from_original_res=-2)
   with pytest.raises(ValueError, match="longer_side_lengths"):
     pp.MultiScaleConfig(longer_side_lengths=(0,))
+
+
+@pytest.mark.parametrize("tokens, bucket", [(1, 64), (64, 64), (65, 80), (193, 224), (961, 1024),
+                                            (1025, 1280), (12193, 12288)])
+def test_bucket_length_pads_at_most_a_quarter(tokens, bucket):
+  assert preprocess.bucket_length(tokens) == bucket
