@@ -171,4 +171,4 @@ def test_pad_to_length_and_bad_configs():
 @pytest.mark.parametrize("tokens, bucket", [(1, 64), (64, 64), (65, 80), (193, 224), (961, 1024),
                                             (1025, 1280), (12193, 12288)])
 def test_bucket_length_pads_at_most_a_quarter(tokens, bucket):
-  assert preprocess.bucket_length(tokens) == bucket
+  assert pp.bucket_length(tokens) == bucket
