@@ -122,9 +122,8 @@ def _pad_or_cut(tokens: Features, length: int) -> Features:
     x = x[:length]
     padding = [[0, length - tf.shape(x)[0]]] + [[0, 0]] * (len(x.shape) - 1)
     return tf.pad(x, padding)
-  out = {key: fit(value) for key, value in tokens.items()}
-  out["patches"] = tf.ensure_shape(out["patches"], [length, tokens["patches"].shape[-1]])
-  return out
+  return {key: tf.ensure_shape(fit(value), [length] + value.shape[1:])
+          for key, value in tokens.items()}
 
 
 def _tokens_of(image: tf.Tensor, scale_id: int, config: MultiScaleConfig) -> Features:
@@ -177,7 +176,10 @@ def bucket_length(num_tokens: int) -> int:
 
 def pad_to_length(features: Features, length: int) -> Features:
   """Pads a token sequence with masked-out tokens to `length` (for sequence-length buckets)."""
-  n = int(features["patches"].shape[0])
-  if n > length:
+  n = features["patches"].shape[0]
+  if n is not None and n > length:
     raise ValueError(f"sequence of {n} tokens is longer than the bucket of {length}")
+  if n is None:  # inside tf.data: checked when the example is made
+    tf.debugging.assert_less_equal(tf.shape(features["patches"])[0], length,
+                                   message="sequence is longer than its bucket")
   return _pad_or_cut(features, length)
