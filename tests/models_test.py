@@ -2,12 +2,15 @@
 
 import dataclasses
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from mst.models import encoder
 from mst.models import musiq
+from mst.models import patch_encoders
 
 SMALL = musiq.ModelConfig(patch_size=16, hidden_size=32, num_layers=2, num_heads=4, mlp_dim=64,
                           grid_size=4, num_scales=3)
@@ -186,3 +189,22 @@ def test_explicit_attention_path_matches_the_fused_one():
 def test_bad_config_values_are_named(change, message):
   with pytest.raises(ValueError, match=message):
     dataclasses.replace(SMALL, **change)
+
+
+def test_group_norm_equals_flax_group_norm():
+  x = jax.random.normal(jax.random.key(0), (3, 8, 8, 64)) * 3 + 1
+  ours = patch_encoders.GroupNorm(epsilon=1e-4)
+  params = ours.init(jax.random.key(1), x)
+  params = jax.tree.map(lambda p: p + jax.random.normal(jax.random.key(2), p.shape), params)
+  expected = nn.GroupNorm(num_groups=32, epsilon=1e-4).apply(params, x)
+  np.testing.assert_allclose(ours.apply(params, x), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("length, chunk", [(17, 256), (300, 64), (257, 128)])
+def test_chunked_attention_equals_dot_product_attention(length, chunk):
+  shape = (2, length, 4, 8)
+  q, k, v = (jax.random.normal(jax.random.key(i), shape) for i in range(3))
+  mask = jnp.arange(length)[None, :] < jnp.array([[length], [length // 3]])
+  expected = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, None, :])
+  np.testing.assert_allclose(encoder.chunked_attention(q, k, v, mask, chunk=chunk), expected,
+                             atol=1e-5)
