@@ -16,7 +16,9 @@ INSTALL_REQUIRES = [
     "importlib_resources",  # tensorflow-datasets imports it.
     "numpy>=1.26",
     "scipy>=1.11",
-    "pillow>=10.0",  # decodes what TF cannot: WebP, CMYK JPEG, 16-bit and palette images.
+    "pillow>=10.0",  # writes and resizes dataset images (SPAQ's shorter-side-512 config, demo set).
+    "openpyxl>=3.1",  # reads SPAQ's .xlsx labels.
+    "scikit-image>=0.22",  # ships the photographs the bundled demo set is made from.
 ]
 
 setuptools.setup(
@@ -38,6 +40,7 @@ setuptools.setup(
     entry_points={
         "console_scripts": [
             "mst-predict=mst.predict:main",
+            "mst-datasets=mst.datasets.__main__:run",
         ],
     },
 )

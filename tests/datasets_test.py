@@ -1,0 +1,467 @@
+"""The tfds builders on tiny archives written in each dataset's original format.
+
+Each fixture lays out a manual dir the way the real download does (KonIQ's CSVs and zip, SPAQ's
+xlsx and TestImage/, AVA.txt with images/ and the test list, PaQ-2-PiQ's database/ CSVs and nested
+image folders, a custom CSV), with a greyscale JPEG, a truncated JPEG and a missing file among the
+images; the builders run with the network blocked.
+"""
+
+import collections
+import io
+import json
+import os
+import socket
+import zipfile
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from PIL import Image
+
+import mst.datasets
+from mst.datasets import __main__ as datasets_cli
+from mst.datasets import ava
+from mst.datasets import common
+from mst.datasets import custom
+from mst.datasets import demo
+from mst.datasets import spaq
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch):
+  """Building and loading must not reach out: any connection attempt fails the test."""
+  def refuse(*args, **kwargs):
+    raise AssertionError(f"network access attempted: {args}")
+  monkeypatch.setattr(socket.socket, "connect", refuse)
+  monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+def jpeg(seed, size=(24, 32), mode="RGB"):
+  """A small JPEG of a gradient plus noise (distinct bytes per seed)."""
+  h, w = size
+  rng = np.random.default_rng(seed)
+  ramp = np.add.outer(np.arange(h) * 4, np.arange(w) * 3)[..., None]
+  ramp = ramp + rng.integers(0, 60, (h, w, 3))
+  image = Image.fromarray(np.clip(ramp, 0, 255).astype(np.uint8)).convert(mode)
+  out = io.BytesIO()
+  image.save(out, format="JPEG", quality=90)
+  return out.getvalue()
+
+
+def truncated(seed):
+  data = jpeg(seed)
+  return data[:len(data) // 2]
+
+
+def write(path, data):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "wb" if isinstance(data, bytes) else "w") as f:
+    f.write(data)
+
+
+def load(builder, split):
+  """{name: example} of a split, as numpy."""
+  return {ex["name"].decode(): ex for ex in tfds.as_numpy(builder.as_dataset(split=split))}
+
+
+def skipped(builder):
+  return {row["name"]: (row["split"], row["reason"]) for row in mst.datasets.read_skipped(builder)}
+
+
+def counts(builder):
+  return {split: info.num_examples for split, info in builder.info.splits.items()}
+
+
+# ---------------------------------------------------------------------------------------- helpers
+
+def test_seeded_split_is_deterministic_exact_and_order_free():
+  names = [f"{i:03d}.jpg" for i in range(100)]
+  fractions = [("train", 0.8), ("validation", 0.1), ("test", 0.1)]
+  first = common.seeded_split(names, fractions, seed=0)
+  assert first == common.seeded_split(names[::-1], fractions, seed=0)
+  assert sorted(first.values()).count("train") == 80
+  assert list(first.values()).count("validation") == list(first.values()).count("test") == 10
+  assert first != common.seeded_split(names, fractions, seed=1)
+  # Not the sorted order cut in pieces: the permutation mixes the names.
+  assert {first[n] for n in names[:80]} != {"train"}
+
+
+def test_decode_accepts_grey_and_rejects_truncated_and_garbage():
+  image, reason = common.decode(jpeg(0, mode="L"))
+  assert reason is None and image.shape == (24, 32, 3)
+  assert common.decode(truncated(0))[1].startswith("undecodable")
+  assert common.decode(b"not an image")[1].startswith("undecodable")
+  assert common.decode(b"") == (None, "empty file")
+
+
+def test_unknown_name_and_missing_manual_dir_fail_fast(tmp_path):
+  with pytest.raises(ValueError, match="unknown dataset"):
+    mst.datasets.build("koniq", str(tmp_path))
+  with pytest.raises(FileNotFoundError, match="koniq10k_1024x768.zip"):
+    mst.datasets.build("koniq10k", str(tmp_path / "data"), str(tmp_path / "nowhere"))
+  builder = tfds.builder("koniq10k", data_dir=str(tmp_path / "data"))
+  with pytest.raises(AssertionError, match="does not exist or is empty"):
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=str(tmp_path / "nowhere")))
+  (tmp_path / "empty_download").mkdir()
+  (tmp_path / "empty_download" / "readme.txt").write_text("not the dataset")
+  with pytest.raises(FileNotFoundError, match="koniq10k_scores_and_distributions.csv not found"):
+    mst.datasets.build("koniq10k", str(tmp_path / "data"), str(tmp_path / "empty_download"))
+
+
+def test_registered_with_tfds():
+  assert set(mst.datasets.DATASETS) == {"koniq10k", "spaq", "ava", "paq2piq", "custom", "demo"}
+  for name, cls in mst.datasets.DATASETS.items():
+    assert tfds.builder_cls(name) is cls
+
+
+# ---------------------------------------------------------------------------------------- KonIQ
+
+KONIQ_SETS = ["training"] * 6 + ["validation"] * 2 + ["test"] * 2
+
+
+def koniq_manual(root, zipped=True):
+  """10 labelled images: 0 greyscale, 1 truncated, 9 absent from the image archive."""
+  os.makedirs(root, exist_ok=True)
+  names = [f"{1000 + i}.jpg" for i in range(10)]
+  images = {n: (jpeg(i, mode="L") if i == 0 else truncated(i) if i == 1 else jpeg(i))
+            for i, n in enumerate(names[:9])}
+  if zipped:
+    with zipfile.ZipFile(root / "koniq10k_1024x768.zip", "w") as z:
+      for name, data in images.items():
+        z.writestr(f"1024x768/{name}", data)
+  else:
+    for name, data in images.items():
+      write(str(root / "1024x768" / name), data)
+  scores = ['"image_name","c1","c2","c3","c4","c5","c_total","MOS","SD","MOS_zscore"']
+  sets = ["image_name,c1,c2,c3,c4,c5,c_total,MOS,SD,set"]
+  for i, name in enumerate(names):
+    votes = [1 + i, 2, 3, 4, 10 - i]
+    scores.append(f'"{name}",{",".join(map(str, votes))},{sum(votes)},{1.5 + 0.3 * i:.2f},'
+                  f'0.{i + 1},{20 + 5 * i}.5')
+    sets.append(f"{name},{','.join(map(str, votes))},{sum(votes)},{60 + i},9,{KONIQ_SETS[i]}")
+  write(str(root / "koniq10k_scores_and_distributions.csv"), "\n".join(scores) + "\n")
+  write(str(root / "koniq10k_distributions_sets.csv"), "\n".join(sets) + "\n")
+  return names, images
+
+
+@pytest.fixture(scope="module")
+def koniq(tmp_path_factory):
+  root = tmp_path_factory.mktemp("koniq_manual")
+  names, images = koniq_manual(root)
+  builder = mst.datasets.build("koniq10k", str(tmp_path_factory.mktemp("data")), str(root))
+  return builder, names, images
+
+
+def test_koniq_official_splits_and_skips(koniq):
+  builder, names, _ = koniq
+  assert counts(builder) == {"train": 5, "validation": 2, "test": 1}
+  assert skipped(builder) == {names[1]: ("train", skipped(builder)[names[1]][1]),
+                              names[9]: ("test", "missing file")}
+  assert skipped(builder)[names[1]][1].startswith("undecodable")
+  assert builder.info.metadata["skipped"] == {"train": 1, "test": 1}
+  assert set(load(builder, "validation")) == {names[6], names[7]}
+  assert os.path.isfile(os.path.join(builder.data_dir, mst.datasets.SKIPPED_FILE))
+
+
+def test_koniq_labels_on_their_scales(koniq):
+  builder, names, _ = koniq
+  example = load(builder, "train")[names[3]]
+  np.testing.assert_allclose(example["mos"], 1.5 + 0.9, rtol=1e-6)  # scores file: 1-5 scale
+  np.testing.assert_allclose(example["mos_zscore"], 35.5)
+  np.testing.assert_allclose(example["sd"], 0.4, rtol=1e-6)
+  np.testing.assert_array_equal(example["counts"], [4, 2, 3, 4, 7])
+  np.testing.assert_allclose(example["dist"], np.array([4, 2, 3, 4, 7]) / 20, rtol=1e-6)
+  for example in load(builder, "train").values():
+    np.testing.assert_allclose(example["dist"].sum(), 1.0, rtol=1e-6)
+    assert 1 <= example["mos"] <= 5
+
+
+def test_koniq_bytes_unchanged_and_grey_kept(koniq):
+  builder, names, images = koniq
+  examples = {**load(builder, "train"), **load(builder, "validation"), **load(builder, "test")}
+  for name, example in examples.items():
+    assert example["image"] == images[name]
+  grey = examples[names[0]]["image"]
+  assert tf.io.decode_jpeg(grey).shape[-1] == 1
+  assert tf.io.decode_image(grey, channels=3).shape == (24, 32, 3)
+
+
+def test_koniq_extracted_folder_gives_the_same_dataset(koniq, tmp_path):
+  builder, names, _ = koniq
+  koniq_manual(tmp_path / "manual", zipped=False)
+  tfds.builder("koniq10k", data_dir=str(tmp_path / "data")).download_and_prepare(
+      download_config=tfds.download.DownloadConfig(manual_dir=str(tmp_path / "manual")))
+  extracted = tfds.builder("koniq10k", data_dir=str(tmp_path / "data"))
+  assert counts(extracted) == counts(builder)
+  test = tfds.load("koniq10k", split="test", data_dir=str(tmp_path / "data"), download=False)
+  assert [ex["name"].numpy() for ex in test] == [names[8].encode()]
+  for split in ("train", "test"):
+    a, b = load(builder, split), load(extracted, split)
+    assert a.keys() == b.keys() and all(a[n]["image"] == b[n]["image"] for n in a)
+
+
+def test_koniq_through_the_tfds_build_command(koniq, tmp_path):
+  builder, _, _ = koniq
+  root = tmp_path / "manual"
+  koniq_manual(root)
+  args = datasets_cli.parse(["prog", "build", "koniq10k", "--manual_dir", str(root),
+                             "--data_dir", str(tmp_path / "data")])
+  datasets_cli.main(args)
+  built = tfds.builder("koniq10k", data_dir=str(tmp_path / "data"))
+  assert built.is_prepared() and counts(built) == counts(builder)
+
+
+# ---------------------------------------------------------------------------------------- SPAQ
+
+def spaq_manual(root):
+  """10 rows; 00002 truncated, 00010 missing; 00001 greyscale; 00003 and 00004 larger than 512."""
+  import openpyxl  # pylint: disable=g-import-not-at-top
+  book = openpyxl.Workbook()
+  sheet = book.active
+  sheet.append(["Image name", "MOS", "Brightness", "Colorfulness", "Contrast", "Noisiness",
+                "Sharpness"])
+  images = {}
+  for i in range(1, 11):
+    name = f"{i:05d}.jpg"
+    sheet.append([name, 10.0 * i - 0.5, 11 + i, 22 + i, 33 + i, 44 + i, 55 + i])
+    if i == 10:
+      continue
+    size = (520, 780) if i in (3, 4) else (24, 32)
+    images[name] = truncated(i) if i == 2 else jpeg(i, size=size, mode="L" if i == 1 else "RGB")
+    write(str(root / "SPAQ" / "TestImage" / name), images[name])
+  os.makedirs(root / "SPAQ" / "Annotations")
+  book.save(root / "SPAQ" / "Annotations" / "MOS and Image attribute scores.xlsx")
+  return images
+
+
+@pytest.fixture(scope="module")
+def spaq_manual_dir(tmp_path_factory):
+  root = tmp_path_factory.mktemp("spaq_manual")
+  return root, spaq_manual(root)
+
+
+def test_spaq_full_split_labels_and_bytes(spaq_manual_dir, tmp_path):
+  root, images = spaq_manual_dir
+  builder = mst.datasets.build("spaq", str(tmp_path), str(root))
+  names = [f"{i:05d}.jpg" for i in range(1, 11)]
+  expected = common.seeded_split(names, [("train", 0.8), ("test", 0.2)], spaq.SPLIT_SEED)
+  loaded = {split: load(builder, split) for split in ("train", "test")}
+  for split, examples in loaded.items():
+    assert set(examples) == {n for n in names[:9] if n != "00002.jpg" and expected[n] == split}
+    for name, example in examples.items():
+      i = int(name[:5])
+      assert example["image"] == images[name]
+      np.testing.assert_allclose(
+          [example[k] for k in ("mos", "brightness", "colorfulness", "contrast", "noisiness",
+                                "sharpness")], [10 * i - 0.5, 11 + i, 22 + i, 33 + i, 44 + i,
+                                                55 + i])
+  assert sum(counts(builder).values()) == 8
+  assert skipped(builder)["00010.jpg"] == (expected["00010.jpg"], "missing file")
+  assert skipped(builder)["00002.jpg"][1].startswith("undecodable")
+
+
+def test_spaq_shorter_side_512_resizes_large_images_only(spaq_manual_dir, tmp_path):
+  root, images = spaq_manual_dir
+  builder = mst.datasets.build("spaq/shorter_side_512", str(tmp_path), str(root))
+  assert builder.data_dir.endswith(os.path.join("spaq", "shorter_side_512", "1.0.0"))
+  examples = {**load(builder, "train"), **load(builder, "test")}
+  for name in ("00003.jpg", "00004.jpg"):
+    stored = examples[name]["image"]
+    assert stored != images[name] and stored[:2] == b"\xff\xd8"  # a new JPEG
+    assert tf.io.decode_jpeg(stored).shape == (512, 768, 3)  # 520x780 -> 512x768
+  assert examples["00005.jpg"]["image"] == images["00005.jpg"]  # already small: untouched
+  assert len(examples) == 8
+
+
+# ---------------------------------------------------------------------------------------- AVA
+
+def ava_manual(root):
+  """14 images; ids 113 and 114 in the test list; 105 greyscale, 108 truncated, 107 missing."""
+  lines, images = [], {}
+  for i in range(1, 15):
+    votes = [(i + k) % 7 for k in range(10)]
+    lines.append(" ".join(map(str, [i, 100 + i, *votes, i % 3, 20 + i, 900 + i])))
+    if i != 7:
+      images[100 + i] = truncated(i) if i == 8 else jpeg(i, mode="L" if i == 5 else "RGB")
+      write(str(root / "images" / f"{100 + i}.jpg"), images[100 + i])
+  write(str(root / "AVA.txt"), "\n".join(lines) + "\n")
+  write(str(root / "aesthetics_image_lists" / "generic_test.jpgl"), "113\n114\n")
+  return lines, images
+
+
+@pytest.fixture(scope="module")
+def ava_built(tmp_path_factory):
+  root = tmp_path_factory.mktemp("ava_manual")
+  lines, images = ava_manual(root)
+  return mst.datasets.build("ava", str(tmp_path_factory.mktemp("data")), str(root)), lines, images
+
+
+def test_ava_splits_and_skips(ava_built):
+  builder, _, _ = ava_built
+  rest = [f"{100 + i}.jpg" for i in range(1, 13)]
+  expected = common.seeded_split(rest, [("train", 0.95), ("validation", 0.05)], ava.SPLIT_SEED)
+  assert list(expected.values()).count("validation") == 1
+  assert set(load(builder, "test")) == {"113.jpg", "114.jpg"}
+  assert set(load(builder, "validation")) == {n for n, s in expected.items() if s == "validation"}
+  assert sum(counts(builder).values()) == 12
+  assert skipped(builder)["107.jpg"][1] == "missing file"
+  assert skipped(builder)["108.jpg"][1].startswith("undecodable")
+
+
+def test_ava_labels_and_bytes(ava_built):
+  builder, lines, images = ava_built
+  examples = {**load(builder, "train"), **load(builder, "validation"), **load(builder, "test")}
+  for line in lines:
+    values = [int(v) for v in line.split()]
+    name = f"{values[1]}.jpg"
+    if name not in examples:
+      continue
+    example, votes = examples[name], np.array(values[2:12])
+    np.testing.assert_allclose(example["mos"], (np.arange(1, 11) * votes).sum() / votes.sum(),
+                               rtol=1e-6)
+    np.testing.assert_allclose(example["dist"], votes / votes.sum(), rtol=1e-6)
+    np.testing.assert_allclose(example["dist"].sum(), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(example["counts"], votes)
+    assert example["num_votes"] == votes.sum() and example["image_id"] == values[1]
+    np.testing.assert_array_equal(example["semantic_tags"], values[12:14])
+    assert example["challenge_id"] == values[14]
+    assert example["image"] == images[values[1]]
+  assert tf.io.decode_image(examples["105.jpg"]["image"], channels=3).shape[-1] == 3
+
+
+# ---------------------------------------------------------------------------------------- PaQ-2-PiQ
+
+PAQ_NAMES = ([f"voc_emotic_ava/AVA__{i}.jpg" for i in range(6)] +
+             [f"blur_dataset/motion{i:04d}.jpg" for i in range(4)] +
+             [f"EE371R/img_{i}.jpg" for i in range(4)])
+
+
+def paq_manual(root, official_validation):
+  """14 pictures in nested folders: 2 test, (with the CSV) 3 flagged valid; 1 missing."""
+  database = root / "FLIVE_Database" / "database"
+  for i, name in enumerate(PAQ_NAMES[:-1]):
+    write(str(database / name), jpeg(i))
+  write(str(database / "labels_image.csv"),
+        "name,mos\n" + "".join(f"{n},{40 + 2.5 * i}\n" for i, n in enumerate(PAQ_NAMES)))
+  write(str(database / "labels640.csv"), "name_image,mos_image\n"
+        f"{PAQ_NAMES[0]},40\n{PAQ_NAMES[6]},55\n")
+  if official_validation:
+    write(str(database / "labels=640_padded.csv"), "name_image,mos_image,is_valid\n" + "".join(
+        f"{n},50,{i in (2, 3, 13)}\n" for i, n in enumerate(PAQ_NAMES) if i not in (0, 6)))
+  return database
+
+
+def test_paq2piq_official_validation_and_full_size_test(tmp_path):
+  database = paq_manual(tmp_path / "manual", official_validation=True)
+  builder = mst.datasets.build("paq2piq", str(tmp_path / "data"), str(tmp_path / "manual"))
+  assert set(load(builder, "test")) == {PAQ_NAMES[0], PAQ_NAMES[6]}
+  assert set(load(builder, "validation")) == {PAQ_NAMES[2], PAQ_NAMES[3]}  # 13 is missing
+  assert counts(builder)["train"] == 9
+  assert skipped(builder) == {PAQ_NAMES[13]: ("validation", "missing file")}
+  reloaded = tfds.builder("paq2piq", data_dir=str(tmp_path / "data"))
+  assert "is_valid" in reloaded.info.metadata["validation_rule"]
+  assert reloaded.info.metadata["skipped"] == {"validation": 1}
+  example = load(builder, "train")[PAQ_NAMES[9]]
+  np.testing.assert_allclose(example["mos"], 62.5)  # 0-100 scale, as in labels_image.csv
+  assert example["image"] == (database / PAQ_NAMES[9]).read_bytes()
+
+
+def test_paq2piq_seeded_validation_without_the_official_flags(tmp_path):
+  paq_manual(tmp_path / "manual", official_validation=False)
+  builder = mst.datasets.build("paq2piq", str(tmp_path / "data"), str(tmp_path / "manual"))
+  rest = [n for i, n in enumerate(PAQ_NAMES) if i not in (0, 6)]
+  expected = common.seeded_split(rest, [("train", 0.8), ("validation", 0.2)], 0)
+  valid = {n for n, s in expected.items() if s == "validation"}
+  assert len(valid) == 2
+  assert set(load(builder, "validation")) == valid - {PAQ_NAMES[13]}
+  assert "seeded" in builder.info.metadata["validation_rule"]
+
+
+# ---------------------------------------------------------------------------------------- custom
+
+def custom_manual(root, with_split):
+  rows = ["image,mos,split" if with_split else "image,mos"]
+  splits = ["train"] * 6 + ["validation"] * 2 + ["test"] * 2
+  for i in range(10):
+    name = f"sub/img{i}.png" if i == 4 else f"img{i}.jpg"
+    if i == 4:
+      os.makedirs(root / "images" / "sub")
+      Image.new("RGB", (16, 12), (i, 2 * i, 3 * i)).save(root / "images" / name)
+    elif i != 9:
+      write(str(root / "images" / name), truncated(i) if i == 3 else jpeg(i))
+    rows.append(f"{name},{0.25 * i}" + (f",{splits[i]}" if with_split else ""))
+  write(str(root / "labels.csv"), "\n".join(rows) + "\n")
+  return str(root / "labels.csv"), str(root / "images")
+
+
+def test_custom_with_split_column(tmp_path):
+  csv_path, image_dir = custom_manual(tmp_path / "mine", with_split=True)
+  builder = mst.datasets.build("custom", str(tmp_path / "data"), csv=csv_path, image_dir=image_dir)
+  assert counts(builder) == {"train": 5, "validation": 2, "test": 1}
+  assert skipped(builder)["img9.jpg"] == ("test", "missing file")
+  assert skipped(builder)["img3.jpg"][1].startswith("undecodable")
+  example = load(builder, "train")["sub/img4.png"]
+  np.testing.assert_allclose(example["mos"], 1.0)
+  assert example["image"] == (tmp_path / "mine" / "images" / "sub" / "img4.png").read_bytes()
+  assert os.path.basename(os.path.dirname(builder.data_dir)) == builder.builder_config.name
+  again = mst.datasets.build("custom", str(tmp_path / "data"), csv=csv_path, image_dir=image_dir)
+  assert again.data_dir == builder.data_dir and again.is_prepared()
+
+
+def test_custom_seeded_split_and_distinct_folders(tmp_path):
+  csv_path, image_dir = custom_manual(tmp_path / "mine", with_split=False)
+  builder = mst.datasets.build("custom", str(tmp_path / "data"), csv=csv_path, image_dir=image_dir)
+  names = [f"sub/img{i}.png" if i == 4 else f"img{i}.jpg" for i in range(10)]
+  expected = common.seeded_split(names, custom.FRACTIONS, seed=0)
+  for split in ("train", "validation", "test"):
+    assert set(load(builder, split)) == {
+        n for n in names if expected[n] == split and n not in ("img3.jpg", "img9.jpg")}
+  other_seed = custom.CustomConfig(csv=csv_path, image_dir=image_dir, split_seed=1)
+  assert other_seed.name != builder.builder_config.name
+  copy = tmp_path / "copy.csv"
+  copy.write_bytes((tmp_path / "mine" / "labels.csv").read_bytes())
+  assert custom.CustomConfig(csv=str(copy), image_dir=image_dir).name != other_seed.name
+
+
+def test_custom_through_the_tfds_build_command(tmp_path):
+  csv_path, image_dir = custom_manual(tmp_path / "mine", with_split=True)
+  config = json.dumps({"csv": csv_path, "image_dir": image_dir})
+  datasets_cli.main(datasets_cli.parse(
+      ["prog", "custom", "--config", config, "--data_dir", str(tmp_path / "data")]))
+  builder = mst.datasets.build("custom", str(tmp_path / "data"), csv=csv_path, image_dir=image_dir)
+  assert builder.is_prepared() and counts(builder)["train"] == 5
+
+
+def test_custom_rejects_bad_split_values(tmp_path):
+  write(str(tmp_path / "labels.csv"), "image,mos,split\na.jpg,1,training\n")
+  with pytest.raises(ValueError, match="labels.csv:2: split 'training'"):
+    mst.datasets.build("custom", str(tmp_path / "data"), csv=str(tmp_path / "labels.csv"))
+
+
+def test_demo_set_is_generated_split_by_photo_with_graded_mos(tmp_path):
+  builder = mst.datasets.build("demo", str(tmp_path))
+  counts = {split: info.num_examples for split, info in builder.info.splits.items()}
+  per_photo = 12 * (1 + len(demo.DISTORTIONS) * len(demo.LEVELS))
+  expected = collections.Counter(demo.SOURCES.values())
+  assert counts == {split: n * per_photo for split, n in expected.items()}
+  test = list(builder.as_dataset(split="test").as_numpy_iterator())
+  test_photos = {n.decode().rsplit("_", 2)[0] for n in (e["name"] for e in test)}
+  assert test_photos == {"chelsea", "coffee", "rocket"}
+  train_names = {e["name"].decode() for e in builder.as_dataset(split="train").as_numpy_iterator()}
+  assert not any(name.startswith(tuple(test_photos)) for name in train_names)
+  by_level = collections.defaultdict(set)
+  for example in test:
+    level = int(example["name"].decode()[-5])
+    by_level[level].add(float(example["mos"]))
+  assert by_level == {0: {90.0}, 1: {70.0}, 2: {50.0}, 3: {30.0}, 4: {10.0}}
+
+
+def test_demo_distortions_grow_with_level():
+  crop = demo.random_crop(demo.source_photo("chelsea.png"), np.random.default_rng(0), 96, 96)
+  pixels = np.asarray(crop, np.float32)
+  for kind, distort in demo.DISTORTIONS.items():
+    errors = [np.abs(np.asarray(distort(crop, level, np.random.default_rng(1)), np.float32)
+                     - pixels).mean() for level in demo.LEVELS]
+    assert errors == sorted(errors) and errors[0] > 0, (kind, errors)
