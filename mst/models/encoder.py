@@ -20,6 +20,7 @@ class SelfAttention(nn.Module):
   """Multi-head self-attention with q/k/v/out biases and a key-padding mask."""
   num_heads: int
   dropout_rate: float = 0.0
+  chunked_on_cpu: bool = True
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -34,7 +35,7 @@ class SelfAttention(nn.Module):
     key_mask = mask[:, None, None, :]  # (B, heads, T, S) by broadcasting
     if not deterministic and self.dropout_rate > 0.0:
       out = self._attention_with_dropout(q, k, v, key_mask)
-    elif jax.default_backend() == "cpu":
+    elif self.chunked_on_cpu and jax.default_backend() == "cpu":
       out = chunked_attention(q, k, v, mask)
     else:
       out = jax.nn.dot_product_attention(q, k, v, mask=key_mask)
@@ -114,13 +115,14 @@ class EncoderBlock(nn.Module):
   dropout_rate: float = 0.0
   attention_dropout_rate: float = 0.0
   drop_path_rate: float = 0.0
+  chunked_on_cpu: bool = True
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool) -> jax.Array:
     y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="LayerNorm_0")(x)
-    y = SelfAttention(self.num_heads, self.attention_dropout_rate, dtype=self.dtype,
-                      name="SelfAttention_0")(y, mask, deterministic)
+    y = SelfAttention(self.num_heads, self.attention_dropout_rate, self.chunked_on_cpu,
+                      dtype=self.dtype, name="SelfAttention_0")(y, mask, deterministic)
     y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
     x = x + drop_path(y, self.drop_path_rate, self, deterministic)
     y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="LayerNorm_1")(x)
@@ -145,6 +147,7 @@ class Encoder(nn.Module):
   dropout_rate: float = 0.0
   attention_dropout_rate: float = 0.0
   stochastic_depth: float = 0.0
+  chunked_on_cpu: bool = True
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
@@ -163,5 +166,6 @@ class Encoder(nn.Module):
       # The drop rate grows linearly from 0 at the first block to `stochastic_depth` at the last.
       rate = self.stochastic_depth * layer / max(self.num_layers - 1, 1)
       x = EncoderBlock(self.num_heads, self.mlp_dim, self.dropout_rate, self.attention_dropout_rate,
-                       rate, dtype=self.dtype, name=f"encoderblock_{layer}")(x, mask, deterministic)
+                       rate, self.chunked_on_cpu, dtype=self.dtype,
+                       name=f"encoderblock_{layer}")(x, mask, deterministic)
     return nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="encoder_norm")(x)

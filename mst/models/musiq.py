@@ -42,6 +42,9 @@ class ModelConfig:
       "classification".
     dropout_rate, attention_dropout_rate, stochastic_depth: regularisation used in training only.
     dtype: compute dtype, "float32" or "bfloat16" (parameters stay float32).
+    chunked_on_cpu: on CPU, run the patch encoder and attention a cache-sized chunk at a time:
+      the same outputs, faster and with far less memory. Off gives one XLA op per layer (for
+      FLOP counting).
   """
   patch_size: int = 32
   hidden_size: int = 384
@@ -61,6 +64,7 @@ class ModelConfig:
   attention_dropout_rate: float = 0.0
   stochastic_depth: float = 0.0
   dtype: str = "float32"
+  chunked_on_cpu: bool = True
 
   def __post_init__(self):
     choices = {"patch_encoder": tuple(patch_encoders.PATCH_ENCODERS),
@@ -85,6 +89,66 @@ class ModelConfig:
         raise ValueError(f"model.{field} must be in [0, 1), got {getattr(self, field)}")
 
 
+CPU_PATCH_CHUNK = 256
+
+
+class PatchEmbedding(nn.Module):
+  """Patch encoder then the `embedding` Dense: [1, n, P*P*3] patches -> [1, n, D] tokens."""
+  patch_encoder: str
+  patch_size: int
+  hidden_size: int
+  dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, patches: jax.Array) -> jax.Array:
+    x = patch_encoders.PATCH_ENCODERS[self.patch_encoder](patches, self.patch_size, self.dtype)
+    return nn.Dense(self.hidden_size, dtype=self.dtype, name="embedding")(x)
+
+  def param_names(self) -> tuple[str, ...]:
+    """The top-level parameter names (`conv_root`, ..., `embedding`), as in the official files."""
+    dummy = jnp.zeros((1, 1, self.patch_size ** 2 * 3), jnp.float32)
+    return tuple(jax.eval_shape(self.init, jax.random.key(0), dummy)["params"])
+
+
+def _subtree_init(embed: PatchEmbedding, name: str, patch_size: int):
+  """Initialises one top-level subtree of the patch embedding inside the model's own scope, so its
+  parameters keep their official names (`conv_root/kernel`, not `PatchEmbedding_0/...`)."""
+  def init(rng):
+    dummy = jnp.zeros((1, 1, patch_size ** 2 * 3), jnp.float32)
+    return embed.init(rng, dummy)["params"][name]
+  return init
+
+
+def embed_patches(embed: PatchEmbedding, params: dict, patches: jax.Array, mask: jax.Array,
+                  chunk: int) -> jax.Array:
+  """Tokens [B, N, D] of all patches; with `chunk` > 0, `chunk` patches at a time.
+
+  Chunks keep the ResNet's activations in cache (1.2-1.8x faster on CPU). Real patches are moved
+  to the front first, so chunks holding only padding are skipped: padded tokens are masked in
+  attention, so their (zero) tokens never reach a real token's output.
+  """
+  batch, length, features = patches.shape
+  apply = lambda x: embed.apply({"params": params}, x[None])[0]
+  if not chunk or batch * length <= chunk:
+    return apply(patches.reshape(-1, features)).reshape(batch, length, -1)
+  flat, real = patches.reshape(-1, features), mask.reshape(-1)
+  order = jnp.argsort(~real, stable=True)
+  blocks = -(-flat.shape[0] // chunk)
+  padding = blocks * chunk - flat.shape[0]
+  flat = jnp.pad(flat[order], ((0, padding), (0, 0))).reshape(blocks, chunk, features)
+  real = jnp.pad(real[order], (0, padding)).reshape(blocks, chunk)
+  width = embed.hidden_size
+  dtype = jax.eval_shape(apply, flat[0]).dtype
+
+  def one_block(block):
+    return jax.lax.cond(real[block].any(), lambda: apply(flat[block]),
+                        lambda: jnp.zeros((chunk, width), dtype))
+
+  tokens = jax.lax.map(one_block, jnp.arange(blocks)).reshape(blocks * chunk, width)
+  tokens = jnp.zeros_like(tokens[:batch * length]).at[order].set(tokens[:batch * length])
+  return tokens.reshape(batch, length, width)
+
+
 class Musiq(nn.Module):
   """The multi-scale image quality Transformer."""
   config: ModelConfig
@@ -93,16 +157,18 @@ class Musiq(nn.Module):
   def __call__(self, batch: Batch, *, train: bool = False) -> jax.Array:
     cfg = self.config
     dtype = DTYPES[cfg.dtype]
-    encode = patch_encoders.PATCH_ENCODERS[cfg.patch_encoder]
-    x = encode(batch["patches"], cfg.patch_size, dtype)
-    x = nn.Dense(cfg.hidden_size, dtype=dtype, name="embedding")(x)
+    embed = PatchEmbedding(cfg.patch_encoder, cfg.patch_size, cfg.hidden_size, dtype, parent=None)
+    params = {name: self.param(name, _subtree_init(embed, name, cfg.patch_size))
+              for name in embed.param_names()}
+    chunk = CPU_PATCH_CHUNK if cfg.chunked_on_cpu and jax.default_backend() == "cpu" else 0
+    x = embed_patches(embed, params, batch["patches"], batch["mask"], chunk)
     x = encoder.Encoder(
         num_layers=cfg.num_layers, num_heads=cfg.num_heads, mlp_dim=cfg.mlp_dim,
         grid_size=cfg.grid_size, num_scales=cfg.num_scales,
         spatial_embedding=cfg.spatial_embedding, use_scale_embedding=cfg.use_scale_embedding,
         max_positions=cfg.max_positions, dropout_rate=cfg.dropout_rate,
         attention_dropout_rate=cfg.attention_dropout_rate, stochastic_depth=cfg.stochastic_depth,
-        dtype=dtype, name="Transformer",
+        chunked_on_cpu=cfg.chunked_on_cpu, dtype=dtype, name="Transformer",
     )(x, batch["spatial_idx"], batch["scale_idx"], batch["mask"], deterministic=not train)
     x = x[:, 0]
     if cfg.representation_size:
