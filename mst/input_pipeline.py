@@ -124,6 +124,25 @@ def train_dataset(builder: tfds.core.DatasetBuilder, split: str, *, batch_size: 
   return stream.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
 
 
+def sharded_train_dataset(builder: tfds.core.DatasetBuilder, split: str, *, shards: list[int],
+                          num_shards: int, batch_size_per_shard: int, **kwargs) -> tf.data.Dataset:
+  """This host's batches when the split is cut into one shard per device of the whole mesh.
+
+  Each shard is a `train_dataset` stream of its own; the host reads the shards of its devices
+  (`shards`, in mesh order) and concatenates their batches. A global batch is then the same
+  examples however the devices are spread over hosts: 1 process x 4 devices and 2 processes x 2
+  devices train on identical batches.
+  """
+  streams = tuple(
+      train_dataset(builder, split, batch_size=batch_size_per_shard,
+                    host=Host(shard, num_shards), **kwargs) for shard in shards)
+
+  def concat(*batches):
+    return {key: tf.concat([batch[key] for batch in batches], axis=0) for key in batches[0]}
+
+  return tf.data.Dataset.zip(streams).map(concat).prefetch(AUTOTUNE)
+
+
 def _epoch_seed(seed: int, host: Host, epoch: tf.Tensor) -> tf.Tensor:
   return (tf.constant(seed, tf.int64) * 7919 + host.index) * 104_729 + epoch
 

@@ -44,11 +44,13 @@ class Predictor:
   """Scores preprocessed images with fixed params; compiles once per (bucket, batch size)."""
 
   def __init__(self, params, model_config: musiq.ModelConfig,
-               pp_config: preprocess.MultiScaleConfig, max_tokens: int = DEFAULT_MAX_TOKENS):
+               pp_config: preprocess.MultiScaleConfig, max_tokens: int = DEFAULT_MAX_TOKENS,
+               score_scale: float = 1.0):
     check_compatible(model_config, pp_config)
     self.model_config = model_config
     self.pp_config = pp_config
     self.max_tokens = max_tokens
+    self.score_scale = score_scale  # a trained workdir's model predicts MOS / mos_scale
     self.params = jax.device_put(params)
     self.compiled_shapes = set()
     model = musiq.Musiq(model_config)
@@ -83,7 +85,8 @@ class Predictor:
     if head == "classification":
       probabilities = jax.nn.softmax(logits)
       return {"class": int(np.argmax(logits)), "probability": float(np.max(probabilities))}
-    result = {"score": float(musiq.scores(jnp.asarray(logits[None]), head)[0])}
+    score = float(musiq.scores(jnp.asarray(logits[None]), head)[0]) * self.score_scale
+    result = {"score": score}
     if head == "distribution":
       result["distribution"] = [float(p) for p in jax.nn.softmax(logits)]
     return result
@@ -190,8 +193,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
       formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("paths", nargs="+", metavar="IMAGE_OR_DIR", help="image files and folders")
   parser.add_argument("--checkpoint", required=True, metavar="PATH",
-                      help="an official MUSIQ .npz file (koniq_ckpt.npz, ava_ckpt.npz, ...); the "
-                           "architecture is read from the file")
+                      help="an official MUSIQ .npz file (koniq_ckpt.npz, ava_ckpt.npz, ...), whose "
+                           "architecture is read from the file, or an mst-train workdir (its best, "
+                           "else latest, parameters)")
   parser.add_argument("--batch-size", type=int, default=1,
                       help="images of similar size scored together (default 1; more helps on GPU)")
   parser.add_argument("--longer-side-lengths", type=_lengths, default=None, metavar="L1,L2",
@@ -213,11 +217,26 @@ def load_predictor(args: argparse.Namespace) -> Predictor:
   """The checkpoint named on the command line, ready to score."""
   path = args.checkpoint
   if os.path.isdir(path):
-    raise checkpoint.CheckpointError(
-        f"{path}: is a folder; give an official .npz file (training workdirs come with mst-train)")
+    return _workdir_predictor(path, args)
   params, model_config = checkpoint.load_official_npz(path, dtype=args.dtype)
   pp_config = checkpoint.preprocess_config_for(model_config, args.longer_side_lengths)
   return Predictor(params, model_config, pp_config, max_tokens=args.max_tokens)
+
+
+def _workdir_predictor(workdir: str, args: argparse.Namespace) -> Predictor:
+  """The best (else latest) parameters of an `mst-train` workdir, with its own preprocessing."""
+  from mst import config_utils  # pylint: disable=g-import-not-at-top
+  from mst import train_checkpoints  # pylint: disable=g-import-not-at-top
+  try:
+    params, config = train_checkpoints.load_params(workdir)
+  except FileNotFoundError as e:
+    raise checkpoint.CheckpointError(str(e)) from None
+  model_config = dataclasses.replace(config_utils.model_config(config), dtype=args.dtype)
+  pp_config = config_utils.preprocess_config(config, train=False)
+  if args.longer_side_lengths is not None:
+    pp_config = dataclasses.replace(pp_config, longer_side_lengths=args.longer_side_lengths)
+  return Predictor(params, model_config, pp_config, max_tokens=args.max_tokens,
+                   score_scale=float(config.dataset.mos_scale))
 
 
 class Progress:
