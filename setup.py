@@ -39,6 +39,7 @@ setuptools.setup(
     },
     entry_points={
         "console_scripts": [
+            "mst-train=mst.main:run",
             "mst-predict=mst.predict:main",
             "mst-datasets=mst.datasets.__main__:run",
         ],

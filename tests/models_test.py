@@ -224,6 +224,7 @@ def test_chunked_patch_embedding_equals_the_whole_batch_on_real_tokens():
 
 
 def test_cpu_chunking_changes_neither_outputs_nor_gradients():
+  # Inference only chunks, but gradients through it (e.g. saliency maps) must be right too.
   chunked = dataclasses.replace(SMALL, patch_encoder="conv")  # a cheaper compile than resnet
   plain = dataclasses.replace(chunked, chunked_on_cpu=False)
   batch = _batch(chunked, seq_len=140, num_real=100, batch_size=2)  # 280 patches: 2 chunks

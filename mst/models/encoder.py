@@ -2,9 +2,9 @@
 
 Padded tokens are masked as attention keys, so they never change a real token's output (their own
 rows are computed and ignored). On GPU and TPU attention goes through `jax.nn.dot_product_attention`,
-which lets XLA pick fused kernels; on CPU through `chunked_attention`, blocks of queries at a time;
-with attention dropout in training, through an explicit softmax, the only place the weights must be
-materialised.
+which lets XLA pick fused kernels; in inference on CPU through `chunked_attention`, blocks of queries
+at a time; with attention dropout in training, through an explicit softmax, the only place the
+weights must be materialised.
 """
 
 import flax.linen as nn
@@ -35,7 +35,7 @@ class SelfAttention(nn.Module):
     key_mask = mask[:, None, None, :]  # (B, heads, T, S) by broadcasting
     if not deterministic and self.dropout_rate > 0.0:
       out = self._attention_with_dropout(q, k, v, key_mask)
-    elif self.chunked_on_cpu and jax.default_backend() == "cpu":
+    elif self.chunked_on_cpu and deterministic and jax.default_backend() == "cpu":
       out = chunked_attention(q, k, v, mask)
     else:
       out = jax.nn.dot_product_attention(q, k, v, mask=key_mask)

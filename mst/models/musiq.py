@@ -42,8 +42,9 @@ class ModelConfig:
       "classification".
     dropout_rate, attention_dropout_rate, stochastic_depth: regularisation used in training only.
     dtype: compute dtype, "float32" or "bfloat16" (parameters stay float32).
-    chunked_on_cpu: on CPU, run the patch encoder and attention a cache-sized chunk at a time:
-      the same outputs, faster and with far less memory. Off gives one XLA op per layer (for
+    chunked_on_cpu: in inference on CPU, run the patch encoder and attention a cache-sized chunk
+      at a time: the same outputs, faster and with far less memory. Training never chunks (the
+      gradient of the chunk loops is much slower on CPU). Off gives one XLA op per layer (for
       FLOP counting).
   """
   patch_size: int = 32
@@ -160,7 +161,8 @@ class Musiq(nn.Module):
     embed = PatchEmbedding(cfg.patch_encoder, cfg.patch_size, cfg.hidden_size, dtype, parent=None)
     params = {name: self.param(name, _subtree_init(embed, name, cfg.patch_size))
               for name in embed.param_names()}
-    chunk = CPU_PATCH_CHUNK if cfg.chunked_on_cpu and jax.default_backend() == "cpu" else 0
+    chunked = cfg.chunked_on_cpu and not train and jax.default_backend() == "cpu"
+    chunk = CPU_PATCH_CHUNK if chunked else 0
     x = embed_patches(embed, params, batch["patches"], batch["mask"], chunk)
     x = encoder.Encoder(
         num_layers=cfg.num_layers, num_heads=cfg.num_heads, mlp_dim=cfg.mlp_dim,
@@ -199,8 +201,9 @@ def dummy_batch(config: ModelConfig, batch_size: int = 1, seq_len: int = 8) -> B
 
 
 def init_params(config: ModelConfig, rng: jax.Array) -> dict:
-  """Freshly initialised parameters of the model `config` describes."""
-  return Musiq(config).init(rng, dummy_batch(config))["params"]
+  """Freshly initialised parameters of the model `config` describes (jitted: op-by-op init of the
+  ResNet takes seconds)."""
+  return jax.jit(lambda key: Musiq(config).init(key, dummy_batch(config))["params"])(rng)
 
 
 def count_params(params) -> int:
