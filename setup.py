@@ -28,7 +28,8 @@ setuptools.setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=setuptools.find_packages(include=["mst", "mst.*"]),
+    # configs/ is installed too: its files import `configs.common`, wherever mst-train runs from.
+    packages=setuptools.find_packages(include=["mst", "mst.*", "configs"]),
     install_requires=INSTALL_REQUIRES,
     extras_require={
         # torch: the independent PyTorch MUSIQ that tests and benchmarks compare the Flax model

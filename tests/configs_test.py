@@ -1,0 +1,213 @@
+"""Every config file: loads with each variant, adds no key that common.py lacks, states the
+paper's settings, builds valid model and preprocessing configs, and takes command-line overrides."""
+
+import dataclasses
+import functools
+import importlib
+import os
+
+from absl import flags
+import jax
+import ml_collections
+from ml_collections import config_flags
+import pytest
+
+from configs import common
+from mst import config_utils
+from mst import optim
+from mst import preprocess
+from mst.models import musiq
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+TASKS = ("koniq", "spaq", "ava", "paq2piq", "imagenet", "custom", "demo")
+ARGS = (None, "", "runlocal", " runlocal ,runlocal")
+
+
+def _load(name: str, arg=None) -> ml_collections.ConfigDict:
+  return importlib.import_module(f"configs.{name}").get_config(arg)
+
+
+def _keys(config: ml_collections.ConfigDict, prefix: str = "") -> set[str]:
+  keys = set()
+  for key, value in config.items():
+    keys.add(prefix + key)
+    if isinstance(value, ml_collections.ConfigDict):
+      keys |= _keys(value, f"{prefix}{key}.")
+  return keys
+
+
+def test_every_config_file_is_tested():
+  files = {f[:-3] for f in os.listdir(CONFIG_DIR) if f.endswith(".py")}
+  assert files == set(TASKS) | {"common", "__init__"}
+
+
+@pytest.mark.parametrize("name", ("common",) + TASKS)
+@pytest.mark.parametrize("arg", ARGS)
+def test_loads_adds_no_keys_and_validates(name, arg):
+  config = _load(name, arg)
+  assert _keys(config) == _keys(common.get_config())  # no typo adds a key
+  for key in _keys(config):  # and no task changes a value's type (the command line relies on it)
+    base = common.get_config()
+    value, default = _get(config, key), _get(base, key)
+    assert isinstance(value, type(default)) or (isinstance(default, float) and
+                                                isinstance(value, int)), key
+  config_utils.validate(config)
+  model = config_utils.model_config(config)
+  assert isinstance(model, musiq.ModelConfig)
+  assert model.num_scales == len(config.preprocess.longer_side_lengths) + 1
+  assert (model.patch_size, model.grid_size) == (config.preprocess.patch_size,
+                                                 config.preprocess.grid_size)
+  train_pp = config_utils.preprocess_config(config, train=True)
+  eval_pp = config_utils.preprocess_config(config, train=False)
+  assert isinstance(train_pp, preprocess.MultiScaleConfig)
+  assert train_pp.max_seq_len_from_original_res == config.preprocess.max_seq_len
+  assert eval_pp.max_seq_len_from_original_res == -1
+  if arg and "runlocal" in arg:
+    assert model.hidden_size <= 64 and model.num_layers <= 2
+    assert config.train.num_steps <= 10 and config.train.batch_size <= 8
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_optimizer_builds_for_the_real_model(name):
+  """The optimizer of each config initialises on its model's parameters (shapes only), so its
+  learning-rate multiplier patterns match real parameter names."""
+  config = _load(name)
+  total_steps = config.optim.warmup_steps + 100
+  tx = optim.make_optimizer(config.optim, total_steps)
+  model = config_utils.model_config(config)
+  params = jax.eval_shape(functools.partial(musiq.init_params, model), jax.random.key(0))
+  state = jax.eval_shape(tx.init, params)
+  assert jax.tree.leaves(state)
+  config.optim.lr_multipliers = (("^embeding/kernel$", 0.1),)
+  with pytest.raises(ValueError, match="match no parameter"):
+    jax.eval_shape(optim.make_optimizer(config.optim, total_steps).init, params)
+
+
+def _get(config, dotted: str):
+  for part in dotted.split("."):
+    config = config[part]
+  return config
+
+
+def test_model_keys_mirror_model_config():
+  fields = {f.name: f.default for f in dataclasses.fields(musiq.ModelConfig)}
+  model = common.get_config().model
+  assert set(model) == set(fields) - set(config_utils.DERIVED_MODEL_FIELDS)
+  for key, value in model.items():
+    assert value == fields[key] or (key == "representation_size" and value == 0
+                                    and fields[key] is None), key
+  config = common.get_config()
+  config.model.unknown_field = 1
+  with pytest.raises(ValueError, match="unknown_field"):
+    config_utils.model_config(config)
+
+
+@pytest.mark.parametrize("name", ("common",) + TASKS)
+def test_unknown_variant_raises_naming_valid_ones(name):
+  with pytest.raises(ValueError, match=r"unknown config variant.*\['runlocal'\]"):
+    _load(name, "runlocal,fast")
+
+
+# name: (dataset, optimizer, peak lr, epochs, batch, loss, label, head, classes, mos_scale)
+PAPER = {
+    "paq2piq": ("paq2piq", "sgd", 2e-4, 10, 128, "l1", "mos", "score", 1, 100.0),
+    "koniq": ("koniq10k", "sgd", 2e-3, 30, 96, "l1", "mos", "score", 1, 1.0),
+    "spaq": ("spaq/shorter_side_512", "sgd", 1e-4, 30, 128, "l1", "mos", "score", 1, 100.0),
+    "ava": ("ava", "sgd", 0.12, 20, 512, "emd", "dist", "distribution", 10, 1.0),
+    "imagenet": ("imagenet2012", "adamw", 1e-3, 300, 4096, "cross_entropy", "label",
+                 "classification", 1000, 1.0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PAPER))
+def test_paper_settings(name):
+  config = _load(name)
+  dataset, opt, lr, epochs, batch, loss, label, head, classes, scale = PAPER[name]
+  assert config.dataset.name == dataset
+  assert (config.optim.name, config.optim.learning_rate, config.optim.schedule) == (opt, lr,
+                                                                                   "cosine")
+  assert (config.train.num_epochs, config.train.num_steps, config.train.batch_size) == (
+      epochs, -1, batch)
+  assert (config.loss.name, config.dataset.label) == (loss, label)
+  assert (config.model.head, config.model.num_classes) == (head, classes)
+  assert config.dataset.mos_scale == scale
+  assert config.preprocess.max_seq_len == 512
+  assert tuple(config.preprocess.longer_side_lengths) == (224, 384)
+  assert config.init.checkpoint == ""  # documented: the paper starts from imagenet_pretrain.npz
+  # The paper's 27.1 M-parameter model.
+  assert (config.model.hidden_size, config.model.num_layers, config.model.num_heads,
+          config.model.mlp_dim, config.model.patch_encoder) == (384, 14, 6, 1152, "resnet")
+  if name == "imagenet":
+    assert (config.optim.b1, config.optim.b2, config.optim.weight_decay) == (0.9, 0.999, 0.1)
+    assert config.optim.warmup_steps > 0 and config.augment.crop
+    assert config.augment.randaugment_layers > 0 and config.augment.mixup_alpha > 0
+  else:
+    assert (config.optim.momentum, config.optim.weight_decay) == (0.9, 0.0)
+    assert config.augment.flip_prob == 0.5 and not config.augment.crop  # the flip alone
+    assert config.augment.randaugment_layers == 0 and config.augment.mixup_alpha == 0
+  if name == "ava":
+    assert config.loss.emd_r == 2 and config.eval.ava_metrics
+
+
+def test_demo_and_custom_settings():
+  demo = _load("demo")
+  assert (demo.dataset.name, demo.dataset.mos_scale, demo.loss.name) == ("demo", 100.0, "l1")
+  assert demo.optim.name == "adamw" and demo.optim.learning_rate == 3e-4
+  assert tuple(demo.optim.lr_multipliers) == (("^embedding/kernel$", 0.03),)
+  assert demo.init.head_bias_from_train_mean and demo.optim.warmup_steps == 20
+  assert demo.model.hidden_size <= 128 and demo.model.num_layers <= 4
+  assert demo.preprocess.max_seq_len <= 32  # a 160 px crop has at most 25 native patches
+  custom = _load("custom")
+  assert custom.dataset.name == "custom" and custom.dataset.csv == ""
+  assert custom.dataset.mos_scale == 100.0
+
+
+def _parse(*args: str) -> ml_collections.ConfigDict:
+  """The config `main` would get from these command-line arguments (parsed in-process; config
+  flags find their `--config.*` overrides in the argv they are given)."""
+  argv = ["prog", *args]
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", flag_values=flag_values, sys_argv=argv)
+  flag_values(argv)
+  return flag_values.config
+
+
+def test_command_line_overrides():
+  config = _parse(f"--config={CONFIG_DIR}/koniq.py:runlocal", "--config.model.num_layers=3",
+                  "--config.preprocess.grid_size=15",
+                  "--config.preprocess.longer_side_lengths=(224,)",
+                  "--config.optim.lr_multipliers=(('^embedding/kernel$', 0.1),)")
+  assert config.train.num_steps == common.get_config("runlocal").train.num_steps  # the variant
+  assert config.model.num_layers == 3
+  assert config.preprocess.longer_side_lengths == (224,)
+  model = config_utils.model_config(config)
+  assert (model.grid_size, model.num_scales) == (15, 2)
+  assert tuple(config.optim.lr_multipliers) == (("^embedding/kernel$", 0.1),)
+  config_utils.validate(config)
+
+  config = _parse(f"--config={CONFIG_DIR}/ava.py", "--config.preprocess.longer_side_lengths=()")
+  assert config_utils.model_config(config).num_scales == 1  # the native image only
+  assert config_utils.preprocess_config(config, True).longer_side_lengths == ()
+
+  # A misspelt key fails (and suggests the right one) instead of being ignored.
+  with pytest.raises((flags.Error, AttributeError), match="learning_rate"):
+    _parse(f"--config={CONFIG_DIR}/koniq.py", "--config.optim.learning_rat=1")
+  with pytest.raises(flags.Error, match="unknown config variant"):
+    _parse(f"--config={CONFIG_DIR}/koniq.py:runlokal")
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("loss.name", "emd", "trains on"),
+    ("model.head", "distribution", "num_classes|needs model.head"),
+    ("optim.name", "lamb", "optim.name"),
+    ("optim.schedule", "step", "optim.schedule"),
+    ("dataset.mos_scale", 0.0, "mos_scale"),
+    ("train.batch_size", 0, "train.batch_size"),
+    ("optim.lr_multipliers", (("(unclosed", 1.0),), "bad regex"),
+])
+def test_validate_rejects_inconsistent_configs(key, value, match):
+  config = _load("koniq")
+  section, field = key.split(".")
+  config[section][field] = value
+  with pytest.raises(ValueError, match=match):
+    config_utils.validate(config)
