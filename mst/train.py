@@ -65,7 +65,7 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model: musiq.M
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = TrainMetrics.single_from_model_output(
-      loss=loss, grad_norm=optax.global_norm(grads), learning_rate=schedule(state.step))
+      loss=loss, grad_norm=optax.tree.norm(grads), learning_rate=schedule(state.step))
   return TrainState(state.step + 1, params, opt_state), metrics
 
 
@@ -140,6 +140,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=0)
   evaluator = data.evaluator(config.dataset.eval_split, model)
   report = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
+  try:
+    state = _train_loop(config, state, start_step, total_steps, step_fn, step_rng, data,
+                        evaluator, manager, writer, report)
+  finally:
+    manager.wait()  # never leave a half-written checkpoint, even when stopping on an error
+  final = _final_evaluation(config, data, model, manager, state, writer, total_steps)
+  writer.flush()
+  return final
+
+
+def _train_loop(config, state, start_step, total_steps, step_fn, step_rng, data, evaluator,
+                manager, writer, report) -> TrainState:
+  """Steps start_step + 1 .. total_steps with logging, evaluation and checkpoints."""
+  workdir = manager.workdir
   train_metrics, recent_losses = None, []
   batches = data.train_batches(start_step)
   for step in range(start_step + 1, total_steps + 1):
@@ -161,10 +175,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       manager.maybe_save_best(step, state.params, results)
     if checkpoint_now:
       manager.save(step, state)
-  manager.wait()
-  final = _final_evaluation(config, data, model, manager, state, writer, total_steps)
-  writer.flush()
-  return final
+  return state
 
 
 def _final_evaluation(config, data, model, manager, state, writer, step) -> dict[str, float]:

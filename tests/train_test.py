@@ -1,0 +1,157 @@
+"""mst-train end to end on a tiny custom dataset: outputs, exact reproducibility, exact resume after
+an interruption, the NaN guard, and scoring with the trained workdir."""
+
+import csv
+import glob
+import json
+import os
+
+import flax.traverse_util
+import jax
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+from configs import custom as custom_config
+from mst import predict
+from mst import train
+from mst import train_checkpoints
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+  """24 small images, MOS rising with brightness, split 16 / 4 / 4."""
+  root = tmp_path_factory.mktemp("custom")
+  rng = np.random.default_rng(0)
+  rows = []
+  for i in range(24):
+    h, w = rng.integers(40, 100, 2)
+    level = i / 23
+    pixels = np.clip(rng.normal(255 * level, 30, (h, w, 3)), 0, 255).astype(np.uint8)
+    Image.fromarray(pixels).save(root / f"{i}.png")
+    rows.append((f"{i}.png", 100 * level, "train" if i % 6 < 4 else
+                 ("validation" if i % 6 == 4 else "test")))
+  with open(root / "labels.csv", "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(["image", "mos", "split"])
+    writer.writerows(rows)
+  return root
+
+
+def _config(dataset, tmp_path_factory, **overrides):
+  config = custom_config.get_config("runlocal")
+  config.dataset.csv = str(dataset / "labels.csv")
+  config.dataset.data_dir = str(tmp_path_factory.getbasetemp() / "tfds")
+  config.train.num_steps = 4
+  config.train.checkpoint_every_steps = 2
+  config.train.eval_every_steps = 2
+  for key, value in overrides.items():
+    section, name = key.split("__")
+    setattr(config[section], name, value)
+  return config
+
+
+def _params(workdir):
+  return flax.traverse_util.flatten_dict(train_checkpoints.load_params(str(workdir))[0], sep="/")
+
+
+def _latest_params(workdir):
+  manager = train_checkpoints.TrainCheckpoints(str(workdir), 3)
+  step = manager.latest_step()
+  state = manager.latest.restore(step)
+  manager.close()
+  return step, flax.traverse_util.flatten_dict(jax.device_get(state["params"]), sep="/")
+
+
+def _scalars(workdir, tag):
+  values = {}
+  for path in glob.glob(os.path.join(workdir, "events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        if value.tag == tag:
+          values[event.step] = float(tf.make_ndarray(value.tensor))
+  return values
+
+
+@pytest.fixture(scope="module")
+def finished(dataset, tmp_path_factory):
+  """One uninterrupted 4-step run, shared by the tests that compare against it."""
+  workdir = tmp_path_factory.mktemp("run")
+  results = train.train_and_evaluate(_config(dataset, tmp_path_factory), str(workdir))
+  return workdir, results
+
+
+def test_run_writes_checkpoints_summaries_config_and_test_metrics(finished, capsys):
+  workdir, results = finished
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4"]
+  assert len(os.listdir(workdir / "best")) == 1
+  losses = _scalars(str(workdir), "train/loss")
+  assert sorted(losses) == [1, 2, 3, 4] and all(np.isfinite(list(losses.values())))
+  assert set(_scalars(str(workdir), "validation/srcc")) == {2, 4}
+  assert json.load(open(workdir / "config.json"))["dataset"]["name"] == "custom"
+  saved = json.load(open(workdir / "test_metrics.json"))
+  assert saved == pytest.approx(results) and {"srcc", "plcc", "krcc", "rmse"} <= set(saved)
+
+
+def test_predict_scores_with_a_workdir_on_the_mos_scale(finished, dataset, capsys):
+  workdir, _ = finished
+  status = predict.main(["--quiet", "--checkpoint", str(workdir), str(dataset / "0.png")])
+  (line,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+  assert status == 0
+  # Four steps from the mean-MOS head bias: near the training mean (~50 on 0-100), not ~0.5.
+  assert 20 < line["score"] < 80
+
+
+def test_same_config_and_seed_give_bit_identical_params(finished, dataset, tmp_path_factory):
+  workdir, _ = finished
+  again = tmp_path_factory.mktemp("again")
+  train.train_and_evaluate(_config(dataset, tmp_path_factory), str(again))
+  first, second = _latest_params(workdir), _latest_params(again)
+  assert first[0] == second[0] == 4
+  for name, value in first[1].items():
+    np.testing.assert_array_equal(value, second[1][name], err_msg=name)
+
+
+class _Interrupted(Exception):
+  pass
+
+
+def test_interrupted_run_resumes_to_exactly_the_same_params(finished, dataset, tmp_path_factory,
+                                                            monkeypatch):
+  workdir, _ = finished
+  resumed = tmp_path_factory.mktemp("resumed")
+  save = train_checkpoints.TrainCheckpoints.save
+
+  def save_then_die(self, step, state):
+    save(self, step, state)
+    if step == 2:
+      self.wait()
+      raise _Interrupted  # as if the job were killed right after its step-2 checkpoint
+
+  monkeypatch.setattr(train_checkpoints.TrainCheckpoints, "save", save_then_die)
+  with pytest.raises(_Interrupted):
+    train.train_and_evaluate(_config(dataset, tmp_path_factory), str(resumed))
+  assert sorted(os.listdir(resumed / "checkpoints")) == ["2"]
+  monkeypatch.setattr(train_checkpoints.TrainCheckpoints, "save", save)
+  train.train_and_evaluate(_config(dataset, tmp_path_factory), str(resumed))
+  expected, got = _latest_params(workdir), _latest_params(resumed)
+  assert got[0] == 4
+  for name, value in expected[1].items():
+    np.testing.assert_array_equal(value, got[1][name], err_msg=name)
+  # The resumed run logged steps 3 and 4 with the uninterrupted run's losses.
+  losses = _scalars(str(resumed), "train/loss")
+  reference = _scalars(str(workdir), "train/loss")
+  assert losses[3] == reference[3] and losses[4] == reference[4]
+
+
+def test_non_finite_loss_stops_naming_the_step(dataset, tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("nan")
+  config = _config(dataset, tmp_path_factory, optim__name="sgd", optim__learning_rate=1e30,
+                   optim__warmup_steps=0, train__num_steps=6, dataset__eval_split="")
+  with pytest.raises(train.NonFiniteLossError, match=r"at step \d+") as error:
+    train.train_and_evaluate(config, str(workdir))
+  step = int(str(error.value).split("at step ")[1].split(";")[0])
+  saved = [int(s) for s in os.listdir(workdir / "checkpoints")] if os.path.isdir(
+      workdir / "checkpoints") else []
+  assert all(s < step for s in saved)
