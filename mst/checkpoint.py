@@ -347,3 +347,38 @@ def preprocess_config_for(model_cfg: musiq.ModelConfig,
 # Orbax training checkpoints (train state: params, optimiser state, step).
 # Not implemented yet: to come in its own change (CheckpointManager, async saves finished with
 # `wait_until_finished()`, StandardRestore into an abstract target from `jax.eval_shape`).
+
+
+# ---------------------------------------------------------------------------------------------
+# Either kind of checkpoint, for scoring and evaluation.
+
+
+@dataclasses.dataclass
+class Loaded:
+  """Parameters with what scoring needs: the model, its preprocessing (all native patches), and
+  the factor that turns the model's output into the dataset's MOS scale."""
+  params: Params
+  model_config: musiq.ModelConfig
+  pp_config: Any
+  score_scale: float = 1.0
+
+
+def load_for_inference(path: str, dtype: str = "float32",
+                       longer_side_lengths: tuple[int, ...] | None = None) -> Loaded:
+  """An official `.npz` file (architecture from the file, output as is) or an `mst-train` workdir
+  (its best, else latest, parameters, its own preprocessing and MOS scale)."""
+  from mst import config_utils  # pylint: disable=g-import-not-at-top  # lazy: TF and orbax
+  from mst import train_checkpoints  # pylint: disable=g-import-not-at-top
+  path = os.path.expanduser(path)
+  if not os.path.isdir(path):
+    params, model_cfg = load_official_npz(path, dtype=dtype)
+    return Loaded(params, model_cfg, preprocess_config_for(model_cfg, longer_side_lengths))
+  try:
+    params, config = train_checkpoints.load_params(path)
+  except FileNotFoundError as e:
+    raise CheckpointError(str(e)) from None
+  model_cfg = dataclasses.replace(config_utils.model_config(config), dtype=dtype)
+  pp_config = config_utils.preprocess_config(config, train=False)
+  if longer_side_lengths is not None:
+    pp_config = dataclasses.replace(pp_config, longer_side_lengths=tuple(longer_side_lengths))
+  return Loaded(params, model_cfg, pp_config, float(config.dataset.mos_scale))

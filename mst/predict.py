@@ -214,29 +214,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def load_predictor(args: argparse.Namespace) -> Predictor:
-  """The checkpoint named on the command line, ready to score."""
-  path = args.checkpoint
-  if os.path.isdir(path):
-    return _workdir_predictor(path, args)
-  params, model_config = checkpoint.load_official_npz(path, dtype=args.dtype)
-  pp_config = checkpoint.preprocess_config_for(model_config, args.longer_side_lengths)
-  return Predictor(params, model_config, pp_config, max_tokens=args.max_tokens)
-
-
-def _workdir_predictor(workdir: str, args: argparse.Namespace) -> Predictor:
-  """The best (else latest) parameters of an `mst-train` workdir, with its own preprocessing."""
-  from mst import config_utils  # pylint: disable=g-import-not-at-top
-  from mst import train_checkpoints  # pylint: disable=g-import-not-at-top
-  try:
-    params, config = train_checkpoints.load_params(workdir)
-  except FileNotFoundError as e:
-    raise checkpoint.CheckpointError(str(e)) from None
-  model_config = dataclasses.replace(config_utils.model_config(config), dtype=args.dtype)
-  pp_config = config_utils.preprocess_config(config, train=False)
-  if args.longer_side_lengths is not None:
-    pp_config = dataclasses.replace(pp_config, longer_side_lengths=args.longer_side_lengths)
-  return Predictor(params, model_config, pp_config, max_tokens=args.max_tokens,
-                   score_scale=float(config.dataset.mos_scale))
+  """The checkpoint named on the command line (an official .npz or a workdir), ready to score."""
+  loaded = checkpoint.load_for_inference(args.checkpoint, dtype=args.dtype,
+                                         longer_side_lengths=args.longer_side_lengths)
+  return Predictor(loaded.params, loaded.model_config, loaded.pp_config,
+                   max_tokens=args.max_tokens, score_scale=loaded.score_scale)
 
 
 class Progress:
