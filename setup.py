@@ -42,6 +42,7 @@ setuptools.setup(
         "console_scripts": [
             "mst-train=mst.main:run",
             "mst-predict=mst.predict:main",
+            "mst-eval=mst.eval_cli:run",
             "mst-datasets=mst.datasets.__main__:run",
         ],
     },

@@ -1,0 +1,98 @@
+"""mst-eval on a tiny custom dataset: an official-layout .npz and workdirs of repeated runs."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from configs import custom as custom_config
+from mst import checkpoint
+from mst import config_utils
+from mst import predict
+from mst import train_checkpoints
+from mst.models import musiq
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+  root = tmp_path_factory.mktemp("eval_data")
+  rng = np.random.default_rng(0)
+  rows = []
+  for i in range(10):
+    h, w = rng.integers(30, 140, 2)  # several sequence-length buckets
+    Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / f"{i}.png")
+    rows.append((f"{i}.png", float(rng.uniform(0, 100)), "train" if i < 4 else "test"))
+  with open(root / "labels.csv", "w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(["image", "mos", "split"])
+    writer.writerows(rows)
+  return root
+
+
+def _random_params(config, seed):
+  params = musiq.init_params(config, jax.random.key(seed))
+  params["head"]["kernel"] = jax.random.normal(jax.random.key(seed + 1),
+                                               params["head"]["kernel"].shape)
+  return params
+
+
+def _eval(dataset, tmp_path, *flags):
+  command = [sys.executable, "-m", "mst.eval_cli", "--config=configs/custom.py:runlocal",
+             f"--config.dataset.csv={dataset / 'labels.csv'}",
+             f"--config.dataset.data_dir={tmp_path / 'tfds'}", *flags]
+  env = dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+  return done.stdout
+
+
+def test_npz_evaluation_scores_every_test_image_once_like_mst_predict(dataset, tmp_path, capsys):
+  config = musiq.ModelConfig(hidden_size=32, num_layers=1, num_heads=4, mlp_dim=64)
+  npz = str(tmp_path / "model.npz")
+  checkpoint.export_official_npz(_random_params(config, 0), npz)
+  out = tmp_path / "out"
+  stdout = _eval(dataset, tmp_path, f"--checkpoint={npz}", "--split=test",
+                 f"--output_dir={out}")
+  assert "| srcc |" in stdout and "95% CI" in stdout
+  scores = json.load(open(out / "metrics.json"))
+  assert {"srcc", "plcc", "krcc", "rmse", "plcc_logistic", "srcc_ci95_low"} <= set(scores)
+  assert scores["srcc_ci95_low"] <= scores["srcc"] <= scores["srcc_ci95_high"]
+  rows = list(csv.DictReader(open(out / "predictions.csv")))
+  assert sorted(row["image"] for row in rows) == [f"{i}.png" for i in range(4, 10)]
+  # Native resolution, all patches: the same scores mst-predict gives for the files.
+  predict.main(["--quiet", "--checkpoint", npz] + [str(dataset / r["image"]) for r in rows])
+  lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+  for row, line in zip(rows, lines):
+    assert float(row["prediction"]) == pytest.approx(line["score"], abs=1e-4)
+
+
+def _workdir(path, config, seed):
+  os.makedirs(path)
+  train_checkpoints.write_config(str(path), config)
+  manager = train_checkpoints.TrainCheckpoints(str(path), 1)
+  manager.maybe_save_best(1, _random_params(config_utils.model_config(config), seed),
+                          {"srcc": 0.0})
+  manager.wait()
+  manager.close()
+  return str(path)
+
+
+def test_runs_are_evaluated_and_aggregated(dataset, tmp_path):
+  config = custom_config.get_config("runlocal")
+  config.dataset.csv = str(dataset / "labels.csv")
+  runs = [_workdir(tmp_path / f"run{seed}", config, seed) for seed in (0, 10)]
+  stdout = _eval(dataset, tmp_path, "--runs", *runs, f"--output_dir={tmp_path / 'agg'}")
+  assert "2 runs, mean ± std" in stdout
+  summary = json.load(open(tmp_path / "agg" / "runs_metrics.json"))["mean_std"]
+  per_run = [json.load(open(os.path.join(run, "eval_test", "metrics.json"))) for run in runs]
+  srcc = [run["srcc"] for run in per_run]
+  assert summary["srcc"][0] == pytest.approx(np.mean(srcc))
+  assert summary["srcc"][1] == pytest.approx(np.std(srcc, ddof=1))
