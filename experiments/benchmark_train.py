@@ -1,0 +1,158 @@
+"""CPU training benchmark of the paper MUSIQ model: mst's train step against PyTorch, and the input
+pipeline's rate against what the train step consumes.
+
+    python experiments/benchmark_train.py [--threads N] [--repeats R] [--batch B]
+
+1. Train step (forward, L1 loss, backward, SGD with momentum) of the paper model (P=32, G=10,
+   D=384, 14 layers, scales 224, 384 + the native image cut to l=512: 705 tokens) on a batch of
+   1024x768 images: seconds per step, images/s and GFLOP/s (XLA's count for the jitted step) for
+   mst (JAX) and for a straightforward PyTorch implementation of the same network and step.
+2. Input pipeline (`mst.input_pipeline.train_dataset`: JPEG decode, flip, 3-scale preprocessing,
+   batching) on 1024x768 JPEGs made from scikit-image's photographs: images/s with tf.data held to
+   one core, and with all cores, beside the train step's images/s.
+Threads are pinned as in experiments/benchmark.py; compare ratios from the same run.
+"""
+
+import argparse
+import csv
+import os
+import sys
+import tempfile
+import time
+
+import jax
+import numpy as np
+import optax
+import tensorflow as tf
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from experiments import benchmark  # pylint: disable=g-import-not-at-top
+from experiments import torch_musiq  # pylint: disable=g-import-not-at-top
+import mst.datasets  # pylint: disable=g-import-not-at-top
+from mst import input_pipeline  # pylint: disable=g-import-not-at-top
+from mst import preprocess  # pylint: disable=g-import-not-at-top
+from mst import train  # pylint: disable=g-import-not-at-top
+from mst.models import musiq  # pylint: disable=g-import-not-at-top
+
+PP = preprocess.MultiScaleConfig(max_seq_len_from_original_res=512)
+LEARNING_RATE, MOMENTUM = 1e-4, 0.9
+
+
+def train_batch(batch_size: int) -> dict[str, np.ndarray]:
+  """A random 1024x768 image at training length (49 + 144 + 512 tokens), repeated."""
+  image = np.random.default_rng(0).integers(0, 256, (768, 1024, 3), dtype=np.uint8)
+  features = preprocess.multiscale_patches(tf.constant(image), PP)
+  batch = {k: np.repeat(v.numpy()[None], batch_size, axis=0) for k, v in features.items()}
+  batch["mos"] = np.linspace(0.2, 0.8, batch_size, dtype=np.float32)
+  return batch
+
+
+def jax_step(flat, batch):
+  """A compiled mst train step (donated state) and its FLOPs."""
+  model = musiq.Musiq(musiq.ModelConfig())
+  tx = optax.sgd(LEARNING_RATE, MOMENTUM)
+  params = jax.device_put(torch_musiq.nest_flat_params(flat))
+  state = train.TrainState(jax.numpy.zeros((), jax.numpy.int32), params, tx.init(params))
+  loss_fn = lambda logits, b: jax.numpy.mean(jax.numpy.abs(logits[:, 0] - b["mos"]))
+  step = jax.jit(lambda s, b, r: train.train_step(s, b, r, model=model, tx=tx, loss_fn=loss_fn,
+                                                  schedule=lambda _: LEARNING_RATE),
+                 donate_argnums=0)
+  batch, rng = jax.device_put(batch), jax.random.key(0)
+  compiled = step.lower(state, batch, rng).compile()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  holder = {"state": state}
+
+  def run():
+    holder["state"], metrics = compiled(holder["state"], batch, rng)
+    return jax.block_until_ready(metrics.loss.total)
+  return run, float(cost["flops"])
+
+
+def torch_step(flat, batch):
+  """The same step in PyTorch: forward, L1, backward, SGD with momentum."""
+  model = torch_musiq.TorchMusiq.from_flat_params(flat)
+  model.requires_grad_(True)  # the reference network is built for inference
+  optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
+  inputs = [torch.from_numpy(batch[k]) for k in ("patches", "spatial_idx", "scale_idx", "mask")]
+  target = torch.from_numpy(batch["mos"])
+
+  def run():
+    optimizer.zero_grad()
+    loss = (model(*inputs)[:, 0] - target).abs().mean()
+    loss.backward()
+    optimizer.step()
+    return loss
+  return run
+
+
+def jpeg_dataset(folder: str, count: int):
+  """`count` 1024x768 JPEGs from scikit-image's photographs, as a prepared `custom` dataset."""
+  from mst.datasets import demo  # pylint: disable=g-import-not-at-top
+  names = [n for n in demo.SOURCES if not n.endswith(("page.png", "coins.png"))]
+  rows = []
+  for i in range(count):
+    photo = demo.source_photo(names[i % len(names)]).convert("RGB").resize((1024, 768))
+    photo.save(os.path.join(folder, f"{i}.jpg"), quality=90)
+    rows.append((f"{i}.jpg", 50.0, "train"))
+  with open(os.path.join(folder, "labels.csv"), "w", newline="") as f:
+    csv.writer(f).writerows([("image", "mos", "split")] + rows)
+  return mst.datasets.build("custom", os.path.join(folder, "tfds"),
+                            csv=os.path.join(folder, "labels.csv"))
+
+
+def pipeline_images_per_second(builder, threads: int, images: int, batch_size: int) -> float:
+  data = input_pipeline.train_dataset(builder, "train", batch_size=batch_size, pp_config=PP,
+                                      shuffle_buffer=64)
+  options = tf.data.Options()
+  options.threading.private_threadpool_size = threads
+  options.threading.max_intra_op_parallelism = 1
+  iterator = data.with_options(options).as_numpy_iterator()
+  next(iterator)  # start-up
+  start = time.perf_counter()
+  for _ in range(images // batch_size):
+    next(iterator)
+  return images // batch_size * batch_size / (time.perf_counter() - start)
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--batch", type=int, default=4, help="train batch size")
+  parser.add_argument("--images", type=int, default=96, help="images through the pipeline")
+  args = parser.parse_args(argv)
+  benchmark.pin_threads(args.threads)
+
+  flat = torch_musiq.random_flat_params(seed=0)
+  batch = train_batch(args.batch)
+  run_jax, flops = jax_step(flat, batch)
+  run_jax()
+  jax_s = benchmark.median_seconds(run_jax, args.repeats)
+  run_torch = torch_step(flat, batch)
+  run_torch()
+  torch_s = benchmark.median_seconds(run_torch, args.repeats)
+
+  with tempfile.TemporaryDirectory() as folder:
+    builder = jpeg_dataset(folder, 32)
+    one_core = pipeline_images_per_second(builder, 1, args.images, 8)
+    all_cores = pipeline_images_per_second(builder, args.threads, args.images, 8)
+
+  print(f"MUSIQ paper model train step, batch {args.batch} x {batch['mask'].shape[1]} tokens "
+        f"(l=512), {flops / 1e9:.0f} GFLOP per step (XLA); {args.threads} threads, median of "
+        f"{args.repeats}; jax {jax.__version__}, torch {torch.__version__}\n")
+  print("| train step | mst (JAX) | PyTorch | JAX / PyTorch speed |\n|---|---:|---:|---:|")
+  print(f"| s / step | {jax_s:.2f} | {torch_s:.2f} | {torch_s / jax_s:.2f}x |")
+  print(f"| images / s | {args.batch / jax_s:.2f} | {args.batch / torch_s:.2f} | "
+        f"{torch_s / jax_s:.2f}x |")
+  print(f"| GFLOP/s | {flops / jax_s / 1e9:.1f} | {flops / torch_s / 1e9:.1f} | "
+        f"{torch_s / jax_s:.2f}x |\n")
+  print("| input pipeline (1024x768 JPEG, 3 scales, l=512) | images / s |\n|---|---:|")
+  print(f"| tf.data on 1 core | {one_core:.1f} |")
+  print(f"| tf.data on {args.threads} cores | {all_cores:.1f} |")
+  print(f"| train step consumes (mst, {args.threads} cores) | {args.batch / jax_s:.2f} |")
+
+
+if __name__ == "__main__":
+  main()
