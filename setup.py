@@ -19,6 +19,7 @@ INSTALL_REQUIRES = [
     "pillow>=10.0",  # writes and resizes dataset images (SPAQ's shorter-side-512 config, demo set).
     "openpyxl>=3.1",  # reads SPAQ's .xlsx labels.
     "scikit-image>=0.22",  # ships the photographs the bundled demo set is made from.
+    "matplotlib>=3.8",  # mst-visualize's figures.
 ]
 
 setuptools.setup(
@@ -43,6 +44,7 @@ setuptools.setup(
             "mst-train=mst.main:run",
             "mst-predict=mst.predict:main",
             "mst-eval=mst.eval_cli:run",
+            "mst-visualize=mst.visualize:main",
             "mst-datasets=mst.datasets.__main__:run",
         ],
     },

@@ -180,7 +180,8 @@ examples:
   mst-predict --checkpoint spaq_ckpt.npz --longer-side-lengths '' photos/   # native scale only"""
 
 
-def _lengths(text: str) -> tuple[int, ...]:
+def parse_lengths(text: str) -> tuple[int, ...]:
+  """"224,384" (or "224 384"; "" for none) -> (224, 384): the --longer-side-lengths syntax."""
   try:
     return tuple(int(x) for x in text.replace(",", " ").split())
   except ValueError:
@@ -198,7 +199,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                            "else latest, parameters)")
   parser.add_argument("--batch-size", type=int, default=1,
                       help="images of similar size scored together (default 1; more helps on GPU)")
-  parser.add_argument("--longer-side-lengths", type=_lengths, default=None, metavar="L1,L2",
+  parser.add_argument("--longer-side-lengths", type=parse_lengths, default=None, metavar="L1,L2",
                       help="longer sides of the resized scales (default: 224,384 for 3-scale "
                            "checkpoints, none for single-scale ones; '' for none)")
   parser.add_argument("--max-tokens", type=int, default=DEFAULT_MAX_TOKENS,

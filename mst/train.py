@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import tensorflow as tf
 
 from mst import config_utils
 from mst import losses
@@ -95,13 +96,12 @@ def _check_finite(losses_by_step: list[tuple[int, Any]], last_saved: int | None,
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains (or resumes training) in `workdir`; returns the final test metrics."""
-  workdir = os.path.abspath(os.path.expanduser(workdir))
+  workdir = train_checkpoints.absolute(workdir)
   config_utils.validate(config)
   mesh = sharding.make_mesh()
   is_chief = jax.process_index() == 0
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
   if is_chief:
-    os.makedirs(workdir, exist_ok=True)
     train_checkpoints.write_config(workdir, config)
 
   data = training_data.TrainingData(config, mesh)
@@ -188,7 +188,7 @@ def _final_evaluation(config, data, model, manager, state, writer, step) -> dict
   results = evaluator(params)
   writer.write_scalars(step, {f"{split}/{k}": v for k, v in results.items()})
   if jax.process_index() == 0:
-    with open(os.path.join(manager.workdir, f"{split}_metrics.json"), "w") as f:
+    with tf.io.gfile.GFile(os.path.join(manager.workdir, f"{split}_metrics.json"), "w") as f:
       json.dump(results, f, indent=2)
     print(format_metrics_table(split, results), flush=True)
   return results

@@ -16,23 +16,30 @@ from absl import logging
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
+import tensorflow as tf
 
 CONFIG_FILE = "config.json"
 BEST_METRICS = {"srcc": "max", "accuracy": "max"}
 
 
+def absolute(workdir: str) -> str:
+  """A local path made absolute; a URL (gs://bucket/run) as it is. Workdir files go through
+  tf.io.gfile and orbax, which both write to cloud storage."""
+  return workdir if "://" in workdir else os.path.abspath(os.path.expanduser(workdir))
+
+
 def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
-  with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
+  tf.io.gfile.makedirs(workdir)
+  with tf.io.gfile.GFile(os.path.join(workdir, CONFIG_FILE), "w") as f:
     f.write(config.to_json_best_effort(indent=2))
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
   path = os.path.join(workdir, CONFIG_FILE)
-  try:
-    with open(path) as f:
-      return ml_collections.ConfigDict(json.load(f))
-  except FileNotFoundError:
-    raise FileNotFoundError(f"{workdir}: not an mst training workdir (no {CONFIG_FILE})") from None
+  if not tf.io.gfile.exists(path):
+    raise FileNotFoundError(f"{workdir}: not an mst training workdir (no {CONFIG_FILE})")
+  with tf.io.gfile.GFile(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
 
 
 def _best_metric(results: dict[str, float]) -> tuple[str, float] | None:
@@ -109,7 +116,7 @@ class TrainCheckpoints:
 def load_params(workdir: str) -> tuple[Any, ml_collections.ConfigDict]:
   """(parameters, config) of a workdir, for prediction: the best parameters if there are any,
   else those of the latest train state. Parameters come back as host numpy arrays."""
-  workdir = os.path.abspath(workdir)
+  workdir = absolute(workdir)
   config = read_config(workdir)
   best = ocp.CheckpointManager(os.path.join(workdir, "best"),
                                options=ocp.CheckpointManagerOptions(read_only=True))

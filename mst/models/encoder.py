@@ -4,7 +4,9 @@ Padded tokens are masked as attention keys, so they never change a real token's 
 rows are computed and ignored). On GPU and TPU attention goes through `jax.nn.dot_product_attention`,
 which lets XLA pick fused kernels; in inference on CPU through `chunked_attention`, blocks of queries
 at a time; with attention dropout in training, through an explicit softmax, the only place the
-weights must be materialised.
+weights must be materialised. When the `intermediates` collection is mutable, the explicit softmax
+also runs, and each layer sows its weights as `attention_weights` [B, heads, T, S] (CLS first) for
+`mst.visualize`.
 """
 
 import flax.linen as nn
@@ -33,19 +35,23 @@ class SelfAttention(nn.Module):
         (self.num_heads, head_dim), kernel_init=XAVIER, dtype=self.dtype, name=name)(x)
     q, k, v = project("query"), project("key"), project("value")
     key_mask = mask[:, None, None, :]  # (B, heads, T, S) by broadcasting
-    if not deterministic and self.dropout_rate > 0.0:
-      out = self._attention_with_dropout(q, k, v, key_mask)
+    if self.is_mutable_collection("intermediates") or (
+        not deterministic and self.dropout_rate > 0.0):
+      out = self._explicit_attention(q, k, v, key_mask, deterministic)
     elif self.chunked_on_cpu and deterministic and jax.default_backend() == "cpu":
       out = chunked_attention(q, k, v, mask)
     else:
       out = jax.nn.dot_product_attention(q, k, v, mask=key_mask)
     return nn.DenseGeneral(dim, axis=(-2, -1), kernel_init=XAVIER, dtype=self.dtype, name="out")(out)
 
-  def _attention_with_dropout(self, q, k, v, key_mask):
+  def _explicit_attention(self, q, k, v, key_mask, deterministic):
     logits = jnp.einsum("bthd,bshd->bhts", q, k) / jnp.sqrt(q.shape[-1]).astype(q.dtype)
     logits = jnp.where(key_mask, logits, jnp.finfo(logits.dtype).min)
-    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(q.dtype)
-    weights = nn.Dropout(self.dropout_rate)(weights, deterministic=False)
+    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+    self.sow("intermediates", "attention_weights", weights)  # a no-op unless it is mutable
+    weights = weights.astype(q.dtype)
+    if not deterministic and self.dropout_rate > 0.0:
+      weights = nn.Dropout(self.dropout_rate)(weights, deterministic=False)
     return jnp.einsum("bhts,bshd->bthd", weights, v)
 
 
