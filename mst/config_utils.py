@@ -39,12 +39,18 @@ def model_config(config: ml_collections.ConfigDict) -> musiq.ModelConfig:
 def preprocess_config(config: ml_collections.ConfigDict, train: bool
                       ) -> preprocess.MultiScaleConfig:
   """The multi-scale representation: l = `max_seq_len` native tokens for training (fixed shapes),
-  all of them (-1) for evaluation, as the paper evaluates on the full native image."""
+  all of them (-1) for evaluation, as the paper evaluates on the full native image.
+
+  l = 0 means the model has no native scale (the paper's resized-only compositions such as
+  "(224)"), so evaluation drops the native image too instead of showing the model a scale it
+  never trained on.
+  """
   pp = config.preprocess
+  native = int(pp.max_seq_len)
   return preprocess.MultiScaleConfig(
       patch_size=pp.patch_size, grid_size=pp.grid_size,
       longer_side_lengths=tuple(int(x) for x in pp.longer_side_lengths),
-      max_seq_len_from_original_res=int(pp.max_seq_len) if train else -1)
+      max_seq_len_from_original_res=native if train or native == 0 else -1)
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -76,6 +82,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.preprocess.max_seq_len < 0:
     raise ValueError("preprocess.max_seq_len (l) must be >= 0 for training, got "
                      f"{config.preprocess.max_seq_len}")
+  if config.preprocess.max_seq_len == 0 and not config.preprocess.longer_side_lengths:
+    raise ValueError("preprocess.max_seq_len=0 drops the native image and "
+                     "preprocess.longer_side_lengths=() has no resized copy: no tokens are left")
   positive = {"train.batch_size": config.train.batch_size,
               "eval.batch_size": config.eval.batch_size,
               "optim.grad_accum_steps": config.optim.grad_accum_steps,

@@ -1,0 +1,243 @@
+"""experiments/sweep.py: every sweep builds valid configs, overrides fail loudly, pod commands are
+exact and parse back to the same config, collect tabulates seeds as mean ± std, and a tiny sweep
+trains end to end on CPU and collects into a table."""
+
+import csv
+import json
+import os
+import re
+import shlex
+
+from absl import flags
+import numpy as np
+import pytest
+from ml_collections import config_flags
+from PIL import Image
+
+from experiments import collect
+from experiments import overrides
+from experiments import sweep
+from experiments.sweeps import Run
+from experiments.sweeps import SWEEPS
+from mst import config_utils
+from mst import preprocess
+from mst.models import musiq
+
+
+def _keys_of(config, key):
+  for part in key.split("."):
+    config = config[part]
+  return config
+
+
+@pytest.mark.parametrize("name", sorted(SWEEPS))
+@pytest.mark.parametrize("arg", [None, "runlocal"])
+def test_every_sweep_builds_valid_configs_on_its_config(name, arg):
+  planned = sweep.plan(name, SWEEPS[name].config, arg)
+  names = [item.name for item in planned]
+  assert len(names) >= 2 and len(set(names)) == len(names)
+  for item in planned:
+    for key, value in item.run.overrides.items():
+      got = _keys_of(item.config, key)
+      assert got == (tuple(value) if isinstance(value, list) else value), (item.name, key)
+    assert isinstance(config_utils.model_config(item.config), musiq.ModelConfig)
+    for train in (True, False):
+      assert isinstance(config_utils.preprocess_config(item.config, train),
+                        preprocess.MultiScaleConfig)
+  # No two runs of a sweep train the same thing.
+  configs = [json.dumps(item.config.to_dict(), sort_keys=True, default=str) for item in planned]
+  assert len(set(configs)) == len(configs)
+
+
+def test_sweeps_are_the_papers_ablations():
+  ava = overrides.load_config("configs/ava.py")
+  runs = {name: {run.name: run for run in SWEEPS[name].runs(ava)} for name in SWEEPS}
+  assert list(runs["spatial_embedding"]) == ["none", "fixed", "hse_g5", "hse_g10", "hse_g15"]
+  assert runs["spatial_embedding"]["hse_g10"].paper == (0.726, 0.738)
+  assert runs["spatial_embedding"]["none"].paper == (0.704, 0.716)
+  assert runs["scale_embedding"]["no_sce"].overrides == {"model.use_scale_embedding": False}
+  assert list(runs["patch_encoder"]) == ["linear", "conv", "resnet"]
+  assert [r.overrides["preprocess.patch_size"] for r in runs["patch_size"].values()] == [
+      16, 32, 48, 64]
+  assert runs["patch_size"]["p64"].paper == (0.705, 0.719)
+  assert len(runs["lr_batch"]) == 9 and runs["lr_batch"]["lr0.12_b512"].overrides == {
+      "optim.learning_rate": 0.12, "train.batch_size": 512}  # AVA's own setting is the centre
+
+
+@pytest.mark.parametrize("run_name, labels, scales, tokens", [
+    ("224", "(224)", 2, 49),  # no native scale: evaluation drops the native image too
+    ("512_384_224", "(512, 384, 224)", 4, 49 + 144 + 256),
+    ("full", "(full)", 1, 24 * 32),  # all native patches of a 768 x 1024 image
+    ("full_384_224", "(full, 384, 224)", 3, 49 + 144 + 24 * 32),
+])
+def test_multiscale_compositions_keep_the_native_image_only_with_full(run_name, labels, scales,
+                                                                      tokens):
+  planned = {item.name: item for item in sweep.plan("multiscale", "configs/paq2piq.py")}
+  config = planned[run_name].config
+  assert planned[run_name].run.label == labels
+  assert config_utils.model_config(config).num_scales == scales
+  assert config_utils.preprocess_config(config, train=False).seq_len(768, 1024) == tokens
+  train_native = config_utils.preprocess_config(config, train=True).max_seq_len_from_original_res
+  assert train_native == (512 if "full" in run_name else 0)
+  assert len(planned) == 9
+
+
+def test_bad_keys_and_values_fail_before_anything_runs():
+  with pytest.raises(KeyError, match=r"model\.spatial_embeding \(did you mean "
+                     r"model\.spatial_embedding\?\)"):
+    sweep.plan("patch_size", "configs/ava.py", sets=["model.spatial_embeding=none"])
+  with pytest.raises(TypeError, match="train.batch_size"):
+    sweep.plan("patch_size", "configs/ava.py", sets=["train.batch_size=big"])
+  with pytest.raises(ValueError, match="preprocess.patch_size: the sweep sets it"):
+    sweep.plan("patch_size", "configs/ava.py", sets=["preprocess.patch_size=16"])
+  with pytest.raises(ValueError, match="model.patch_encoder"):  # validated, not just typed
+    sweep.plan("patch_size", "configs/ava.py", sets=["model.patch_encoder=vit"])
+  base = overrides.load_config("configs/ava.py")
+  with pytest.raises(TypeError, match="use_scale_embedding"):
+    overrides.apply_overrides(base, {"model.use_scale_embedding": 0})
+  with pytest.raises(KeyError, match="optim.nope"):
+    overrides.apply_overrides(base, {"optim.nope": 1, "seed": 1})
+  assert sweep.main(["run", "patch_size", "--root", "/nonexistent", "--set", "x.y=1"]) == 2
+  with pytest.raises(ValueError, match="--only p24: not a run of patch_size"):
+    sweep.plan("patch_size", "configs/ava.py", only=["p16", "p24"])
+  assert [item.name for item in sweep.plan("patch_size", "configs/ava.py", only=["p64"])] == [
+      "p64"]
+  no_tokens = overrides.apply_overrides(base, {"preprocess.longer_side_lengths": (),
+                                               "preprocess.max_seq_len": 0})
+  with pytest.raises(ValueError, match="no tokens are left"):
+    config_utils.validate(no_tokens)
+
+
+def test_set_values_parse_with_the_keys_types():
+  base = overrides.load_config("configs/custom.py")
+  parse = lambda text: overrides.parse_assignment(base, text)
+  assert parse("preprocess.longer_side_lengths=(384, 224)") == (
+      "preprocess.longer_side_lengths", (384, 224))
+  assert parse("model.spatial_embedding=none") == ("model.spatial_embedding", "none")
+  assert parse("model.use_scale_embedding=false") == ("model.use_scale_embedding", False)
+  assert parse("optim.learning_rate=1e-3") == ("optim.learning_rate", 1e-3)
+  assert parse("dataset.csv=123") == ("dataset.csv", "123")  # a string key keeps the text
+
+
+def test_pod_commands_are_exact_and_parse_back_to_the_planned_config(monkeypatch):
+  planned = {item.name: item for item in sweep.plan(
+      "multiscale", "configs/paq2piq.py", sets=["dataset.data_dir=gs://b/my tfds"],
+      seeds=[3])}
+  item = planned["384_224-seed3"]
+  argv = sweep.pod_command(item, config_spec="configs/paq2piq.py", root="gs://b/ms/",
+                           tpu="pod-1", zone="us-central2-b", project="proj", remote_dir="mst")
+  command = ("cd mst && mst-train --config=configs/paq2piq.py --workdir=gs://b/ms/384_224-seed3 "
+             "--config.dataset.data_dir='gs://b/my tfds' "
+             "--config.preprocess.longer_side_lengths='(384, 224)' "
+             "--config.preprocess.max_seq_len=0 --config.seed=3")
+  assert argv == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "pod-1", "--zone=us-central2-b",
+                  "--project=proj", "--worker=all", f"--command={command}"]
+  assert sweep.display(argv) == (
+      "gcloud compute tpus tpu-vm ssh pod-1 --zone=us-central2-b --project=proj --worker=all "
+      f'--command="{command}"')
+  assert shlex.split(sweep.display(argv)) == argv  # the printed line is the same argv
+  full = sweep.pod_command(planned["full-seed3"], config_spec="configs/paq2piq.py:runlocal",
+                           root="gs://b/ms", tpu="p", zone="z")
+  assert full[-1] == ("--command=mst-train --config=configs/paq2piq.py:runlocal "
+                      "--workdir=gs://b/ms/full-seed3 --config.dataset.data_dir='gs://b/my tfds' "
+                      "--config.preprocess.longer_side_lengths='()' --config.seed=3")
+
+  # What mst-train on a worker parses from the command is exactly the planned config.
+  monkeypatch.chdir(overrides.REPO_ROOT)
+  for item in (planned["384_224-seed3"], planned["full-seed3"]):
+    words = shlex.split(sweep.pod_command(item, config_spec="configs/paq2piq.py", root="gs://b",
+                                          tpu="p", zone="z")[-1].partition("=")[2])
+    flag_values = flags.FlagValues()
+    config_flags.DEFINE_config_file("config", flag_values=flag_values, sys_argv=words)
+    flag_values(words[:1] + [w for w in words[1:] if not w.startswith("--workdir")])
+    assert flag_values.config.to_dict() == item.config.to_dict()
+
+
+def _fake_run(root, name, config, **metrics_by_split):
+  os.makedirs(root / name)
+  (root / name / "config.json").write_text(json.dumps(config.to_dict()))
+  for split, metrics in metrics_by_split.items():
+    (root / name / f"{split}_metrics.json").write_text(json.dumps(metrics))
+
+
+def test_collect_averages_seeds_and_sets_the_papers_numbers_beside(tmp_path, capsys):
+  runs = {run.name: run for run in SWEEPS["scale_embedding"].runs(None)}
+  base = overrides.load_config("configs/ava.py")
+  for name, srcc in (("sce-seed0", 0.70), ("sce-seed1", 0.72), ("no_sce-seed0", 0.65)):
+    config = overrides.apply_overrides(base, runs[name.split("-")[0]].overrides)
+    _fake_run(tmp_path, name, config, test={"srcc": srcc, "plcc": srcc + 0.01, "rmse": 1.0})
+  _fake_run(tmp_path, "no_sce-seed1", base)  # started, not finished
+  os.makedirs(tmp_path / "not_a_run")
+  assert sweep.main(["collect", "--root", str(tmp_path), "--name", "scale_embedding"]) == 0
+  assert capsys.readouterr().out == (
+      "| Scale embedding | runs | SRCC | PLCC | paper SRCC | paper PLCC |\n"
+      "|---|---:|---:|---:|---:|---:|\n"
+      "| with SCE | 2 | 0.710 ± 0.014 | 0.720 ± 0.014 | 0.726 | 0.738 |\n"
+      "| without SCE | 1 | 0.650 | 0.660 | 0.717 | 0.729 |\n"
+      "\n"
+      "Unfinished (no metrics yet): no_sce-seed1\n")
+  # Without --name: rows by name, no paper columns.
+  assert collect.report(str(tmp_path)).splitlines()[:4] == [
+      "| Run | runs | SRCC | PLCC |", "|---|---:|---:|---:|",
+      "| no_sce | 1 | 0.650 | 0.660 |", "| sce | 2 | 0.710 ± 0.014 | 0.720 ± 0.014 |"]
+  # A root whose configs contradict the sweep is refused, not tabulated.
+  with pytest.raises(ValueError, match="sce-seed0: model.use_scale_embedding=True"):
+    collect.report(str(tmp_path), runs=[Run("sce", {"model.use_scale_embedding": False})])
+
+
+def test_collect_shows_every_split_it_finds(tmp_path):
+  config = overrides.load_config("configs/paq2piq.py")
+  _fake_run(tmp_path, "a", config, test={"srcc": 0.5, "plcc": 0.6},
+            validation={"srcc": 0.4, "plcc": 0.3})
+  assert collect.report(str(tmp_path)).splitlines() == [
+      "| Run | runs | test SRCC | test PLCC | validation SRCC | validation PLCC |",
+      "|---|---:|---:|---:|---:|---:|",
+      "| a | 1 | 0.500 | 0.600 | 0.400 | 0.300 |"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+  """16 small images, MOS rising with brightness, split 12 / 2 / 2."""
+  root = tmp_path_factory.mktemp("custom")
+  rng = np.random.default_rng(0)
+  rows = []
+  for i in range(16):
+    h, w = rng.integers(40, 90, 2)
+    pixels = np.clip(rng.normal(255 * i / 15, 30, (h, w, 3)), 0, 255).astype(np.uint8)
+    Image.fromarray(pixels).save(root / f"{i}.png")
+    rows.append((f"{i}.png", 100 * i / 15, ("train", "train", "train", "validation", "test",
+                                            "train", "train", "train")[i % 8]))
+  with open(root / "labels.csv", "w", newline="") as f:
+    csv.writer(f).writerows([("image", "mos", "split"), *rows])
+  return root
+
+
+def test_a_tiny_sweep_trains_end_to_end_and_collects(dataset, tmp_path, capsys):
+  root = tmp_path / "sweep"
+  args = ["run", "scale_embedding", "--config", "configs/custom.py", "--arg", "runlocal",
+          "--root", str(root), "--set", f"dataset.csv={dataset / 'labels.csv'}",
+          "--set", f"dataset.data_dir={tmp_path / 'tfds'}", "--set", "train.num_steps=2",
+          # The smallest model and no validation evals: compiling is most of a CPU run's time.
+          "--set", "model.patch_encoder=linear", "--set", "model.num_layers=1",
+          "--set", "dataset.eval_split="]
+  assert sweep.main(args) == 0
+  assert sorted(os.listdir(root)) == ["no_sce", "sce"]
+  for name, flag in (("sce", True), ("no_sce", False)):
+    saved = json.loads((root / name / "config.json").read_text())
+    assert saved["model"]["use_scale_embedding"] is flag
+    assert saved["train"]["num_steps"] == 2 and saved["dataset"]["name"] == "custom"
+    assert {"srcc", "plcc"} <= set(json.loads((root / name / "test_metrics.json").read_text()))
+  capsys.readouterr()
+
+  assert sweep.main(["collect", "--root", str(root), "--name", "scale_embedding"]) == 0
+  lines = capsys.readouterr().out.strip().splitlines()
+  assert lines[0] == "| Scale embedding | runs | SRCC | PLCC | paper SRCC | paper PLCC |"
+  number = r"-?\d\.\d{3}|nan"
+  assert [line.split(" | ")[0] for line in lines[2:]] == ["| with SCE", "| without SCE"]
+  for line in lines[2:]:
+    assert re.fullmatch(rf"\| [\w ]+ \| 1 \| ({number}) \| ({number}) \| 0\.7\d\d \| 0\.7\d\d \|",
+                        line), line
+
+  # Running the sweep again trains nothing: both runs have their test metrics.
+  assert sweep.main(args) == 0
+  assert capsys.readouterr().out.count("finished before, skipped") == 2
