@@ -60,15 +60,7 @@ class Predictor:
     """Reads and preprocesses one file; never raises for a bad image."""
     try:
       image = image_io.read_image(path)
-      height, width = image.shape[:2]
-      tokens = self.pp_config.seq_len(height, width)
-      if tokens > self.max_tokens:
-        raise image_io.ImageError(
-            f"{path}: {width}x{height} makes {tokens} tokens, more than --max-tokens "
-            f"{self.max_tokens}; raise it if you have the memory, or downscale the image")
-      features = preprocess.multiscale_patches(tf.constant(image), self.pp_config)
-      features = preprocess.pad_to_length(features, preprocess.bucket_length(tokens))
-      return Prepared(path, features={k: v.numpy() for k, v in features.items()})
+      return Prepared(path, bucketed_features(image, self.pp_config, self.max_tokens, path))
     except image_io.ImageError as e:
       return Prepared(path, error=str(e))
 
@@ -90,6 +82,24 @@ class Predictor:
     if head == "distribution":
       result["distribution"] = [float(p) for p in jax.nn.softmax(logits)]
     return result
+
+
+def bucketed_features(image: np.ndarray, pp_config: preprocess.MultiScaleConfig,
+                      max_tokens: int, name: str) -> dict[str, np.ndarray]:
+  """The model input of one decoded image, padded to its sequence-length bucket.
+
+  Raises:
+    image_io.ImageError: the image makes more than `max_tokens` tokens (named `name`).
+  """
+  height, width = image.shape[:2]
+  tokens = pp_config.seq_len(height, width)
+  if tokens > max_tokens:
+    raise image_io.ImageError(
+        f"{name}: {width}x{height} makes {tokens} tokens, more than --max-tokens {max_tokens}; "
+        "raise it if you have the memory, or downscale the image")
+  features = preprocess.multiscale_patches(tf.constant(image), pp_config)
+  features = preprocess.pad_to_length(features, preprocess.bucket_length(tokens))
+  return {key: value.numpy() for key, value in features.items()}
 
 
 def check_compatible(model_config: musiq.ModelConfig, pp_config: preprocess.MultiScaleConfig):

@@ -154,14 +154,7 @@ class Visualizer:
       image_io.ImageError: the image makes more than `max_tokens` tokens.
     """
     height, width = image.shape[:2]
-    tokens = self.pp_config.seq_len(height, width)
-    if tokens > self.max_tokens:
-      raise image_io.ImageError(
-          f"{name}: {width}x{height} makes {tokens} tokens, more than --max-tokens "
-          f"{self.max_tokens}; raise it if you have the memory, or downscale the image")
-    features = preprocess.multiscale_patches(tf.constant(image), self.pp_config)
-    features = preprocess.pad_to_length(features, preprocess.bucket_length(tokens))
-    features = {key: value.numpy() for key, value in features.items()}
+    features = predict.bucketed_features(image, self.pp_config, self.max_tokens, name)
     logits, row = self.rollout(features)
     p = self.pp_config.patch_size
     sizes = _scale_sizes(height, width, self.pp_config)

@@ -54,9 +54,9 @@ def test_head_is_zero_initialised():
   assert not np.asarray(_apply(SMALL, params, _batch(SMALL))).any()
 
 
-@pytest.mark.parametrize("encoder", ["linear", "conv", "resnet"])
-def test_padded_tokens_do_not_change_the_output(encoder):
-  config = dataclasses.replace(SMALL, patch_encoder=encoder)
+@pytest.mark.parametrize("kind", ["linear", "conv", "resnet"])
+def test_padded_tokens_do_not_change_the_output(kind):
+  config = dataclasses.replace(SMALL, patch_encoder=kind)
   params = _params(config)
   short = _batch(config, seq_len=9, num_real=9)
   longer = _batch(config, seq_len=20, num_real=9, seed=1)  # padding with arbitrary values
@@ -119,11 +119,11 @@ def test_scale_embedding_switch(use_scale_embedding):
 def test_patch_encoders_give_different_outputs_and_embedding_sizes():
   batch = _batch(SMALL)
   outputs, rows = {}, {}
-  for encoder in ("linear", "conv", "resnet"):
-    config = dataclasses.replace(SMALL, patch_encoder=encoder)
+  for kind in ("linear", "conv", "resnet"):
+    config = dataclasses.replace(SMALL, patch_encoder=kind)
     params = _params(config)
-    outputs[encoder] = _apply(config, params, batch)
-    rows[encoder] = params["embedding"]["kernel"].shape[0]
+    outputs[kind] = _apply(config, params, batch)
+    rows[kind] = params["embedding"]["kernel"].shape[0]
   assert rows == {"linear": 16 * 16 * 3, "conv": 4 * 4 * 64, "resnet": 4 * 4 * 256}
   assert not np.allclose(outputs["linear"], outputs["conv"])
   assert not np.allclose(outputs["conv"], outputs["resnet"])
