@@ -46,9 +46,14 @@ CI_METRICS = ("srcc", "plcc")
 
 
 def example_names(builder, split: str) -> list[str]:
-  """The `name` of each example, in split order (the order of evaluation indices)."""
+  """The file name of each example, in split order (the order of evaluation indices): mst's
+  builders call it `name`, tfds's catalogue `file_name`; else the position."""
+  features = builder.info.features
+  key = next((k for k in ("name", "file_name") if k in features), None)
+  if key is None:
+    return [str(i) for i in range(builder.info.splits[split].num_examples)]
   data = input_pipeline.read_split(builder, split, input_pipeline.Host())
-  return [name.decode() for name in data.map(lambda e: e["name"]).as_numpy_iterator()]
+  return [name.decode() for name in data.map(lambda e: e[key]).as_numpy_iterator()]
 
 
 def evaluate_checkpoint(config, path: str, split: str, builder, mesh) -> tuple[dict, dict]:

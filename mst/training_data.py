@@ -11,6 +11,7 @@ from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 import tensorflow as tf
+import tensorflow_datasets as tfds
 
 from mst import config_utils
 from mst import datasets
@@ -30,11 +31,21 @@ def build_dataset(config: ml_collections.ConfigDict):
     kwargs = dict(csv=spec.csv, image_dir=spec.image_dir or None, split_seed=spec.split_seed)
   data_dir = _expand(spec.data_dir)
   manual_dir = _expand(spec.manual_dir) or None
+  build = datasets.build if spec.name.partition("/")[0] in datasets.DATASETS else _tfds_build
   if jax.process_index() == 0:
-    builder = datasets.build(spec.name, data_dir, manual_dir=manual_dir, **kwargs)
+    builder = build(spec.name, data_dir, manual_dir=manual_dir, **kwargs)
   multihost_utils.sync_global_devices("mst dataset prepared")
   if jax.process_index() != 0:
-    builder = datasets.build(spec.name, data_dir, manual_dir=manual_dir, **kwargs)
+    builder = build(spec.name, data_dir, manual_dir=manual_dir, **kwargs)
+  return builder
+
+
+def _tfds_build(name: str, data_dir: str, manual_dir: str | None = None):
+  """A dataset of tfds's own catalogue (e.g. `imagenet2012`, from its manual download)."""
+  builder = tfds.builder(name, data_dir=data_dir)
+  if not builder.is_prepared():
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=manual_dir, try_download_gcs=False))
   return builder
 
 
@@ -74,15 +85,12 @@ class TrainingData:
   def train_batches(self, start_step: int):
     """Global batches for steps start_step + 1, start_step + 2, ... (an endless iterator)."""
     config = self.config
-    augment = input_pipeline.Augment(
-        flip_prob=config.augment.flip_prob, crop=config.augment.crop,
-        crop_area=tuple(config.augment.crop_area), crop_aspect=tuple(config.augment.crop_aspect))
     data = input_pipeline.sharded_train_dataset(
         self.builder, config.dataset.train_split,
         shards=sharding.local_device_positions(self.mesh), num_shards=self.mesh.devices.size,
         batch_size_per_shard=self.per_device, pp_config=config_utils.preprocess_config(config, True),
-        augment=augment, seed=config.seed, start_step=start_step,
-        shuffle_buffer=config.dataset.shuffle_buffer)
+        augment=config_utils.augment_config(config), seed=config.seed, start_step=start_step,
+        shuffle_buffer=config.dataset.shuffle_buffer, num_classes=config.model.num_classes)
     data_sharding = sharding.data_sharding(self.mesh)
     scale = float(config.dataset.mos_scale)
     for batch in data.as_numpy_iterator():

@@ -17,6 +17,7 @@ from configs import custom as custom_config
 from mst import predict
 from mst import train
 from mst import train_checkpoints
+from mst import training_data
 
 
 @pytest.fixture(scope="module")
@@ -155,3 +156,14 @@ def test_non_finite_loss_stops_naming_the_step(dataset, tmp_path_factory):
   saved = [int(s) for s in os.listdir(workdir / "checkpoints")] if os.path.isdir(
       workdir / "checkpoints") else []
   assert all(s < step for s in saved)
+
+
+def test_tfds_catalogue_datasets_are_prepared_from_their_manual_dir(tmp_path):
+  # ImageNet pre-training reads tfds's own imagenet2012; without its download the error says what
+  # to put where (and nothing is fetched).
+  config = custom_config.get_config("runlocal")
+  config.dataset.name = "imagenet2012"
+  config.dataset.data_dir = str(tmp_path / "tfds")
+  config.dataset.manual_dir = str(tmp_path / "downloads")
+  with pytest.raises(AssertionError, match="ILSVRC2012_img_train.tar"):
+    training_data.build_dataset(config)
