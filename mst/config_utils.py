@@ -9,6 +9,7 @@ import dataclasses
 
 import ml_collections
 
+from mst import input_pipeline
 from mst import losses
 from mst import optim
 from mst import preprocess
@@ -53,10 +54,20 @@ def preprocess_config(config: ml_collections.ConfigDict, train: bool
       max_seq_len_from_original_res=native if train or native == 0 else -1)
 
 
+def augment_config(config: ml_collections.ConfigDict) -> input_pipeline.Augment:
+  """Training-time augmentation of `config.augment` (Augment checks the ranges)."""
+  augment = config.augment
+  return input_pipeline.Augment(
+      flip_prob=augment.flip_prob, crop=augment.crop, crop_area=tuple(augment.crop_area),
+      crop_aspect=tuple(augment.crop_aspect), randaugment_layers=augment.randaugment_layers,
+      randaugment_magnitude=augment.randaugment_magnitude, mixup_alpha=augment.mixup_alpha)
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ValueError naming the keys of the first inconsistency: a loss that does not suit the
-  label or head, an unknown optimizer or schedule, or out-of-range numbers. Also builds the model
-  and preprocessing configs, which check their own fields."""
+  label or head (or mixup with hard class labels), an unknown optimizer or schedule, or
+  out-of-range numbers. Also builds the model, preprocessing and augmentation configs, which check
+  their own fields."""
   model = model_config(config)
   preprocess_config(config, train=True)
   loss, label = config.loss.name, config.dataset.label
@@ -65,6 +76,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if label not in losses.LOSS_LABELS[loss]:
     raise ValueError(f"loss.name={loss!r} trains on {losses.LOSS_LABELS[loss]}, not "
                      f"dataset.label={label!r}")
+  augment = augment_config(config)
+  if augment.mixup_alpha > 0 and label == "label":
+    raise ValueError(f"augment.mixup_alpha={augment.mixup_alpha} mixes labels into soft targets: "
+                     "set dataset.label='dist' (the batch carries the mixed one-hot `dist`), not "
+                     "'label'")
   if model.head not in losses.LOSS_HEADS[loss]:
     raise ValueError(f"loss.name={loss!r} needs model.head in {losses.LOSS_HEADS[loss]}, not "
                      f"{model.head!r}")

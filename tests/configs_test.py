@@ -114,7 +114,7 @@ PAPER = {
     "koniq": ("koniq10k", "sgd", 2e-3, 30, 96, "l1", "mos", "score", 1, 1.0),
     "spaq": ("spaq/shorter_side_512", "sgd", 1e-4, 30, 128, "l1", "mos", "score", 1, 100.0),
     "ava": ("ava", "sgd", 0.12, 20, 512, "emd", "dist", "distribution", 10, 1.0),
-    "imagenet": ("imagenet2012", "adamw", 1e-3, 300, 4096, "cross_entropy", "label",
+    "imagenet": ("imagenet2012", "adamw", 1e-3, 300, 4096, "cross_entropy", "dist",
                  "classification", 1000, 1.0),
 }
 
@@ -147,6 +147,18 @@ def test_paper_settings(name):
     assert config.augment.randaugment_layers == 0 and config.augment.mixup_alpha == 0
   if name == "ava":
     assert config.loss.emd_r == 2 and config.eval.ava_metrics
+
+
+def test_mixup_needs_soft_labels():
+  config = _load("imagenet")
+  config.dataset.label = "label"
+  with pytest.raises(ValueError, match="mixup_alpha.*dataset.label='dist'"):
+    config_utils.validate(config)
+  config.augment.mixup_alpha = 0.0  # without mixup, hard class labels are fine
+  config_utils.validate(config)
+  config.augment.randaugment_magnitude = 40
+  with pytest.raises(ValueError, match="randaugment_magnitude"):
+    config_utils.validate(config)
 
 
 def test_demo_and_custom_settings():

@@ -183,3 +183,160 @@ def test_greyscale_decodes_to_three_channels():
 def test_training_refuses_unbounded_native_length(builder):
   with pytest.raises(ValueError, match="fixed sequence length"):
     _train(builder, pp_config=preprocess.MultiScaleConfig(max_seq_len_from_original_res=-1))
+
+
+# RandAugment and mixup (ImageNet pre-training).
+
+PRETRAIN = ip.Augment(flip_prob=0.5, crop=True, randaugment_layers=2, randaugment_magnitude=15,
+                      mixup_alpha=0.2)
+
+
+def _token_batch(batch_size=4, tokens=6, seed=0):
+  rng = np.random.default_rng(seed)
+  mask = rng.random((batch_size, tokens)) < 0.6
+  return {"patches": tf.constant(rng.normal(size=(batch_size, tokens, 12)) * mask[..., None],
+                                 tf.float32),
+          "spatial_idx": tf.constant(rng.integers(1, 16, (batch_size, tokens)) * mask, tf.int32),
+          "scale_idx": tf.constant(rng.integers(1, 3, (batch_size, tokens)) * mask, tf.int32),
+          "mask": tf.constant(mask),
+          "label": tf.constant(rng.integers(0, 5, batch_size), tf.int32),
+          "mos": tf.constant(rng.random(batch_size) * 100, tf.float32)}
+
+
+def test_mixup_lambda_is_a_seeded_beta_draw():
+  draws = np.array([ip.mixup_lambda(0.2, tf.constant([1, i], tf.int64)).numpy()
+                    for i in range(200)])
+  assert ((draws >= 0) & (draws <= 1)).all() and len(set(draws.tolist())) > 150
+  assert np.mean((draws < 0.1) | (draws > 0.9)) > 0.4  # Beta(0.2, 0.2) piles up at the ends
+  assert ip.mixup_lambda(0.2, tf.constant([1, 7], tf.int64)).numpy() == draws[7]
+  wide = [ip.mixup_lambda(200.0, tf.constant([1, i])).numpy() for i in range(20)]
+  assert np.allclose(wide, 0.5, atol=0.15)
+  with pytest.raises(ValueError, match="alpha > 0"):
+    ip.mixup_lambda(0.0, tf.constant([1, 2]))
+
+
+def test_mixup_mixes_each_example_with_the_previous_one():
+  batch = _token_batch()
+  seed = tf.constant([3, 4], tf.int64)
+  mixed = {k: v.numpy() for k, v in ip.mixup_batch(batch, 0.2, seed, num_classes=5).items()}
+  lam = float(ip.mixup_lambda(0.2, seed))
+  a = {k: v.numpy() for k, v in batch.items()}
+  b = {k: np.roll(v, 1, axis=0) for k, v in a.items()}
+  assert 0.0 <= lam <= 1.0 and "label" not in mixed
+  np.testing.assert_allclose(mixed["patches"], lam * a["patches"] + (1 - lam) * b["patches"],
+                             atol=1e-6)
+  np.testing.assert_array_equal(mixed["mask"], a["mask"] | b["mask"])
+  for key in ("spatial_idx", "scale_idx"):
+    np.testing.assert_array_equal(mixed[key], np.where(a["mask"], a[key], b[key]))
+  onehot = np.eye(5)[a["label"]]
+  np.testing.assert_allclose(mixed["dist"], lam * onehot + (1 - lam) * np.roll(onehot, 1, 0),
+                             atol=1e-6)
+  np.testing.assert_allclose(mixed["dist"].sum(axis=1), 1.0, atol=1e-6)
+  np.testing.assert_allclose(mixed["mos"], lam * a["mos"] + (1 - lam) * b["mos"], rtol=1e-6)
+
+
+def test_mixup_of_a_batch_with_itself_changes_nothing_but_the_label_form():
+  one = {k: v[:1] for k, v in _token_batch().items()}  # rolled by one, a batch of 1 is itself
+  for i in range(5):
+    mixed = ip.mixup_batch(one, 0.2, tf.constant([0, i]), num_classes=5)
+    for key in ("patches", "spatial_idx", "scale_idx", "mask", "mos"):
+      np.testing.assert_array_equal(mixed[key].numpy(), one[key].numpy())
+    np.testing.assert_array_equal(mixed["dist"].numpy(), np.eye(5)[one["label"].numpy()])
+
+
+def test_mixup_of_class_labels_needs_num_classes():
+  with pytest.raises(ValueError, match="num_classes"):
+    ip.mixup_batch(_token_batch(), 0.2, tf.constant([0, 0]))
+
+
+def test_augment_validates_the_new_fields():
+  for bad in (dict(randaugment_layers=-1), dict(randaugment_layers=1.5),
+              dict(randaugment_magnitude=31), dict(mixup_alpha=-0.1)):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+      ip.Augment(**bad)
+
+
+def test_randaugment_leaves_order_crops_and_flips_as_they_were(builder):
+  plain = ip.Augment(flip_prob=0.5, crop=True)
+  strong = ip.Augment(flip_prob=0.5, crop=True, randaugment_layers=2, randaugment_magnitude=15)
+  before, after = _batches(_train(builder, augment=plain), 3), _batches(_train(builder,
+                                                                                augment=strong), 3)
+  for a, b in zip(before, after):
+    np.testing.assert_array_equal(a["mos"], b["mos"])
+    np.testing.assert_array_equal(a["mask"], b["mask"])  # same crop sizes: ops keep the shape
+  assert any(not np.array_equal(a["patches"], b["patches"]) for a, b in zip(before, after))
+
+
+def test_mixup_in_the_stream_mixes_labels_within_the_batch(builder):
+  plain = _batches(_train(builder, augment=ip.Augment(flip_prob=0.0)), 3)
+  mixed = _batches(_train(builder, augment=ip.Augment(flip_prob=0.0, mixup_alpha=0.2)), 3)
+  for a, b in zip(plain, mixed):
+    lo = np.minimum(a["mos"], np.roll(a["mos"], 1))
+    hi = np.maximum(a["mos"], np.roll(a["mos"], 1))
+    assert ((b["mos"] >= lo - 1e-4) & (b["mos"] <= hi + 1e-4)).all()
+    np.testing.assert_array_equal(b["mask"], a["mask"] | np.roll(a["mask"], 1, axis=0))
+  assert any(not np.array_equal(a["mos"], b["mos"]) for a, b in zip(plain, mixed))
+
+
+def test_pretraining_stream_is_deterministic_and_seeded(builder):
+  first = _batches(_train(builder, augment=PRETRAIN, seed=3), 2)
+  again = _batches(_train(builder, augment=PRETRAIN, seed=3), 2)
+  for a, b in zip(first, again):
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key])
+  other = _batches(_train(builder, augment=PRETRAIN, seed=4), 2)
+  assert any(not np.array_equal(a["patches"], b["patches"]) for a, b in zip(first, other))
+
+
+def test_resume_with_randaugment_and_mixup_is_exact(builder):
+  start_step = 3  # inside epoch 1 (batches of 4 over 11 examples)
+  full = _batches(_train(builder, augment=PRETRAIN), start_step + 2)
+  resumed = _batches(_train(builder, augment=PRETRAIN, start_step=start_step), 2)
+  for a, b in zip(full[start_step:], resumed):
+    assert a.keys() == b.keys()
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_sharded_stream_mixes_within_each_shard(builder):
+  kwargs = dict(pp_config=PP, augment=ip.Augment(flip_prob=0.0, mixup_alpha=0.2))
+  (both,) = _batches(ip.sharded_train_dataset(builder, "train", shards=[0, 1], num_shards=2,
+                                              batch_size_per_shard=2, **kwargs), 1)
+  for shard in range(2):
+    (alone,) = _batches(ip.train_dataset(builder, "train", batch_size=2,
+                                         host=ip.Host(shard, 2), **kwargs), 1)
+    for key in alone:
+      np.testing.assert_array_equal(both[key][2 * shard:2 * shard + 2], alone[key])
+
+
+class LabelledTestImages(tfds.core.GeneratorBasedBuilder):
+  """Six small images in three classes (ImageNet's features: an image and a class label)."""
+  VERSION = tfds.core.Version("1.0.0")
+
+  def _info(self):
+    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
+        "image": tfds.features.Tensor(shape=(), dtype=tf.string),
+        "label": tfds.features.ClassLabel(num_classes=3)}))
+
+  def _split_generators(self, dl_manager):
+    return {"train": self._generate_examples()}
+
+  def _generate_examples(self):
+    for i, example in enumerate(_examples()[:6]):
+      yield i, {"image": example["image"], "label": i % 3}
+
+
+def test_mixup_turns_class_labels_into_mixed_one_hot_dist(tmp_path):
+  labelled = LabelledTestImages(data_dir=str(tmp_path))
+  labelled.download_and_prepare()
+  augment = ip.Augment(flip_prob=0.0, mixup_alpha=0.2)
+  train = lambda **kw: ip.train_dataset(labelled, "train", batch_size=3, pp_config=PP,
+                                        augment=augment, **kw)
+  for batch in _batches(train(num_classes=3), 2):
+    assert "label" not in batch and batch["dist"].shape == (3, 3)
+    np.testing.assert_allclose(batch["dist"].sum(axis=1), 1.0, atol=1e-6)
+    assert ((batch["dist"] > 0).sum(axis=1) <= 2).all()  # at most two classes in each mix
+  with pytest.raises(ValueError, match="pass num_classes"):
+    train()
+  with pytest.raises(ValueError, match="3 classes"):
+    train(num_classes=4)
