@@ -443,19 +443,62 @@ def test_custom_rejects_bad_split_values(tmp_path):
 def test_demo_set_is_generated_split_by_photo_with_graded_mos(tmp_path):
   builder = mst.datasets.build("demo", str(tmp_path))
   counts = {split: info.num_examples for split, info in builder.info.splits.items()}
-  per_photo = 12 * (1 + len(demo.DISTORTIONS) * len(demo.LEVELS))
-  expected = collections.Counter(demo.SOURCES.values())
-  assert counts == {split: n * per_photo for split, n in expected.items()}
+  per_crop = 1 + len(demo.LEVELS)  # pristine + one image per level
+  crops = {"train": demo.TRAIN_CROPS_PER_PHOTO, "validation": demo.CROPS_PER_PHOTO,
+           "test": demo.CROPS_PER_PHOTO}
+  photos = collections.Counter(demo.SOURCES.values())
+  assert counts == {split: n * crops[split] * per_crop for split, n in photos.items()}
   test = list(builder.as_dataset(split="test").as_numpy_iterator())
   test_photos = {n.decode().rsplit("_", 2)[0] for n in (e["name"] for e in test)}
-  assert test_photos == {"chelsea", "coffee", "rocket"}
+  assert test_photos == {"astronaut", "chelsea", "coffee"}
   train_names = {e["name"].decode() for e in builder.as_dataset(split="train").as_numpy_iterator()}
   assert not any(name.startswith(tuple(test_photos)) for name in train_names)
   by_level = collections.defaultdict(set)
+  levels_of_crop = collections.defaultdict(list)
+  kinds_at_level = collections.defaultdict(set)
   for example in test:
-    level = int(example["name"].decode()[-5])
+    name = example["name"].decode()
+    crop, variant = name.rsplit("_", 1)
+    level = int(variant[-5])
     by_level[level].add(float(example["mos"]))
+    levels_of_crop[crop].append(level)
+    kinds_at_level[level].add(variant[:-5])
+    assert Image.open(io.BytesIO(example["image"])).size == (demo.CROP_SIZE,) * 2, name
   assert by_level == {0: {90.0}, 1: {70.0}, 2: {50.0}, 3: {30.0}, 4: {10.0}}
+  # Every crop is shown at every level, so its content alone says nothing about its score.
+  assert all(sorted(levels) == [0, 1, 2, 3, 4] for levels in levels_of_crop.values())
+  assert kinds_at_level[0] == {"pristine"}
+  assert all(kinds_at_level[level] == set(demo.DISTORTIONS) for level in demo.LEVELS)
+
+
+def test_demo_generator_is_deterministic_and_keeps_detailed_crops(tmp_path):
+  small = dict(crops_per_photo=2, train_crops_per_photo=2)
+  first = demo.write_demo_set(str(tmp_path / "a"), seed=3, **small)
+  second = demo.write_demo_set(str(tmp_path / "b"), seed=3, **small)
+  with open(first) as f, open(second) as g:
+    rows = f.read()
+    assert rows == g.read()
+  for name in os.listdir(tmp_path / "a" / "images"):
+    with open(tmp_path / "a" / "images" / name, "rb") as f, \
+         open(tmp_path / "b" / "images" / name, "rb") as g:
+      assert f.read() == g.read(), name
+  # Pristine crops of photos with detail everywhere meet the flatness limit.
+  for photo in ("chelsea", "coffee", "grass"):
+    for index in range(2):
+      image = Image.open(tmp_path / "a" / "images" / f"{photo}_{index:03d}_pristine0.png")
+      assert image.size == (demo.CROP_SIZE, demo.CROP_SIZE)
+      assert demo.flat_fraction(image) <= demo.MAX_FLAT
+  # Each photo has its own random stream: fewer training crops leave the test crops alone.
+  demo.write_demo_set(str(tmp_path / "d"), seed=3, crops_per_photo=2, train_crops_per_photo=1)
+  for name in os.listdir(tmp_path / "a" / "images"):
+    if name.startswith(("astronaut", "chelsea", "coffee")):
+      with open(tmp_path / "a" / "images" / name, "rb") as f, \
+           open(tmp_path / "d" / "images" / name, "rb") as g:
+        assert f.read() == g.read(), name
+  demo.write_demo_set(str(tmp_path / "c"), seed=4, **small)
+  crop = "chelsea_000_pristine0.png"
+  assert (np.asarray(Image.open(tmp_path / "a" / "images" / crop))
+          != np.asarray(Image.open(tmp_path / "c" / "images" / crop))).any()  # seed matters
 
 
 def test_demo_distortions_grow_with_level():
