@@ -54,13 +54,19 @@ class TrainCheckpoints:
 
   def __init__(self, workdir: str, keep: int):
     self.workdir = workdir
+    # Several processes: save synchronously. orbax 0.12.8's asynchronous multi-process save can
+    # finalise before every process has written its array metadata ("ArrayMetadata Store contains
+    # metadata from just one process"), seen once in four 2-process CPU runs.
+    asynchronous = jax.process_count() == 1
     self.latest = ocp.CheckpointManager(
         os.path.join(workdir, "checkpoints"),
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                             enable_async_checkpointing=asynchronous))
     self.best = ocp.CheckpointManager(
         os.path.join(workdir, "best"),
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=1, create=True, best_fn=lambda m: m["value"], best_mode="max"))
+            max_to_keep=1, create=True, best_fn=lambda m: m["value"], best_mode="max",
+            enable_async_checkpointing=asynchronous))
 
   def latest_step(self) -> int | None:
     return self.latest.latest_step()
