@@ -29,8 +29,8 @@ setuptools.setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    # configs/ is installed too: its files import `configs.common`, wherever mst-train runs from.
-    packages=setuptools.find_packages(include=["mst", "mst.*", "configs"]),
+    # Only `mst`: the config files in configs/ are loaded by path and import `mst.config.defaults`.
+    packages=setuptools.find_packages(include=["mst", "mst.*"]),
     install_requires=INSTALL_REQUIRES,
     extras_require={
         # torch: the independent PyTorch MUSIQ that tests and benchmarks compare the Flax model
@@ -41,11 +41,11 @@ setuptools.setup(
     },
     entry_points={
         "console_scripts": [
-            "mst-train=mst.main:run",
-            "mst-predict=mst.predict:main",
-            "mst-eval=mst.eval_cli:run",
-            "mst-visualize=mst.visualize:main",
-            "mst-datasets=mst.datasets.__main__:run",
+            "mst-train=mst.cli.train:main",
+            "mst-predict=mst.cli.predict:main",
+            "mst-eval=mst.cli.evaluate:main",
+            "mst-visualize=mst.cli.visualize:main",
+            "mst-datasets=mst.cli.datasets:main",
         ],
     },
 )

@@ -9,13 +9,13 @@ threshold 5. The paper fine-tunes from the ImageNet pre-trained model: set
 
 import ml_collections
 
-from configs import common
+from mst.config import defaults
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """AVA fine-tuning; `arg` may be "runlocal"."""
-  args = common.parse_arg(arg)
-  config = common.get_config()
+  args = defaults.parse_arg(arg)
+  config = defaults.get_config()
   config.dataset.name = "ava"
   config.dataset.label = "dist"
   config.dataset.mos_scale = 1.0  # the distribution is trained; scores are expected bins 1..10
@@ -30,5 +30,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.train.num_epochs = 20.0
   config.eval.ava_metrics = True
   if "runlocal" in args:
-    common.runlocal(config)
+    defaults.runlocal(config)
   return config

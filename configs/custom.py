@@ -1,6 +1,6 @@
 """Fine-tuning on your own images: a CSV (`image,mos[,split]`) and an image folder.
 
-    python -m mst.main --config=configs/custom.py --workdir=/tmp/mine \
+    mst-train --config=configs/custom.py --workdir=/tmp/mine \
         --config.dataset.csv=/data/mine/labels.csv --config.dataset.image_dir=/data/mine/images
 
 Without a `split` column the builder makes a seeded 80/10/10 train/validation/test split
@@ -12,13 +12,13 @@ released IQA checkpoint such as koniq_ckpt.npz.
 
 import ml_collections
 
-from configs import common
+from mst.config import defaults
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Your own CSV and images; `arg` may be "runlocal"."""
-  args = common.parse_arg(arg)
-  config = common.get_config()
+  args = defaults.parse_arg(arg)
+  config = defaults.get_config()
   config.dataset.name = "custom"
   config.dataset.csv = ""  # required: your labels CSV (the trainer stops if it is empty)
   config.dataset.image_dir = ""  # default: the CSV's folder
@@ -33,5 +33,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.train.batch_size = 96
   config.train.num_epochs = 30.0
   if "runlocal" in args:
-    common.runlocal(config)
+    defaults.runlocal(config)
   return config

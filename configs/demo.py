@@ -3,22 +3,22 @@
 The demo set holds 128 px crops of scikit-image's photographs, pristine and with graded blur,
 noise, JPEG and pixelation (MOS 90 ... 10); its test photos are never seen in training. The paper's
 recipe (SGD from an ImageNet model, 27 M parameters, l = 512) does not fit 2 CPU cores, and from
-scratch the plain recipe collapses to a constant predictor (DESIGN.md, "Learning on a CPU"). What
-learns: a small model with the cheap `conv` patch encoder; the native image (16 tokens) plus one
-64 px copy (4 tokens); AdamW 1e-3 with the `embedding` kernel's learning rate x0.1 (its first large
-steps otherwise move every token alike); the head bias started at the mean training MOS; L1 on
-MOS / 100; cosine decay after a 20-step warm-up.
+scratch the plain recipe collapses to a constant predictor (docs/training.md, "Learning on a
+CPU"). What learns: a small model with the cheap `conv` patch encoder; the native image (16 tokens)
+plus one 64 px copy (4 tokens); AdamW 1e-3 with the `embedding` kernel's learning rate x0.1 (its
+first large steps otherwise move every token alike); the head bias started at the mean training
+MOS; L1 on MOS / 100; cosine decay after a 20-step warm-up.
 """
 
 import ml_collections
 
-from configs import common
+from mst.config import defaults
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The CPU demo; `arg` may be "runlocal" (smaller still, for tests)."""
-  args = common.parse_arg(arg)
-  config = common.get_config()
+  args = defaults.parse_arg(arg)
+  config = defaults.get_config()
   config.dataset.name = "demo"
   config.dataset.label = "mos"
   config.dataset.mos_scale = 100.0
@@ -49,7 +49,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval.batch_size = 64
   config.eval.bootstrap_samples = 200
   if "runlocal" in args:
-    common.runlocal(config)
+    defaults.runlocal(config)
     config.preprocess.longer_side_lengths = (64,)
     config.preprocess.max_seq_len = 16
     config.model.hidden_size = 32

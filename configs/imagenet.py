@@ -10,14 +10,14 @@ the original ViT code did) and applies to kernels only.
 
 import ml_collections
 
-from configs import common
+from mst.config import defaults
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """ImageNet pre-training; `arg` may be "runlocal"."""
-  args = common.parse_arg(arg)
-  config = common.get_config()
-  config.dataset.name = "imagenet2012"  # prepared by tfds itself (not one of mst.datasets)
+  args = defaults.parse_arg(arg)
+  config = defaults.get_config()
+  config.dataset.name = "imagenet2012"  # prepared by tfds itself (not one of mst.data.datasets)
   config.dataset.eval_split = "validation"
   config.dataset.test_split = "validation"  # imagenet2012's test split has no labels
   # Mixup makes soft targets: the pipeline one-hot encodes `label` and mixes it into `dist`
@@ -45,5 +45,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.train.checkpoint_every_steps = 5000
   config.eval.bootstrap_samples = 0  # classification: accuracy, no rank correlations
   if "runlocal" in args:
-    common.runlocal(config)
+    defaults.runlocal(config)
   return config

@@ -8,13 +8,13 @@ fine-tunes from the ImageNet pre-trained model: set
 
 import ml_collections
 
-from configs import common
+from mst.config import defaults
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """KonIQ-10k fine-tuning; `arg` may be "runlocal"."""
-  args = common.parse_arg(arg)
-  config = common.get_config()
+  args = defaults.parse_arg(arg)
+  config = defaults.get_config()
   config.dataset.name = "koniq10k"
   config.dataset.label = "mos"
   config.dataset.mos_scale = 1.0  # MOS is already on 1-5
@@ -25,5 +25,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.train.batch_size = 96
   config.train.num_epochs = 30.0
   if "runlocal" in args:
-    common.runlocal(config)
+    defaults.runlocal(config)
   return config

@@ -8,13 +8,13 @@ ImageNet pre-trained model: set `--config.init.checkpoint=/path/to/imagenet_pret
 
 import ml_collections
 
-from configs import common
+from mst.config import defaults
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """PaQ-2-PiQ fine-tuning; `arg` may be "runlocal"."""
-  args = common.parse_arg(arg)
-  config = common.get_config()
+  args = defaults.parse_arg(arg)
+  config = defaults.get_config()
   config.dataset.name = "paq2piq"
   config.dataset.label = "mos"
   config.dataset.mos_scale = 100.0
@@ -25,5 +25,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.train.batch_size = 128
   config.train.num_epochs = 10.0
   if "runlocal" in args:
-    common.runlocal(config)
+    defaults.runlocal(config)
   return config

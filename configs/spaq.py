@@ -10,13 +10,13 @@ set `--config.init.checkpoint=/path/to/imagenet_pretrain.npz`.
 
 import ml_collections
 
-from configs import common
+from mst.config import defaults
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """SPAQ fine-tuning; `arg` may be "runlocal"."""
-  args = common.parse_arg(arg)
-  config = common.get_config()
+  args = defaults.parse_arg(arg)
+  config = defaults.get_config()
   config.dataset.name = "spaq/shorter_side_512"
   config.dataset.eval_split = "test"
   config.dataset.test_split = "test"
@@ -29,5 +29,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.train.batch_size = 128
   config.train.num_epochs = 30.0
   if "runlocal" in args:
-    common.runlocal(config)
+    defaults.runlocal(config)
   return config

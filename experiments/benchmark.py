@@ -3,7 +3,7 @@
     python experiments/benchmark.py [--threads N] [--repeats R]
 
 The paper model (P=32, G=10, D=384, 14 layers, 6 heads, MLP 1152, scales 224, 384 + native) scores a
-synthetic 1024x768 image, preprocessed by `mst.preprocess` (49 + 144 + 768 = 961 tokens). Both
+synthetic 1024x768 image, preprocessed by `mst.data.preprocess` (49 + 144 + 768 = 961 tokens). Both
 frameworks run the same random weights (`experiments.torch_musiq.random_flat_params`); one untimed
 warm-up call each also checks that their logits agree. Reported: seconds per image at batch 1,
 images/s at batch 1 and 8 (median of R timed calls), achieved GFLOP/s (XLA's FLOP count for the
@@ -33,7 +33,7 @@ import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 from experiments import torch_musiq  # pylint: disable=g-import-not-at-top
-from mst import preprocess  # pylint: disable=g-import-not-at-top
+from mst.data import preprocess  # pylint: disable=g-import-not-at-top
 from mst.models import musiq  # pylint: disable=g-import-not-at-top
 
 IMAGE_HW = (768, 1024)

@@ -7,7 +7,7 @@ pipeline's rate against what the train step consumes.
    D=384, 14 layers, scales 224, 384 + the native image cut to l=512: 705 tokens) on a batch of
    1024x768 images: seconds per step, images/s and GFLOP/s (XLA's count for the jitted step) for
    mst (JAX) and for a straightforward PyTorch implementation of the same network and step.
-2. Input pipeline (`mst.input_pipeline.train_dataset`: JPEG decode, flip, 3-scale preprocessing,
+2. Input pipeline (`mst.pipeline.train_dataset`: JPEG decode, flip, 3-scale preprocessing,
    batching) on 1024x768 JPEGs made from scikit-image's photographs: images/s with tf.data held to
    one core, and with all cores, beside the train step's images/s.
 Threads are pinned as in experiments/benchmark.py; compare ratios from the same run.
@@ -29,10 +29,10 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments import benchmark  # pylint: disable=g-import-not-at-top
 from experiments import torch_musiq  # pylint: disable=g-import-not-at-top
-import mst.datasets  # pylint: disable=g-import-not-at-top
-from mst import input_pipeline  # pylint: disable=g-import-not-at-top
-from mst import preprocess  # pylint: disable=g-import-not-at-top
-from mst import train  # pylint: disable=g-import-not-at-top
+import mst.data.datasets  # pylint: disable=g-import-not-at-top
+from mst.data import pipeline  # pylint: disable=g-import-not-at-top
+from mst.data import preprocess  # pylint: disable=g-import-not-at-top
+from mst.training import trainer  # pylint: disable=g-import-not-at-top
 from mst.models import musiq  # pylint: disable=g-import-not-at-top
 
 PP = preprocess.MultiScaleConfig(max_seq_len_from_original_res=512)
@@ -53,9 +53,9 @@ def jax_step(flat, batch):
   model = musiq.Musiq(musiq.ModelConfig())
   tx = optax.sgd(LEARNING_RATE, MOMENTUM)
   params = jax.device_put(torch_musiq.nest_flat_params(flat))
-  state = train.TrainState(jax.numpy.zeros((), jax.numpy.int32), params, tx.init(params))
+  state = trainer.TrainState(jax.numpy.zeros((), jax.numpy.int32), params, tx.init(params))
   loss_fn = lambda logits, b: jax.numpy.mean(jax.numpy.abs(logits[:, 0] - b["mos"]))
-  step = jax.jit(lambda s, b, r: train.train_step(s, b, r, model=model, tx=tx, loss_fn=loss_fn,
+  step = jax.jit(lambda s, b, r: trainer.train_step(s, b, r, model=model, tx=tx, loss_fn=loss_fn,
                                                   schedule=lambda _: LEARNING_RATE),
                  donate_argnums=0)
   batch, rng = jax.device_put(batch), jax.random.key(0)
@@ -89,7 +89,7 @@ def torch_step(flat, batch):
 
 def jpeg_dataset(folder: str, count: int):
   """`count` 1024x768 JPEGs from scikit-image's photographs, as a prepared `custom` dataset."""
-  from mst.datasets import demo  # pylint: disable=g-import-not-at-top
+  from mst.data.datasets import demo  # pylint: disable=g-import-not-at-top
   names = [n for n in demo.SOURCES if not n.endswith(("page.png", "coins.png"))]
   rows = []
   for i in range(count):
@@ -98,12 +98,12 @@ def jpeg_dataset(folder: str, count: int):
     rows.append((f"{i}.jpg", 50.0, "train"))
   with open(os.path.join(folder, "labels.csv"), "w", newline="") as f:
     csv.writer(f).writerows([("image", "mos", "split")] + rows)
-  return mst.datasets.build("custom", os.path.join(folder, "tfds"),
+  return mst.data.datasets.build("custom", os.path.join(folder, "tfds"),
                             csv=os.path.join(folder, "labels.csv"))
 
 
 def pipeline_images_per_second(builder, threads: int, images: int, batch_size: int) -> float:
-  data = input_pipeline.train_dataset(builder, "train", batch_size=batch_size, pp_config=PP,
+  data = pipeline.train_dataset(builder, "train", batch_size=batch_size, pp_config=PP,
                                       shuffle_buffer=64)
   options = tf.data.Options()
   options.threading.private_threadpool_size = threads

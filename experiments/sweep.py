@@ -12,8 +12,8 @@ Each run trains in its own workdir `ROOT/<run>` (`ROOT/<run>-seed<k>` with --see
 config is built and validated before the first one starts, so a typo'd key or a bad value fails
 at once, naming the key.
 
-`run` trains in this process, one run after another, through `mst.train.train_and_evaluate`
-(what mst-train calls), rather than one `python -m mst.main` subprocess per run: Python,
+`run` trains in this process, one run after another, through `mst.trainer.train_and_evaluate`
+(what mst-train calls), rather than one `mst-train` subprocess per run: Python,
 TensorFlow and JAX start once, and the many small programs JAX compiles for eager ops
 (parameter init, checkpoint copies) are compiled once for the whole sweep (on CPU a second run
 compiled 9 programs instead of 144). A run keeps no state of its own after it ends (its jitted
@@ -40,10 +40,10 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import ml_collections  # pylint: disable=g-import-not-at-top
 
 from experiments import collect  # pylint: disable=g-import-not-at-top
-from experiments import overrides as overrides_lib  # pylint: disable=g-import-not-at-top
+from mst.config import overrides as overrides_lib  # pylint: disable=g-import-not-at-top
 from experiments.sweeps import Run  # pylint: disable=g-import-not-at-top
 from experiments.sweeps import SWEEPS  # pylint: disable=g-import-not-at-top
-from mst import config_utils  # pylint: disable=g-import-not-at-top
+from mst.config import resolve  # pylint: disable=g-import-not-at-top
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,7 +82,7 @@ def plan(sweep_name: str, config_path: str, arg: str | None = None, sets: Sequen
       values = {**shared, **run.overrides, **({} if seed is None else {"seed": seed})}
       config = overrides_lib.apply_overrides(base, values)
       try:
-        config_utils.validate(config)
+        resolve.validate(config)
       except ValueError as e:
         raise ValueError(f"run {run.name!r}: {e}") from e
       name = run.name if seed is None else f"{run.name}-seed{seed}"
@@ -95,7 +95,7 @@ def run_locally(planned: Sequence[Planned], root: str) -> list[str]:
   failed (their errors are printed, the others still run)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from mst import sharding  # pylint: disable=g-import-not-at-top
-  from mst import train  # pylint: disable=g-import-not-at-top
+  from mst.training import trainer  # pylint: disable=g-import-not-at-top
 
   if tf.config.list_physical_devices("GPU"):
     tf.config.set_visible_devices([], "GPU")  # TensorFlow only feeds data, as in mst-train
@@ -108,7 +108,7 @@ def run_locally(planned: Sequence[Planned], root: str) -> list[str]:
       continue
     print(f"[{i}/{len(planned)}] {item.name}: {item.overrides}", flush=True)
     try:
-      train.train_and_evaluate(item.config, workdir)
+      trainer.train_and_evaluate(item.config, workdir)
     except Exception as e:  # pylint: disable=broad-except  # one bad setting must not end a sweep
       print(f"[{i}/{len(planned)}] {item.name} FAILED: {type(e).__name__}: {e}", flush=True)
       failed.append(item.name)
@@ -175,7 +175,7 @@ def make_parser() -> argparse.ArgumentParser:
   commands.add_parser("list", help="the sweeps, their configs and runs")
   run = commands.add_parser(
       "run", help="train every run of a sweep here, one after another (in this process)",
-      description="Trains each run in ROOT/<run> with mst.train.train_and_evaluate, skips runs "
+      description="Trains each run in ROOT/<run> with mst.trainer.train_and_evaluate, skips runs "
       "that already have test metrics, goes on after a failed run, then prints the table.")
   _add_run_args(run)
   pod = commands.add_parser(

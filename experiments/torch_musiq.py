@@ -1,6 +1,6 @@
 """An independent PyTorch (CPU) MUSIQ network: the cross-check and the benchmark baseline for mst.
 
-It is written from the model facts in DESIGN.md and the official code, not from mst's Flax code,
+It is written from the model facts in docs/model.md and the official code, not from mst's Flax code,
 so agreement between the two is evidence that both follow the official network. It loads the
 official flat parameter layout (`conv_root/kernel`, `Transformer/encoderblock_0/...`, with or
 without the `opt/target/` prefix) and infers the architecture from the shapes. Inference only: no

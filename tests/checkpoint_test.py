@@ -7,12 +7,14 @@ import jax
 import numpy as np
 import pytest
 
-from mst import checkpoint
+from mst.checkpoints import architecture
+from mst.checkpoints import loader
+from mst.checkpoints import npz
 from mst.models import musiq
 
 SMALL = musiq.ModelConfig(patch_size=16, hidden_size=64, num_layers=2, num_heads=4, mlp_dim=128,
                           grid_size=5)
-PREFIX = checkpoint.OFFICIAL_PREFIX
+PREFIX = npz.OFFICIAL_PREFIX
 
 
 def _random_params(cfg: musiq.ModelConfig, seed: int = 0) -> dict:
@@ -40,7 +42,7 @@ def _outputs(cfg: musiq.ModelConfig, params: dict) -> np.ndarray:
 
 
 def _assert_same_params(got: dict, want: dict) -> None:
-  got, want = checkpoint.params_to_flat(got), checkpoint.params_to_flat(want)
+  got, want = npz.params_to_flat(got), npz.params_to_flat(want)
   assert sorted(got) == sorted(want)
   for name in want:
     assert got[name].dtype == np.float32, name
@@ -54,7 +56,7 @@ def _save(path, entries: dict) -> None:
 
 def _official_entries(params: dict) -> dict:
   """The flat official layout, as `export_official_npz` writes it, for tests to corrupt."""
-  return {PREFIX + name: value for name, value in checkpoint.params_to_flat(params).items()}
+  return {PREFIX + name: value for name, value in npz.params_to_flat(params).items()}
 
 
 ROUND_TRIP_CONFIGS = {
@@ -78,8 +80,8 @@ def test_export_import_round_trip(tmp_path, name):
   cfg = ROUND_TRIP_CONFIGS[name]
   params = _random_params(cfg)
   path = tmp_path / "model.npz"
-  checkpoint.export_official_npz(params, path)
-  loaded, loaded_cfg = checkpoint.load_official_npz(path, **ROUND_TRIP_OVERRIDES.get(name, {}))
+  npz.export_official_npz(params, path)
+  loaded, loaded_cfg = npz.load_official_npz(path, **ROUND_TRIP_OVERRIDES.get(name, {}))
   assert loaded_cfg == cfg
   _assert_same_params(loaded, params)
   want = _outputs(cfg, params)
@@ -90,11 +92,11 @@ def test_export_import_round_trip(tmp_path, name):
 def test_export_writes_official_layout(tmp_path):
   params = _random_params(SMALL)
   path = tmp_path / "exported"  # no .npz suffix: numpy must not add one
-  checkpoint.export_official_npz(params, path)
+  npz.export_official_npz(params, path)
   assert os.listdir(tmp_path) == ["exported"]
   with np.load(path) as archive:
     stored = {name: archive[name] for name in archive.files}
-  flat = checkpoint.params_to_flat(params)
+  flat = npz.params_to_flat(params)
   assert sorted(stored) == sorted(PREFIX + name for name in flat)
   assert stored[PREFIX + "gn_root/scale"].shape == (1, 1, 1, 64)
   assert stored[PREFIX + "block1/unit1/gn_proj/bias"].shape == (1, 1, 1, 256)
@@ -105,17 +107,17 @@ def test_export_writes_official_layout(tmp_path):
 
 def test_flat_and_nested_params_convert_both_ways():
   params = _random_params(SMALL)
-  flat = checkpoint.params_to_flat(params)
+  flat = npz.params_to_flat(params)
   assert flat["Transformer/encoderblock_1/SelfAttention_0/query/kernel"].shape == (64, 4, 16)
   assert all(isinstance(value, np.ndarray) for value in flat.values())
-  _assert_same_params(checkpoint.flat_to_params(flat), params)
+  _assert_same_params(npz.flat_to_params(flat), params)
 
 
 @pytest.mark.parametrize("layout", ["vector_groupnorm", "no_prefix", "pickled_empty_pre_logits",
                                     "zero_size_pre_logits", "optimizer_state"])
 def test_accepted_layouts(tmp_path, layout):
   params = _random_params(SMALL)
-  flat = checkpoint.params_to_flat(params)
+  flat = npz.params_to_flat(params)
   entries = {
       "vector_groupnorm": _official_entries(params),  # GroupNorm stays (C,)
       "no_prefix": flat,
@@ -129,7 +131,7 @@ def test_accepted_layouts(tmp_path, layout):
   }[layout]
   path = tmp_path / "model.npz"
   _save(path, entries)
-  loaded, cfg = checkpoint.load_official_npz(path)
+  loaded, cfg = npz.load_official_npz(path)
   assert cfg == SMALL
   _assert_same_params(loaded, params)
 
@@ -137,13 +139,13 @@ def test_accepted_layouts(tmp_path, layout):
 def test_table_free_spatial_embeddings_need_overrides(tmp_path):
   cfg = dataclasses.replace(SMALL, spatial_embedding="none")
   path = tmp_path / "model.npz"
-  checkpoint.export_official_npz(_random_params(cfg), path)
-  _, guessed = checkpoint.load_official_npz(path)
+  npz.export_official_npz(_random_params(cfg), path)
+  _, guessed = npz.load_official_npz(path)
   assert guessed.spatial_embedding == "sinusoid"  # the file cannot tell
-  _, loaded_cfg = checkpoint.load_official_npz(path, spatial_embedding="none", grid_size=5)
+  _, loaded_cfg = npz.load_official_npz(path, spatial_embedding="none", grid_size=5)
   assert loaded_cfg == cfg
   with pytest.raises(TypeError, match="grid"):
-    checkpoint.load_official_npz(path, grid=5)
+    npz.load_official_npz(path, grid=5)
 
 
 def _malformed_file(tmp_path, *, remove=False, extra=False, reshape=False) -> str:
@@ -167,8 +169,8 @@ MISMATCH = "Transformer/encoderblock_1/LayerNorm_0/scale: file (63,), model (64,
 @pytest.mark.parametrize("problem", ["remove", "extra", "reshape"])
 def test_each_malformation_is_reported(tmp_path, problem):
   path = _malformed_file(tmp_path, **{problem: True})
-  with pytest.raises(checkpoint.CheckpointError) as error:
-    checkpoint.load_official_npz(path)
+  with pytest.raises(npz.CheckpointError) as error:
+    npz.load_official_npz(path)
   message = str(error.value)
   assert message.startswith(path)
   expected = {"remove": MISSING, "extra": EXTRA, "reshape": MISMATCH}[problem]
@@ -178,8 +180,8 @@ def test_each_malformation_is_reported(tmp_path, problem):
 
 def test_all_malformations_reported_in_one_error(tmp_path):
   path = _malformed_file(tmp_path, remove=True, extra=True, reshape=True)
-  with pytest.raises(checkpoint.CheckpointError) as error:
-    checkpoint.load_official_npz(path)
+  with pytest.raises(npz.CheckpointError) as error:
+    npz.load_official_npz(path)
   message = str(error.value)
   assert path in message
   for expected in ("missing keys (1)", MISSING, "unexpected keys (1)", EXTRA,
@@ -193,8 +195,8 @@ def test_integer_parameter_is_a_mismatch(tmp_path):
   entries[PREFIX + "head/bias"] = np.zeros((1,), np.int32)
   path = tmp_path / "int.npz"
   _save(path, entries)
-  with pytest.raises(checkpoint.CheckpointError, match="head/bias: file dtype int32"):
-    checkpoint.load_official_npz(path)
+  with pytest.raises(npz.CheckpointError, match="head/bias: file dtype int32"):
+    npz.load_official_npz(path)
 
 
 @pytest.mark.parametrize("removed, reason", [
@@ -206,8 +208,8 @@ def test_keys_needed_for_inference(tmp_path, removed, reason):
   del entries[PREFIX + removed]
   path = tmp_path / "partial.npz"
   _save(path, entries)
-  with pytest.raises(checkpoint.CheckpointError) as error:
-    checkpoint.load_official_npz(path)
+  with pytest.raises(npz.CheckpointError) as error:
+    npz.load_official_npz(path)
   message = str(error.value)
   assert str(path) in message and removed in message
   if reason:
@@ -219,22 +221,22 @@ def test_embedding_rows_that_fit_no_patch_size(tmp_path):
   entries[PREFIX + "embedding/kernel"] = np.ones((1000, 64), np.float32)
   path = tmp_path / "rows.npz"
   _save(path, entries)
-  with pytest.raises(checkpoint.CheckpointError, match="1000 rows"):
-    checkpoint.load_official_npz(path)
+  with pytest.raises(npz.CheckpointError, match="1000 rows"):
+    npz.load_official_npz(path)
 
 
 def test_text_file_renamed_npz(tmp_path):
   path = tmp_path / "notes.npz"
   path.write_text("these are not weights\n")
-  with pytest.raises(checkpoint.CheckpointError, match="not a numpy .npz archive") as error:
-    checkpoint.load_official_npz(path)
+  with pytest.raises(npz.CheckpointError, match="not a numpy .npz archive") as error:
+    npz.load_official_npz(path)
   assert str(path) in str(error.value)
 
 
 def test_missing_file(tmp_path):
   path = tmp_path / "absent.npz"
-  with pytest.raises(checkpoint.CheckpointError, match="no such checkpoint file") as error:
-    checkpoint.load_official_npz(path)
+  with pytest.raises(npz.CheckpointError, match="no such checkpoint file") as error:
+    npz.load_official_npz(path)
   assert str(path) in str(error.value)
 
 
@@ -254,8 +256,8 @@ def test_object_array_is_refused_unread(tmp_path):
   entries[PREFIX + "head/kernel"] = np.array([_RunsOnUnpickle(marker)], dtype=object)
   path = tmp_path / "pickled.npz"
   _save(path, entries)
-  with pytest.raises(checkpoint.CheckpointError) as error:
-    checkpoint.load_official_npz(path)
+  with pytest.raises(npz.CheckpointError) as error:
+    npz.load_official_npz(path)
   message = str(error.value)
   assert str(path) in message
   assert "unreadable entries (1)" in message and "head/kernel" in message
@@ -265,22 +267,22 @@ def test_object_array_is_refused_unread(tmp_path):
 
 def test_paper_model_inferred_from_exported_file(tmp_path):
   rng = np.random.default_rng(0)
-  shapes = checkpoint.expected_shapes(musiq.ModelConfig())
+  shapes = architecture.expected_shapes(musiq.ModelConfig())
   flat = {name: rng.standard_normal(s.shape, np.float32) for name, s in shapes.items()}
   path = tmp_path / "paper.npz"
-  checkpoint.export_official_npz(checkpoint.flat_to_params(flat), path)
-  params, cfg = checkpoint.load_official_npz(path)
+  npz.export_official_npz(npz.flat_to_params(flat), path)
+  params, cfg = npz.load_official_npz(path)
   assert cfg == musiq.ModelConfig()
   assert abs(musiq.count_params(params) - 27.1e6) < 0.05e6
   assert params["embedding"]["kernel"].shape == (16384, 384)
 
 
 def test_preprocess_config_for_official_models():
-  from mst import preprocess  # pylint: disable=g-import-not-at-top  (TensorFlow: only here)
-  multi = checkpoint.preprocess_config_for(musiq.ModelConfig())
+  from mst.data import preprocess  # pylint: disable=g-import-not-at-top  (TensorFlow: only here)
+  multi = loader.preprocess_config_for(musiq.ModelConfig())
   assert multi == preprocess.MultiScaleConfig(
       patch_size=32, grid_size=10, longer_side_lengths=(224, 384), max_seq_len_from_original_res=-1)
-  single = checkpoint.preprocess_config_for(dataclasses.replace(SMALL, num_scales=1))
+  single = loader.preprocess_config_for(dataclasses.replace(SMALL, num_scales=1))
   assert (single.patch_size, single.grid_size, single.longer_side_lengths) == (16, 5, ())
   assert single.max_seq_len_from_original_res == -1
 
@@ -288,8 +290,8 @@ def test_preprocess_config_for_official_models():
 def test_preprocess_config_for_other_scale_counts():
   four = dataclasses.replace(SMALL, num_scales=4)
   with pytest.raises(ValueError, match="pass longer_side_lengths"):
-    checkpoint.preprocess_config_for(four)
+    loader.preprocess_config_for(four)
   with pytest.raises(ValueError, match="needs 3 longer_side_lengths"):
-    checkpoint.preprocess_config_for(four, longer_side_lengths=(224, 384))
-  cfg = checkpoint.preprocess_config_for(four, longer_side_lengths=(384, 160, 224))
+    loader.preprocess_config_for(four, longer_side_lengths=(224, 384))
+  cfg = loader.preprocess_config_for(four, longer_side_lengths=(384, 160, 224))
   assert cfg.longer_side_lengths == (160, 224, 384)

@@ -19,13 +19,13 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
-import mst.datasets
-from mst.datasets import __main__ as datasets_cli
-from mst.datasets import ava
-from mst.datasets import common
-from mst.datasets import custom
-from mst.datasets import demo
-from mst.datasets import spaq
+import mst.data.datasets
+from mst.cli import datasets as datasets_cli
+from mst.data.datasets import ava
+from mst.data.datasets import common
+from mst.data.datasets import custom
+from mst.data.datasets import demo
+from mst.data.datasets import spaq
 
 
 @pytest.fixture(autouse=True)
@@ -66,7 +66,7 @@ def load(builder, split):
 
 
 def skipped(builder):
-  return {row["name"]: (row["split"], row["reason"]) for row in mst.datasets.read_skipped(builder)}
+  return {row["name"]: (row["split"], row["reason"]) for row in mst.data.datasets.read_skipped(builder)}
 
 
 def counts(builder):
@@ -97,9 +97,9 @@ def test_decode_accepts_grey_and_rejects_truncated_and_garbage():
 
 def test_unknown_name_and_missing_manual_dir_fail_fast(tmp_path):
   with pytest.raises(ValueError, match="unknown dataset"):
-    mst.datasets.build("koniq", str(tmp_path))
+    mst.data.datasets.build("koniq", str(tmp_path))
   with pytest.raises(FileNotFoundError, match="koniq10k_1024x768.zip"):
-    mst.datasets.build("koniq10k", str(tmp_path / "data"), str(tmp_path / "nowhere"))
+    mst.data.datasets.build("koniq10k", str(tmp_path / "data"), str(tmp_path / "nowhere"))
   builder = tfds.builder("koniq10k", data_dir=str(tmp_path / "data"))
   with pytest.raises(AssertionError, match="does not exist or is empty"):
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
@@ -107,12 +107,12 @@ def test_unknown_name_and_missing_manual_dir_fail_fast(tmp_path):
   (tmp_path / "empty_download").mkdir()
   (tmp_path / "empty_download" / "readme.txt").write_text("not the dataset")
   with pytest.raises(FileNotFoundError, match="koniq10k_scores_and_distributions.csv not found"):
-    mst.datasets.build("koniq10k", str(tmp_path / "data"), str(tmp_path / "empty_download"))
+    mst.data.datasets.build("koniq10k", str(tmp_path / "data"), str(tmp_path / "empty_download"))
 
 
 def test_registered_with_tfds():
-  assert set(mst.datasets.DATASETS) == {"koniq10k", "spaq", "ava", "paq2piq", "custom", "demo"}
-  for name, cls in mst.datasets.DATASETS.items():
+  assert set(mst.data.datasets.DATASETS) == {"koniq10k", "spaq", "ava", "paq2piq", "custom", "demo"}
+  for name, cls in mst.data.datasets.DATASETS.items():
     assert tfds.builder_cls(name) is cls
 
 
@@ -150,7 +150,7 @@ def koniq_manual(root, zipped=True):
 def koniq(tmp_path_factory):
   root = tmp_path_factory.mktemp("koniq_manual")
   names, images = koniq_manual(root)
-  builder = mst.datasets.build("koniq10k", str(tmp_path_factory.mktemp("data")), str(root))
+  builder = mst.data.datasets.build("koniq10k", str(tmp_path_factory.mktemp("data")), str(root))
   return builder, names, images
 
 
@@ -162,7 +162,7 @@ def test_koniq_official_splits_and_skips(koniq):
   assert skipped(builder)[names[1]][1].startswith("undecodable")
   assert builder.info.metadata["skipped"] == {"train": 1, "test": 1}
   assert set(load(builder, "validation")) == {names[6], names[7]}
-  assert os.path.isfile(os.path.join(builder.data_dir, mst.datasets.SKIPPED_FILE))
+  assert os.path.isfile(os.path.join(builder.data_dir, mst.data.datasets.SKIPPED_FILE))
 
 
 def test_koniq_labels_on_their_scales(koniq):
@@ -206,9 +206,8 @@ def test_koniq_through_the_tfds_build_command(koniq, tmp_path):
   builder, _, _ = koniq
   root = tmp_path / "manual"
   koniq_manual(root)
-  args = datasets_cli.parse(["prog", "build", "koniq10k", "--manual_dir", str(root),
-                             "--data_dir", str(tmp_path / "data")])
-  datasets_cli.main(args)
+  assert datasets_cli.main(["build", "koniq10k", "--manual_dir", str(root),
+                           "--data_dir", str(tmp_path / "data")]) == 0
   built = tfds.builder("koniq10k", data_dir=str(tmp_path / "data"))
   assert built.is_prepared() and counts(built) == counts(builder)
 
@@ -244,7 +243,7 @@ def spaq_manual_dir(tmp_path_factory):
 
 def test_spaq_full_split_labels_and_bytes(spaq_manual_dir, tmp_path):
   root, images = spaq_manual_dir
-  builder = mst.datasets.build("spaq", str(tmp_path), str(root))
+  builder = mst.data.datasets.build("spaq", str(tmp_path), str(root))
   names = [f"{i:05d}.jpg" for i in range(1, 11)]
   expected = common.seeded_split(names, [("train", 0.8), ("test", 0.2)], spaq.SPLIT_SEED)
   loaded = {split: load(builder, split) for split in ("train", "test")}
@@ -264,7 +263,7 @@ def test_spaq_full_split_labels_and_bytes(spaq_manual_dir, tmp_path):
 
 def test_spaq_shorter_side_512_resizes_large_images_only(spaq_manual_dir, tmp_path):
   root, images = spaq_manual_dir
-  builder = mst.datasets.build("spaq/shorter_side_512", str(tmp_path), str(root))
+  builder = mst.data.datasets.build("spaq/shorter_side_512", str(tmp_path), str(root))
   assert builder.data_dir.endswith(os.path.join("spaq", "shorter_side_512", "1.0.0"))
   examples = {**load(builder, "train"), **load(builder, "test")}
   for name in ("00003.jpg", "00004.jpg"):
@@ -295,7 +294,7 @@ def ava_manual(root):
 def ava_built(tmp_path_factory):
   root = tmp_path_factory.mktemp("ava_manual")
   lines, images = ava_manual(root)
-  return mst.datasets.build("ava", str(tmp_path_factory.mktemp("data")), str(root)), lines, images
+  return mst.data.datasets.build("ava", str(tmp_path_factory.mktemp("data")), str(root)), lines, images
 
 
 def test_ava_splits_and_skips(ava_built):
@@ -355,7 +354,7 @@ def paq_manual(root, official_validation):
 
 def test_paq2piq_official_validation_and_full_size_test(tmp_path):
   database = paq_manual(tmp_path / "manual", official_validation=True)
-  builder = mst.datasets.build("paq2piq", str(tmp_path / "data"), str(tmp_path / "manual"))
+  builder = mst.data.datasets.build("paq2piq", str(tmp_path / "data"), str(tmp_path / "manual"))
   assert set(load(builder, "test")) == {PAQ_NAMES[0], PAQ_NAMES[6]}
   assert set(load(builder, "validation")) == {PAQ_NAMES[2], PAQ_NAMES[3]}  # 13 is missing
   assert counts(builder)["train"] == 9
@@ -370,7 +369,7 @@ def test_paq2piq_official_validation_and_full_size_test(tmp_path):
 
 def test_paq2piq_seeded_validation_without_the_official_flags(tmp_path):
   paq_manual(tmp_path / "manual", official_validation=False)
-  builder = mst.datasets.build("paq2piq", str(tmp_path / "data"), str(tmp_path / "manual"))
+  builder = mst.data.datasets.build("paq2piq", str(tmp_path / "data"), str(tmp_path / "manual"))
   rest = [n for i, n in enumerate(PAQ_NAMES) if i not in (0, 6)]
   expected = common.seeded_split(rest, [("train", 0.8), ("validation", 0.2)], 0)
   valid = {n for n, s in expected.items() if s == "validation"}
@@ -398,7 +397,7 @@ def custom_manual(root, with_split):
 
 def test_custom_with_split_column(tmp_path):
   csv_path, image_dir = custom_manual(tmp_path / "mine", with_split=True)
-  builder = mst.datasets.build("custom", str(tmp_path / "data"), csv=csv_path, image_dir=image_dir)
+  builder = mst.data.datasets.build("custom", str(tmp_path / "data"), csv=csv_path, image_dir=image_dir)
   assert counts(builder) == {"train": 5, "validation": 2, "test": 1}
   assert skipped(builder)["img9.jpg"] == ("test", "missing file")
   assert skipped(builder)["img3.jpg"][1].startswith("undecodable")
@@ -406,13 +405,13 @@ def test_custom_with_split_column(tmp_path):
   np.testing.assert_allclose(example["mos"], 1.0)
   assert example["image"] == (tmp_path / "mine" / "images" / "sub" / "img4.png").read_bytes()
   assert os.path.basename(os.path.dirname(builder.data_dir)) == builder.builder_config.name
-  again = mst.datasets.build("custom", str(tmp_path / "data"), csv=csv_path, image_dir=image_dir)
+  again = mst.data.datasets.build("custom", str(tmp_path / "data"), csv=csv_path, image_dir=image_dir)
   assert again.data_dir == builder.data_dir and again.is_prepared()
 
 
 def test_custom_seeded_split_and_distinct_folders(tmp_path):
   csv_path, image_dir = custom_manual(tmp_path / "mine", with_split=False)
-  builder = mst.datasets.build("custom", str(tmp_path / "data"), csv=csv_path, image_dir=image_dir)
+  builder = mst.data.datasets.build("custom", str(tmp_path / "data"), csv=csv_path, image_dir=image_dir)
   names = [f"sub/img{i}.png" if i == 4 else f"img{i}.jpg" for i in range(10)]
   expected = common.seeded_split(names, custom.FRACTIONS, seed=0)
   for split in ("train", "validation", "test"):
@@ -428,20 +427,20 @@ def test_custom_seeded_split_and_distinct_folders(tmp_path):
 def test_custom_through_the_tfds_build_command(tmp_path):
   csv_path, image_dir = custom_manual(tmp_path / "mine", with_split=True)
   config = json.dumps({"csv": csv_path, "image_dir": image_dir})
-  datasets_cli.main(datasets_cli.parse(
-      ["prog", "custom", "--config", config, "--data_dir", str(tmp_path / "data")]))
-  builder = mst.datasets.build("custom", str(tmp_path / "data"), csv=csv_path, image_dir=image_dir)
+  assert datasets_cli.main(
+      ["custom", "--config", config, "--data-dir", str(tmp_path / "data")]) == 0
+  builder = mst.data.datasets.build("custom", str(tmp_path / "data"), csv=csv_path, image_dir=image_dir)
   assert builder.is_prepared() and counts(builder)["train"] == 5
 
 
 def test_custom_rejects_bad_split_values(tmp_path):
   write(str(tmp_path / "labels.csv"), "image,mos,split\na.jpg,1,training\n")
   with pytest.raises(ValueError, match="labels.csv:2: split 'training'"):
-    mst.datasets.build("custom", str(tmp_path / "data"), csv=str(tmp_path / "labels.csv"))
+    mst.data.datasets.build("custom", str(tmp_path / "data"), csv=str(tmp_path / "labels.csv"))
 
 
 def test_demo_set_is_generated_split_by_photo_with_graded_mos(tmp_path):
-  builder = mst.datasets.build("demo", str(tmp_path))
+  builder = mst.data.datasets.build("demo", str(tmp_path))
   counts = {split: info.num_examples for split, info in builder.info.splits.items()}
   per_crop = 1 + len(demo.LEVELS)  # pristine + one image per level
   crops = {"train": demo.TRAIN_CROPS_PER_PHOTO, "validation": demo.CROPS_PER_PHOTO,

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from configs import custom as custom_config
-from mst import checkpoint
-from mst import config_utils
-from mst import predict
-from mst import train_checkpoints
+from mst.checkpoints import npz
+from mst.config import resolve
+from mst.cli import predict
+from mst.checkpoints import workdirs
 from mst.models import musiq
+from mst.config import overrides
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -45,7 +45,7 @@ def _random_params(config, seed):
 
 
 def _eval(dataset, tmp_path, *flags):
-  command = [sys.executable, "-m", "mst.eval_cli", "--config=configs/custom.py:runlocal",
+  command = [sys.executable, "-m", "mst.cli.evaluate", "--config=configs/custom.py:runlocal",
              f"--config.dataset.csv={dataset / 'labels.csv'}",
              f"--config.dataset.data_dir={tmp_path / 'tfds'}", *flags]
   env = dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS="--xla_force_host_platform_device_count=2")
@@ -56,10 +56,10 @@ def _eval(dataset, tmp_path, *flags):
 
 def test_npz_evaluation_scores_every_test_image_once_like_mst_predict(dataset, tmp_path, capsys):
   config = musiq.ModelConfig(hidden_size=32, num_layers=1, num_heads=4, mlp_dim=64)
-  npz = str(tmp_path / "model.npz")
-  checkpoint.export_official_npz(_random_params(config, 0), npz)
+  npz_path = str(tmp_path / "model.npz")
+  npz.export_official_npz(_random_params(config, 0), npz_path)
   out = tmp_path / "out"
-  stdout = _eval(dataset, tmp_path, f"--checkpoint={npz}", "--split=test",
+  stdout = _eval(dataset, tmp_path, f"--checkpoint={npz_path}", "--split=test",
                  f"--output_dir={out}")
   assert "| srcc |" in stdout and "95% CI" in stdout
   scores = json.load(open(out / "metrics.json"))
@@ -68,7 +68,7 @@ def test_npz_evaluation_scores_every_test_image_once_like_mst_predict(dataset, t
   rows = list(csv.DictReader(open(out / "predictions.csv")))
   assert sorted(row["image"] for row in rows) == [f"{i}.png" for i in range(4, 10)]
   # Native resolution, all patches: the same scores mst-predict gives for the files.
-  predict.main(["--quiet", "--checkpoint", npz] + [str(dataset / r["image"]) for r in rows])
+  predict.main(["--quiet", "--checkpoint", npz_path] + [str(dataset / r["image"]) for r in rows])
   lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
   for row, line in zip(rows, lines):
     assert float(row["prediction"]) == pytest.approx(line["score"], abs=1e-4)
@@ -76,9 +76,9 @@ def test_npz_evaluation_scores_every_test_image_once_like_mst_predict(dataset, t
 
 def _workdir(path, config, seed):
   os.makedirs(path)
-  train_checkpoints.write_config(str(path), config)
-  manager = train_checkpoints.TrainCheckpoints(str(path), 1)
-  manager.maybe_save_best(1, _random_params(config_utils.model_config(config), seed),
+  workdirs.write_config(str(path), config)
+  manager = workdirs.TrainCheckpoints(str(path), 1)
+  manager.maybe_save_best(1, _random_params(resolve.model_config(config), seed),
                           {"srcc": 0.0})
   manager.wait()
   manager.close()
@@ -86,7 +86,7 @@ def _workdir(path, config, seed):
 
 
 def test_runs_are_evaluated_and_aggregated(dataset, tmp_path):
-  config = custom_config.get_config("runlocal")
+  config = overrides.load_config("configs/custom.py", "runlocal")
   config.dataset.csv = str(dataset / "labels.csv")
   runs = [_workdir(tmp_path / f"run{seed}", config, seed) for seed in (0, 10)]
   stdout = _eval(dataset, tmp_path, "--runs", *runs, f"--output_dir={tmp_path / 'agg'}")

@@ -9,8 +9,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
-from mst import input_pipeline as ip
-from mst import preprocess
+from mst.data import pipeline as ip
+from mst.data import preprocess
 
 PP = preprocess.MultiScaleConfig(patch_size=32, grid_size=4, longer_side_lengths=(64,),
                                  max_seq_len_from_original_res=10)

@@ -5,10 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import ava as ava_config
-from configs import imagenet as imagenet_config
-from configs import koniq as koniq_config
-from mst import losses
+from mst.training import losses
+from mst.config import overrides
 
 
 def test_l1_and_mse_hand_computed():
@@ -78,16 +76,16 @@ def test_cross_entropy_integer_and_soft_labels():
 def test_for_config_picks_loss_label_and_weights():
   batch = {"mos": jnp.array([0.5, 0.1]), "dist": jnp.array([[0.0, 1.0], [1.0, 0.0]]),
            "label": jnp.array([1, 0]), "valid": jnp.array([True, False])}
-  koniq = losses.for_config(koniq_config.get_config("runlocal"), "score")
+  koniq = losses.for_config(overrides.load_config("configs/koniq.py", "runlocal"), "score")
   assert koniq(jnp.array([[0.9], [7.0]]), batch) == pytest.approx(0.4)  # l1, second masked
-  config = ava_config.get_config("runlocal")
+  config = overrides.load_config("configs/ava.py", "runlocal")
   config.loss.emd_r = 1.0
   ava = losses.for_config(config, "distribution")
   assert ava(jnp.zeros((2, 2)), batch) == pytest.approx(0.25)  # |CDF diff| (.5, 0), r=1
-  imagenet = losses.for_config(imagenet_config.get_config("runlocal"), "classification")
+  imagenet = losses.for_config(overrides.load_config("configs/imagenet.py", "runlocal"), "classification")
   assert imagenet(jnp.zeros((2, 2)), batch) == pytest.approx(np.log(2))
   with pytest.raises(ValueError, match="trains on"):
-    losses.for_config(koniq_config.get_config(), "distribution")
+    losses.for_config(overrides.load_config("configs/koniq.py"), "distribution")
   with pytest.raises(KeyError, match="no 'mos' label"):
     koniq(jnp.zeros((2, 1)), {"label": batch["label"]})
   assert set(losses.LOSSES) == set(losses.LOSS_LABELS) == set(losses.LOSS_HEADS)

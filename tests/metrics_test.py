@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from mst import metrics
+from mst.evaluation import metrics
 
 PRED = np.array([1.0, 2.0, 3.0, 4.0])
 MOS = np.array([1.0, 3.0, 2.0, 4.0])

@@ -12,12 +12,12 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-import mst.datasets
+import mst.data.datasets
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Each process runs mst-train's main with JAX's SIGTERM-trapping preemption service off.
 RUNNER = ("import jax; jax.config.update('jax_enable_preemption_service', False); "
-          "from mst import main; main.run()")
+          "import sys; from mst.cli import train; sys.exit(train.main())")
 
 
 def _dataset(root):
@@ -72,7 +72,7 @@ def test_two_processes_of_two_devices_match_one_process_of_four(tmp_path):
   images.mkdir()
   csv_path = _dataset(images)
   data_dir = str(tmp_path / "tfds")
-  mst.datasets.build("custom", data_dir, csv=csv_path)  # prepared once, before the runs
+  mst.data.datasets.build("custom", data_dir, csv=csv_path)  # prepared once, before the runs
   flags = ["--config=configs/custom.py:runlocal", f"--config.dataset.csv={csv_path}",
            f"--config.dataset.data_dir={data_dir}", "--config.dataset.test_split=",
            "--config.train.num_steps=3", "--config.train.eval_every_steps=3"]

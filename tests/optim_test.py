@@ -8,12 +8,12 @@ import numpy as np
 import optax
 import pytest
 
-from configs import common
-from mst import optim
+from mst.config import defaults
+from mst.training import optim
 
 
 def _cfg(**overrides) -> ml_collections.ConfigDict:
-  config = common.get_config().optim
+  config = defaults.get_config().optim
   config.update(overrides)
   return config
 

@@ -9,10 +9,12 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from mst import checkpoint
-from mst import image_io
-from mst import predict
-from mst import preprocess
+from mst.checkpoints import loader
+from mst.checkpoints import npz
+from mst.data import image_io
+from mst import inference
+from mst.cli import predict
+from mst.data import preprocess
 from mst.models import musiq
 
 SMALL = dict(patch_size=32, hidden_size=32, num_layers=2, num_heads=4, mlp_dim=64, grid_size=10,
@@ -24,7 +26,7 @@ def _export(path, seed=0, **overrides):
   params = musiq.init_params(config, jax.random.key(seed))
   head = params["head"]
   head["kernel"] = jax.random.normal(jax.random.key(seed + 1), head["kernel"].shape)
-  checkpoint.export_official_npz(params, path)
+  npz.export_official_npz(params, path)
   return str(path)
 
 
@@ -49,7 +51,7 @@ def _run(capsys, argv):
 
 def _direct_score(ckpt, path, lengths=(224, 384)):
   """The score of the model applied to the unpadded sequence, batch of one."""
-  params, config = checkpoint.load_official_npz(ckpt)
+  params, config = npz.load_official_npz(ckpt)
   pp_config = preprocess.MultiScaleConfig(patch_size=32, grid_size=10, longer_side_lengths=lengths)
   features = preprocess.multiscale_patches(tf.constant(image_io.read_image(path)), pp_config)
   batch = {key: value.numpy()[None] for key, value in features.items()}
@@ -147,14 +149,14 @@ def test_single_scale_checkpoint_uses_the_native_image_only(tmp_path, capsys):
 
 
 def test_many_sizes_compile_once_per_bucket(tmp_path, score_ckpt):
-  params, config = checkpoint.load_official_npz(score_ckpt)
-  predictor = predict.Predictor(params, config, checkpoint.preprocess_config_for(config))
+  params, config = npz.load_official_npz(score_ckpt)
+  predictor = inference.Predictor(params, config, loader.preprocess_config_for(config))
   rng = np.random.default_rng(5)
   # Native patch counts 12..20 -> 205..213 tokens, all in the 224 bucket.
   sizes = [(96, 128), (100, 130), (120, 128), (128, 140), (128, 160), (110, 150)]
   paths = [_save(tmp_path / f"{h}x{w}.png", rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
            for h, w in sizes]
-  results = list(predict.score_files(predictor, paths, batch_size=1))
+  results = list(inference.score_files(predictor, paths, batch_size=1))
   assert all("score" in result for _, result in results)
   assert predictor.compiled_shapes == {(1, 224)}
 

@@ -1,10 +1,10 @@
-"""The multi-scale representation against hand-computed expectations (DESIGN.md)."""
+"""The multi-scale representation against hand-computed expectations (docs/preprocessing.md)."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from mst import preprocess as pp
+from mst.data import preprocess as pp
 
 
 def _tokens(image, **config):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mst import randaugment as ra
+from mst.data import randaugment as ra
 
 SHAPES = [(1, 1), (3, 500), (37, 29)]
 

@@ -8,19 +8,18 @@ import os
 import re
 import shlex
 
-from absl import flags
 import numpy as np
 import pytest
-from ml_collections import config_flags
 from PIL import Image
 
 from experiments import collect
-from experiments import overrides
 from experiments import sweep
 from experiments.sweeps import Run
 from experiments.sweeps import SWEEPS
-from mst import config_utils
-from mst import preprocess
+from mst.cli import train as train_cli
+from mst.config import overrides
+from mst.config import resolve
+from mst.data import preprocess
 from mst.models import musiq
 
 
@@ -40,9 +39,9 @@ def test_every_sweep_builds_valid_configs_on_its_config(name, arg):
     for key, value in item.run.overrides.items():
       got = _keys_of(item.config, key)
       assert got == (tuple(value) if isinstance(value, list) else value), (item.name, key)
-    assert isinstance(config_utils.model_config(item.config), musiq.ModelConfig)
+    assert isinstance(resolve.model_config(item.config), musiq.ModelConfig)
     for train in (True, False):
-      assert isinstance(config_utils.preprocess_config(item.config, train),
+      assert isinstance(resolve.preprocess_config(item.config, train),
                         preprocess.MultiScaleConfig)
   # No two runs of a sweep train the same thing.
   configs = [json.dumps(item.config.to_dict(), sort_keys=True, default=str) for item in planned]
@@ -75,9 +74,9 @@ def test_multiscale_compositions_keep_the_native_image_only_with_full(run_name, 
   planned = {item.name: item for item in sweep.plan("multiscale", "configs/paq2piq.py")}
   config = planned[run_name].config
   assert planned[run_name].run.label == labels
-  assert config_utils.model_config(config).num_scales == scales
-  assert config_utils.preprocess_config(config, train=False).seq_len(768, 1024) == tokens
-  train_native = config_utils.preprocess_config(config, train=True).max_seq_len_from_original_res
+  assert resolve.model_config(config).num_scales == scales
+  assert resolve.preprocess_config(config, train=False).seq_len(768, 1024) == tokens
+  train_native = resolve.preprocess_config(config, train=True).max_seq_len_from_original_res
   assert train_native == (512 if "full" in run_name else 0)
   assert len(planned) == 9
 
@@ -105,7 +104,7 @@ def test_bad_keys_and_values_fail_before_anything_runs():
   no_tokens = overrides.apply_overrides(base, {"preprocess.longer_side_lengths": (),
                                                "preprocess.max_seq_len": 0})
   with pytest.raises(ValueError, match="no tokens are left"):
-    config_utils.validate(no_tokens)
+    resolve.validate(no_tokens)
 
 
 def test_set_values_parse_with_the_keys_types():
@@ -147,10 +146,9 @@ def test_pod_commands_are_exact_and_parse_back_to_the_planned_config(monkeypatch
   for item in (planned["384_224-seed3"], planned["full-seed3"]):
     words = shlex.split(sweep.pod_command(item, config_spec="configs/paq2piq.py", root="gs://b",
                                           tpu="p", zone="z")[-1].partition("=")[2])
-    flag_values = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", flag_values=flag_values, sys_argv=words)
-    flag_values(words[:1] + [w for w in words[1:] if not w.startswith("--workdir")])
-    assert flag_values.config.to_dict() == item.config.to_dict()
+    assert words[0] == "mst-train"
+    _, config = train_cli.parse_args(words[1:])
+    assert config.to_dict() == item.config.to_dict()
 
 
 def _fake_run(root, name, config, **metrics_by_split):

@@ -13,11 +13,11 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from configs import custom as custom_config
-from mst import predict
-from mst import train
-from mst import train_checkpoints
-from mst import training_data
+from mst.cli import predict
+from mst.training import trainer
+from mst.checkpoints import workdirs
+from mst.training import data as training_data
+from mst.config import overrides
 
 
 @pytest.fixture(scope="module")
@@ -40,25 +40,25 @@ def dataset(tmp_path_factory):
   return root
 
 
-def _config(dataset, tmp_path_factory, **overrides):
-  config = custom_config.get_config("runlocal")
+def _config(dataset, tmp_path_factory, **changes):
+  config = overrides.load_config("configs/custom.py", "runlocal")
   config.dataset.csv = str(dataset / "labels.csv")
   config.dataset.data_dir = str(tmp_path_factory.getbasetemp() / "tfds")
   config.train.num_steps = 4
   config.train.checkpoint_every_steps = 2
   config.train.eval_every_steps = 2
-  for key, value in overrides.items():
+  for key, value in changes.items():
     section, name = key.split("__")
     setattr(config[section], name, value)
   return config
 
 
 def _params(workdir):
-  return flax.traverse_util.flatten_dict(train_checkpoints.load_params(str(workdir))[0], sep="/")
+  return flax.traverse_util.flatten_dict(workdirs.load_params(str(workdir))[0], sep="/")
 
 
 def _latest_params(workdir):
-  manager = train_checkpoints.TrainCheckpoints(str(workdir), 3)
+  manager = workdirs.TrainCheckpoints(str(workdir), 3)
   step = manager.latest_step()
   state = manager.latest.restore(step)
   manager.close()
@@ -79,7 +79,7 @@ def _scalars(workdir, tag):
 def finished(dataset, tmp_path_factory):
   """One uninterrupted 4-step run, shared by the tests that compare against it."""
   workdir = tmp_path_factory.mktemp("run")
-  results = train.train_and_evaluate(_config(dataset, tmp_path_factory), str(workdir))
+  results = trainer.train_and_evaluate(_config(dataset, tmp_path_factory), str(workdir))
   return workdir, results
 
 
@@ -107,7 +107,7 @@ def test_predict_scores_with_a_workdir_on_the_mos_scale(finished, dataset, capsy
 def test_same_config_and_seed_give_bit_identical_params(finished, dataset, tmp_path_factory):
   workdir, _ = finished
   again = tmp_path_factory.mktemp("again")
-  train.train_and_evaluate(_config(dataset, tmp_path_factory), str(again))
+  trainer.train_and_evaluate(_config(dataset, tmp_path_factory), str(again))
   first, second = _latest_params(workdir), _latest_params(again)
   assert first[0] == second[0] == 4
   for name, value in first[1].items():
@@ -122,7 +122,7 @@ def test_interrupted_run_resumes_to_exactly_the_same_params(finished, dataset, t
                                                             monkeypatch):
   workdir, _ = finished
   resumed = tmp_path_factory.mktemp("resumed")
-  save = train_checkpoints.TrainCheckpoints.save
+  save = workdirs.TrainCheckpoints.save
 
   def save_then_die(self, step, state):
     save(self, step, state)
@@ -130,12 +130,12 @@ def test_interrupted_run_resumes_to_exactly_the_same_params(finished, dataset, t
       self.wait()
       raise _Interrupted  # as if the job were killed right after its step-2 checkpoint
 
-  monkeypatch.setattr(train_checkpoints.TrainCheckpoints, "save", save_then_die)
+  monkeypatch.setattr(workdirs.TrainCheckpoints, "save", save_then_die)
   with pytest.raises(_Interrupted):
-    train.train_and_evaluate(_config(dataset, tmp_path_factory), str(resumed))
+    trainer.train_and_evaluate(_config(dataset, tmp_path_factory), str(resumed))
   assert sorted(os.listdir(resumed / "checkpoints")) == ["2"]
-  monkeypatch.setattr(train_checkpoints.TrainCheckpoints, "save", save)
-  train.train_and_evaluate(_config(dataset, tmp_path_factory), str(resumed))
+  monkeypatch.setattr(workdirs.TrainCheckpoints, "save", save)
+  trainer.train_and_evaluate(_config(dataset, tmp_path_factory), str(resumed))
   expected, got = _latest_params(workdir), _latest_params(resumed)
   assert got[0] == 4
   for name, value in expected[1].items():
@@ -150,8 +150,8 @@ def test_non_finite_loss_stops_naming_the_step(dataset, tmp_path_factory):
   workdir = tmp_path_factory.mktemp("nan")
   config = _config(dataset, tmp_path_factory, optim__name="sgd", optim__learning_rate=1e30,
                    optim__warmup_steps=0, train__num_steps=6, dataset__eval_split="")
-  with pytest.raises(train.NonFiniteLossError, match=r"at step \d+") as error:
-    train.train_and_evaluate(config, str(workdir))
+  with pytest.raises(trainer.NonFiniteLossError, match=r"at step \d+") as error:
+    trainer.train_and_evaluate(config, str(workdir))
   step = int(str(error.value).split("at step ")[1].split(";")[0])
   saved = [int(s) for s in os.listdir(workdir / "checkpoints")] if os.path.isdir(
       workdir / "checkpoints") else []
@@ -161,7 +161,7 @@ def test_non_finite_loss_stops_naming_the_step(dataset, tmp_path_factory):
 def test_tfds_catalogue_datasets_are_prepared_from_their_manual_dir(tmp_path):
   # ImageNet pre-training reads tfds's own imagenet2012; without its download the error says what
   # to put where (and nothing is fetched).
-  config = custom_config.get_config("runlocal")
+  config = overrides.load_config("configs/custom.py", "runlocal")
   config.dataset.name = "imagenet2012"
   config.dataset.data_dir = str(tmp_path / "tfds")
   config.dataset.manual_dir = str(tmp_path / "downloads")

@@ -9,9 +9,11 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from mst import checkpoint
-from mst import preprocess
-from mst import visualize
+from mst.checkpoints import npz
+from mst.data import preprocess
+from mst.cli import visualize
+from mst.visualization import figures
+from mst.visualization import rollout
 from mst.models import musiq
 
 SMALL = musiq.ModelConfig(patch_size=32, hidden_size=32, num_layers=2, num_heads=4, mlp_dim=64,
@@ -50,7 +52,7 @@ def test_sown_weights_are_the_ones_used_and_leave_the_output_unchanged(params):
   plain = model.apply({"params": params}, batch)  # the chunked CPU path, no weights kept
   logits, state = model.apply({"params": params}, batch, mutable=["intermediates"])
   np.testing.assert_allclose(logits, plain, atol=1e-5)
-  weights = visualize.attention_weights(state["intermediates"], SMALL.num_layers)
+  weights = rollout.attention_weights(state["intermediates"], SMALL.num_layers)
   assert len(weights) == SMALL.num_layers
   mask = np.concatenate([[True], batch["mask"][0]])  # CLS first
   for w in weights:
@@ -64,26 +66,26 @@ def test_rollout_rows_sum_to_one_and_the_cls_row_matches_the_full_product():
   rng = np.random.default_rng(0)
   mask = np.array([[True] * 6 + [False] * 3, [True] * 9])
   attentions = _random_attention(rng, mask)
-  rollout = np.asarray(visualize.attention_rollout(attentions))
-  np.testing.assert_allclose(rollout.sum(-1), 1.0, atol=1e-5)
-  np.testing.assert_allclose(visualize.cls_rollout(attentions), rollout[:, 0], atol=1e-6)
-  assert np.all(rollout[0, :6, 6:] == 0)  # real tokens never draw on padding, through any layer
+  full = np.asarray(rollout.attention_rollout(attentions))
+  np.testing.assert_allclose(full.sum(-1), 1.0, atol=1e-5)
+  np.testing.assert_allclose(rollout.cls_rollout(attentions), full[:, 0], atol=1e-6)
+  assert np.all(full[0, :6, 6:] == 0)  # real tokens never draw on padding, through any layer
   # One layer: the head mean, half-weighted, plus half the identity.
-  one = np.asarray(visualize.attention_rollout(attentions[:1]))
+  one = np.asarray(rollout.attention_rollout(attentions[:1]))
   expected = 0.5 * np.mean(attentions[0], axis=1) + 0.5 * np.eye(9)
   np.testing.assert_allclose(one, expected, atol=1e-6)
   # Later layers multiply from the left: A'_2 A'_1.
-  two = np.asarray(visualize.attention_rollout(attentions[:2]))
+  two = np.asarray(rollout.attention_rollout(attentions[:2]))
   second = 0.5 * np.mean(attentions[1], axis=1) + 0.5 * np.eye(9)
   np.testing.assert_allclose(two, second @ expected, atol=1e-5)
 
 
 def test_uniform_attention_rolls_out_uniformly_over_real_tokens(params):
   # Zero queries and keys make every logit 0: each token attends uniformly to the real tokens.
-  flat = checkpoint.params_to_flat(params)
+  flat = npz.params_to_flat(params)
   flat = {name: (np.zeros_like(value) if "/query/" in name or "/key/" in name else value)
           for name, value in flat.items()}
-  vis = visualize.Visualizer(checkpoint.flat_to_params(flat), SMALL, PP)
+  vis = rollout.Visualizer(npz.flat_to_params(flat), SMALL, PP)
   batch = _padded_batch(_image(70, 100), 64)  # 4 + 9 + 12 = 25 real tokens, 39 padded
   _, row = vis.rollout({key: value[0] for key, value in batch.items()})
   real = batch["mask"][0]
@@ -104,17 +106,17 @@ def test_scale_grids_follow_scale_ids_mask_and_raster_order():
   scale_idx = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0])
   mask = np.array([1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 0, 0], bool)
   row = np.arange(12, dtype=np.float32)
-  small, native = visualize.scale_grids(row, scale_idx, mask, [(2, 2), (2, 3)])
+  small, native = rollout.scale_grids(row, scale_idx, mask, [(2, 2), (2, 3)])
   np.testing.assert_array_equal(small, [[0, 1], [2, 3]])
   np.testing.assert_array_equal(native[0], [6, 7, 8])
   assert native[1, 0] == 9 and np.isnan(native[1, 1:]).all()
   with pytest.raises(ValueError, match="more than"):
-    visualize.scale_grids(row, scale_idx, mask, [(1, 2), (2, 3)])
+    rollout.scale_grids(row, scale_idx, mask, [(1, 2), (2, 3)])
 
 
 def test_hse_similarity_is_symmetric_with_a_unit_diagonal():
   table = np.random.default_rng(0).normal(size=(16, 8))
-  similarity = visualize.hse_similarity(table, 4)
+  similarity = figures.hse_similarity(table, 4)
   assert similarity.shape == (4, 4, 4, 4)
   flat = similarity.reshape(16, 16)
   np.testing.assert_allclose(np.diag(flat), 1.0, atol=1e-6)
@@ -122,10 +124,10 @@ def test_hse_similarity_is_symmetric_with_a_unit_diagonal():
   assert np.all(np.abs(flat) <= 1 + 1e-6)
   # Embeddings that depend on the grid row only are identical along each row.
   rows = np.repeat(np.random.default_rng(1).normal(size=(4, 8)), 4, axis=0)
-  by_row = visualize.hse_similarity(rows, 4)
+  by_row = figures.hse_similarity(rows, 4)
   np.testing.assert_allclose(by_row[2, 1, 2], 1.0, atol=1e-6)
   assert np.all(by_row[2, 1, 0] < 0.999)
-  mosaic = visualize.hse_mosaic(similarity)
+  mosaic = figures.hse_mosaic(similarity)
   assert mosaic.shape == (19, 19)
   np.testing.assert_array_equal(mosaic[5:9, 10:14], similarity[1, 2])  # tile (1, 2)
   assert np.isnan(mosaic[4]).all() and np.isnan(mosaic[:, 9]).all()  # the gaps
@@ -137,7 +139,7 @@ def _png(path):
 
 def test_cli_writes_readable_pngs_and_reports_bad_images(tmp_path, capsys, params):
   ckpt = tmp_path / "small.npz"
-  checkpoint.export_official_npz(params, ckpt)
+  npz.export_official_npz(params, ckpt)
   (tmp_path / "other").mkdir()
   good = [tmp_path / "wide.png", tmp_path / "other" / "wide.jpg", tmp_path / "grey.png"]
   Image.fromarray(_image(60, 90)).save(good[0])

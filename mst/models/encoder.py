@@ -6,7 +6,7 @@ which lets XLA pick fused kernels; in inference on CPU through `chunked_attentio
 at a time; with attention dropout in training, through an explicit softmax, the only place the
 weights must be materialised. When the `intermediates` collection is mutable, the explicit softmax
 also runs, and each layer sows its weights as `attention_weights` [B, heads, T, S] (CLS first) for
-`mst.visualize`.
+`mst.visualization`.
 """
 
 import flax.linen as nn

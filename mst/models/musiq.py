@@ -1,9 +1,9 @@
 """MUSIQ: patch encoder -> `embedding` Dense -> masked Transformer -> head on the CLS token.
 
-The input is the multi-scale batch dict of `mst.preprocess` (`patches`, `spatial_idx`, `scale_idx`,
-`mask`); the output is logits [B, num_classes]. `scores` turns logits into quality scores.
-Parameter names and shapes equal the official checkpoints' (see DESIGN.md), so `mst.checkpoint`
-maps the released files onto this tree directly.
+The input is the multi-scale batch dict of `mst.data.preprocess` (`patches`, `spatial_idx`,
+`scale_idx`, `mask`); the output is logits [B, num_classes]. `scores` turns logits into quality
+scores. Parameter names and shapes equal the official checkpoints' (see docs/checkpoints.md), so
+`mst.checkpoints` maps the released files onto this tree directly.
 """
 
 import dataclasses

@@ -1,0 +1,162 @@
+"""Every config key mst reads, with its default: the base that each task config overrides.
+
+A task config (`configs/koniq.py` ...) calls `get_config()` here and changes values; it never adds
+keys (tests/configs_test.py checks that), so a typo in a task config or on the command line
+(`--config.optim.learning_rat=...`) fails instead of being ignored. The defaults are the paper's
+fine-tuning setup (KonIQ-10k's numbers); the task configs state each dataset's own.
+
+`arg` (after the colon of `--config=configs/koniq.py:runlocal`) is a comma-separated list of
+variants; `runlocal` makes everything small enough for a CPU (a tiny model, a few steps).
+"""
+
+import ml_collections
+
+VARIANTS = ("runlocal",)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """The base config; `arg` may be "runlocal"."""
+  args = parse_arg(arg)
+  config = ml_collections.ConfigDict()
+  config.seed = 0  # parameter init, data order, augmentation and dropout all derive from it
+
+  # Where the examples come from and which label trains the model (mst.data.datasets, mst.data.pipeline).
+  config.dataset = ml_collections.ConfigDict()
+  config.dataset.name = "koniq10k"  # a key of mst.data.datasets.DATASETS (optionally "name/config")
+  config.dataset.data_dir = "~/tensorflow_datasets"  # prepared tfds data
+  config.dataset.manual_dir = ""  # original downloads, needed once to prepare a dataset
+  config.dataset.csv = ""  # custom only: the labels CSV
+  config.dataset.image_dir = ""  # custom only: the images (default: the CSV's folder)
+  config.dataset.split_seed = 0  # custom only: seed of the 80/10/10 split when the CSV has none
+  config.dataset.train_split = "train"
+  config.dataset.eval_split = "validation"  # evaluated during training ("" = none)
+  config.dataset.test_split = "test"  # evaluated after training ("" = none)
+  config.dataset.label = "mos"  # what the loss trains on: "mos", "dist" (bins) or "label" (class)
+  # MOS is divided by this for training so the head works on ~[0, 1]; predictions are multiplied
+  # back before metrics. 100 for 0-100 datasets, 1 for 1-5 (KonIQ) and for distributions.
+  config.dataset.mos_scale = 1.0
+  config.dataset.shuffle_buffer = 10_000
+
+  # The multi-scale patch representation (mst.data.preprocess.MultiScaleConfig).
+  config.preprocess = ml_collections.ConfigDict()
+  config.preprocess.patch_size = 32  # P; also the model's patch size
+  config.preprocess.grid_size = 10  # G of the hash-based spatial embedding; also the model's
+  config.preprocess.longer_side_lengths = (224, 384)  # resized copies; () for the native image only
+  config.preprocess.max_seq_len = 512  # l: native-image tokens at training time (eval keeps all)
+
+  # Training-time augmentation (mst.pipeline.Augment). Fine-tuning uses the flip alone.
+  config.augment = ml_collections.ConfigDict()
+  config.augment.flip_prob = 0.5
+  config.augment.crop = False  # random crop without resizing (ImageNet pre-training)
+  config.augment.crop_area = (0.08, 1.0)  # fraction of the image area kept by a crop
+  config.augment.crop_aspect = (0.75, 1.333)  # aspect ratio range of a crop
+  config.augment.randaugment_layers = 0  # 0 = off
+  config.augment.randaugment_magnitude = 0
+  config.augment.mixup_alpha = 0.0  # 0 = off
+
+  # The architecture: mst.models.musiq.ModelConfig's fields, except patch_size and grid_size
+  # (copied from `preprocess`) and num_scales (len(longer_side_lengths) + 1).
+  config.model = ml_collections.ConfigDict()
+  config.model.hidden_size = 384
+  config.model.num_layers = 14
+  config.model.num_heads = 6
+  config.model.mlp_dim = 1152
+  config.model.num_classes = 1
+  config.model.patch_encoder = "resnet"  # "linear", "conv" or "resnet"
+  config.model.spatial_embedding = "hse"  # "hse", "fixed", "sinusoid" or "none"
+  config.model.use_scale_embedding = True
+  config.model.max_positions = 4096  # table length for spatial_embedding="fixed"
+  config.model.representation_size = 0  # width of a tanh pre_logits layer; 0 = none
+  config.model.head = "score"  # "score", "distribution" or "classification"
+  config.model.dropout_rate = 0.0
+  config.model.attention_dropout_rate = 0.0
+  config.model.stochastic_depth = 0.0
+  config.model.dtype = "float32"  # compute dtype: "float32" or "bfloat16"
+  # Inference on CPU runs the patch encoder and attention a chunk at a time (training never
+  # does): the same outputs, faster and with far less memory.
+  config.model.chunked_on_cpu = True
+
+  # Where the parameters start.
+  config.init = ml_collections.ConfigDict()
+  config.init.checkpoint = ""  # "" = from scratch; an mst workdir or an official .npz
+  # Set the head bias to the mean training label (MOS / mos_scale), so training starts from the
+  # constant predictor instead of spending its first steps (and the embedding's) getting there.
+  config.init.head_bias_from_train_mean = False
+
+  # The optimizer (mst.training.optim).
+  config.optim = ml_collections.ConfigDict()
+  config.optim.name = "sgd"  # "sgd", "adam" or "adamw"
+  config.optim.learning_rate = 2e-3  # the peak, reached after warm-up
+  config.optim.momentum = 0.9  # sgd
+  config.optim.nesterov = False  # sgd
+  config.optim.b1 = 0.9  # adam, adamw
+  config.optim.b2 = 0.999  # adam, adamw
+  config.optim.weight_decay = 0.0  # adamw: decoupled; sgd: L2; kernels only (see mst.training.optim)
+  config.optim.schedule = "cosine"  # "cosine", "linear" or "constant" after the warm-up
+  config.optim.warmup_steps = 0  # training steps, linear from 0 to learning_rate
+  config.optim.end_learning_rate_factor = 0.0  # the schedule ends at learning_rate * this
+  config.optim.grad_clip_norm = 0.0  # clip the global gradient norm; 0 = off
+  # k > 1: update every k steps with the mean gradient (effective batch k * train.batch_size).
+  config.optim.grad_accum_steps = 1
+  # (regex, multiplier) pairs on the '/'-joined parameter path, e.g.
+  # (("^embedding/kernel$", 0.03),); the first matching pattern wins, a pattern that matches
+  # nothing is an error. Pairs, not a dict: ConfigDict keys cannot contain the '.' regexes need.
+  config.optim.lr_multipliers = ()
+
+  # The loss (mst.training.losses); it must suit dataset.label and model.head.
+  config.loss = ml_collections.ConfigDict()
+  config.loss.name = "l1"  # "l1", "mse" (label mos), "emd" (dist), "cross_entropy" (label/dist)
+  config.loss.emd_r = 2.0  # the EMD's norm
+
+  # The training loop.
+  config.train = ml_collections.ConfigDict()
+  config.train.batch_size = 96  # global, per training step
+  config.train.num_epochs = 30.0
+  config.train.num_steps = -1  # training steps (batches); -1 = from num_epochs
+  config.train.log_every_steps = 100
+  config.train.eval_every_steps = 1000  # on dataset.eval_split
+  config.train.checkpoint_every_steps = 1000
+  config.train.keep_checkpoints = 3
+
+  # Evaluation: native resolution, all patches, every example once.
+  config.eval = ml_collections.ConfigDict()
+  config.eval.batch_size = 32  # global
+  config.eval.bootstrap_samples = 1000  # for confidence intervals of SRCC/PLCC; 0 = off
+  config.eval.ava_metrics = False  # add AVA's binary accuracy (threshold 5)
+
+  if "runlocal" in args:
+    runlocal(config)
+  return config
+
+
+def parse_arg(arg: str | None, variants: tuple[str, ...] = VARIANTS) -> frozenset[str]:
+  """The set of comma-separated variant names in `arg`; an unknown name raises ValueError."""
+  names = frozenset(name.strip() for name in (arg or "").split(",") if name.strip())
+  unknown = sorted(names - set(variants))
+  if unknown:
+    raise ValueError(f"unknown config variant(s) {unknown}; valid: {list(variants)} "
+                     "(comma-separated, e.g. 'runlocal')")
+  return names
+
+
+def runlocal(config: ml_collections.ConfigDict) -> None:
+  """Makes `config` small and fast enough to train and evaluate on a CPU in seconds.
+
+  Keeps the structure (the patch encoder, two resized scales plus the native image, the head and
+  loss), so a runlocal run takes the same code paths as the full one.
+  """
+  config.dataset.shuffle_buffer = 64
+  config.preprocess.longer_side_lengths = (64, 128)
+  config.preprocess.max_seq_len = 32
+  config.model.hidden_size = 64
+  config.model.num_layers = 2
+  config.model.num_heads = 4
+  config.model.mlp_dim = 128
+  config.optim.warmup_steps = min(config.optim.warmup_steps, 1)
+  config.train.batch_size = 8
+  config.train.num_steps = 4
+  config.train.log_every_steps = 1
+  config.train.eval_every_steps = 2
+  config.train.checkpoint_every_steps = 2
+  config.eval.batch_size = 8
+  config.eval.bootstrap_samples = 20

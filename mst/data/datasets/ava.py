@@ -1,0 +1,118 @@
+"""AVA: ~255k photos from dpchallenge.com with 10-point aesthetic vote histograms, built from the
+manual download (`AVA.txt`, `images/`, `aesthetics_image_lists/generic_test.jpgl`)."""
+
+import os
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from mst.data.datasets import common
+
+LABELS_TXT = "AVA.txt"
+IMAGES_DIR = "images"
+TEST_LIST = os.path.join("aesthetics_image_lists", "generic_test.jpgl")
+BINS = 10
+NUM_COLUMNS = 15
+SPLIT_SEED = 0
+VALIDATION_FRACTION = 0.05
+
+_INSTRUCTIONS = f"""\
+Download AVA (e.g. through github.com/imfing/ava_downloader) into the manual dir so that it holds
+  {LABELS_TXT}
+  {IMAGES_DIR}/<image id>.jpg
+  {TEST_LIST}
+(a single top folder around them, e.g. AVA_dataset/, is fine).
+"""
+
+
+class Ava(common.ImageQualityBuilder):
+  """AVA with the official test list and a seeded 5% validation hold-out from the rest."""
+  name = "ava"
+  MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS
+  HOMEPAGE = "https://github.com/imfing/ava_downloader"
+  DESCRIPTION = f"""\
+AVA (Murray et al. 2012): aesthetic ratings of ~255k photos, each voted on by ~200 people on a
+1-10 scale. From `{LABELS_TXT}` (15 space-separated columns: index, image id, vote counts for
+scores 1..10, two semantic tag ids, challenge id): `counts` are the votes, `dist` the same normalised to sum to 1,
+`mos` = sum(i * count_i) / sum(count_i) on the 1-10 scale, `num_votes` their sum. Splits: `test` =
+the ids in `{TEST_LIST}`; of the rest, `validation` is a seeded {VALIDATION_FRACTION:.0%} hold-out
+(numpy RandomState({SPLIT_SEED}) permutation of the sorted image names) and `train` the remainder.
+Missing and corrupt images (there are some, e.g. ids 440774, 179118, 371434, 277832, 230701,
+729377) are skipped and listed in skipped_images.txt."""
+  CITATION = """\
+@inproceedings{murray2012ava,
+  title={AVA: A large-scale database for aesthetic visual analysis},
+  author={Murray, Naila and Marchesotti, Luca and Perronnin, Florent},
+  booktitle={CVPR}, pages={2408--2415}, year={2012}}"""
+
+  def _label_features(self):
+    return {
+        "mos": common.mos_feature("Mean vote, 1-10."),
+        "dist": tfds.features.Tensor(shape=(BINS,), dtype=np.float32,
+                                     doc="Share of votes for scores 1..10; sums to 1."),
+        "counts": tfds.features.Tensor(shape=(BINS,), dtype=np.int32,
+                                       doc="Number of votes for scores 1..10."),
+        "num_votes": tfds.features.Scalar(np.int32, doc="Total number of votes."),
+        "image_id": tfds.features.Scalar(np.int64, doc="AVA image id."),
+        "semantic_tags": tfds.features.Tensor(
+            shape=(2,), dtype=np.int32, doc="The two semantic tag ids (0: no tag)."),
+        "challenge_id": tfds.features.Scalar(np.int32, doc="dpchallenge.com challenge id."),
+    }
+
+  def _read_entries(self, manual_dir):
+    labels_path = common.require(manual_dir, LABELS_TXT, _INSTRUCTIONS)
+    images = common.require(manual_dir, IMAGES_DIR, _INSTRUCTIONS)
+    test_ids = read_test_ids(common.require(manual_dir, TEST_LIST, _INSTRUCTIONS))
+    rows = read_labels(labels_path)
+    rest = [name for name, labels in rows if labels["image_id"] not in test_ids]
+    split_of = common.seeded_split(
+        rest, [("train", 1 - VALIDATION_FRACTION), ("validation", VALIDATION_FRACTION)],
+        SPLIT_SEED)
+    splits = {split: [] for split in common.SPLITS}
+    for name, labels in rows:
+      split = "test" if labels["image_id"] in test_ids else split_of[name]
+      if labels["num_votes"] <= 0:
+        self._skipped.add(split, name, "no votes")
+        continue
+      splits[split].append(common.Entry(name=name, labels=labels))
+    return common.FolderSource(images), splits
+
+
+def read_labels(path: str) -> list[tuple[str, dict]]:
+  """(file name `<id>.jpg`, label features) per line of AVA.txt."""
+  out = []
+  with open(path) as f:
+    for line_number, line in enumerate(f, start=1):
+      fields = line.split()
+      if not fields:
+        continue
+      if len(fields) != NUM_COLUMNS:
+        raise ValueError(f"{path}:{line_number}: expected {NUM_COLUMNS} columns, got "
+                         f"{len(fields)}")
+      try:
+        values = [int(v) for v in fields]
+      except ValueError:
+        raise ValueError(f"{path}:{line_number}: non-integer column in {line.strip()!r}") from None
+      out.append((f"{values[1]}.jpg", _labels(values)))
+  return out
+
+
+def _labels(values: list[int]) -> dict:
+  counts = np.array(values[2:2 + BINS], dtype=np.int64)
+  total = int(counts.sum())
+  scores = np.arange(1, BINS + 1)
+  return {
+      "mos": float((scores * counts).sum() / total) if total else 0.0,
+      "dist": (counts / max(total, 1)).astype(np.float32),
+      "counts": counts.astype(np.int32),
+      "num_votes": total,
+      "image_id": values[1],
+      "semantic_tags": np.array(values[12:14], dtype=np.int32),
+      "challenge_id": values[14],
+  }
+
+
+def read_test_ids(path: str) -> set[int]:
+  """The image ids of the official test list, one per line."""
+  with open(path) as f:
+    return {int(line.split()[0].removesuffix(".jpg")) for line in f if line.strip()}

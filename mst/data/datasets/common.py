@@ -1,0 +1,309 @@
+"""What the dataset builders share: the base builder, image sources, the decodability check, the
+skip list, seeded splits and label-file readers.
+
+Every builder stores each image's encoded bytes exactly as shipped (decoding to 3 channels happens
+in the input pipeline), the file name, `mos` on the dataset's own scale and the dataset's other
+labels. An image that is missing or that TensorFlow cannot decode is skipped, never a crash or a
+silent drop: it is counted in the log and in `info.metadata['skipped']`, and listed with its reason
+in `skipped_images.txt` beside the prepared dataset (`<data_dir>/<name>[/<config>]/<version>/`).
+
+The decodability check is a full `tf.io.decode_image(channels=3)`, the decoder the input pipeline
+uses: a header check (PIL `Image.verify()`, ~100x cheaper) misses truncated JPEGs, which then fail
+mid-training. A full decode costs ~3-6 ms for a 1024x768 JPEG and ~60-100 ms for SPAQ's 4000x3000
+ones, i.e. ~10-25 CPU-minutes for AVA's ~255k images or SPAQ's 11k, paid once when preparing and
+spread over a thread pool (TF's decoder releases the GIL).
+"""
+
+import concurrent.futures
+import csv
+import dataclasses
+import os
+import zipfile
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from absl import logging
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+SKIPPED_FILE = "skipped_images.txt"
+CHECK_THREADS = min(16, os.cpu_count() or 1)
+SPLITS = ("train", "validation", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+  """One labelled image before its bytes are read: `name` is the example key, the stored `name`
+  feature and the path the image source reads; `labels` are the remaining feature values."""
+  name: str
+  labels: dict[str, Any]
+
+
+class FolderSource:
+  """Reads image files below a folder (a relative path is joined to it, an absolute one is kept)."""
+
+  def __init__(self, root: str):
+    self.root = root
+
+  def read(self, path: str) -> bytes:
+    with open(os.path.join(self.root, path), "rb") as f:
+      return f.read()
+
+
+class ZipSource:
+  """Reads images from a zip archive by base name, wherever the archive puts them (KonIQ ships
+  `1024x768/<name>` inside `koniq10k_1024x768.zip`)."""
+
+  def __init__(self, zip_path: str):
+    self._zip = zipfile.ZipFile(zip_path)  # Reads are thread-safe: members share a locked file.
+    self._members = {os.path.basename(i.filename): i.filename
+                     for i in self._zip.infolist() if not i.is_dir()}
+
+  def read(self, path: str) -> bytes:
+    member = self._members.get(os.path.basename(path))
+    if member is None:
+      raise FileNotFoundError(path)
+    return self._zip.read(member)
+
+
+def decode(data: bytes) -> tuple[tf.Tensor | None, str | None]:
+  """Decodes `data` the way the input pipeline does: (the (H, W, 3) uint8 image, None), or
+  (None, why it cannot be decoded)."""
+  if not data:
+    return None, "empty file"
+  try:
+    image = tf.io.decode_image(data, channels=3, expand_animations=False)
+  except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
+    lines = (e.message or type(e).__name__).strip().splitlines()
+    return None, "undecodable: " + lines[-1].split("}} ")[-1].replace(" [Op:DecodeImage]", "")
+  if image.shape[0] == 0 or image.shape[1] == 0:
+    return None, "undecodable: image has no pixels"
+  return image, None
+
+
+class SkipList:
+  """The images left out of a dataset, with the split they would have gone to and why."""
+
+  def __init__(self):
+    self.rows: list[tuple[str, str, str]] = []
+
+  def add(self, split: str, name: str, reason: str) -> None:
+    self.rows.append((split, name, " ".join(reason.split())))
+
+  def counts(self) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for split, _, _ in self.rows:
+      out[split] = out.get(split, 0) + 1
+    return out
+
+  def write(self, path: os.PathLike | str) -> None:
+    """Writes a tab-separated file with a `split name reason` header (always, even when empty,
+    so its presence says the check ran)."""
+    with tf.io.gfile.GFile(os.fspath(path), "w") as f:
+      f.write("split\tname\treason\n")
+      for row in self.rows:
+        f.write("\t".join(row) + "\n")
+
+
+def read_skipped(builder: tfds.core.DatasetBuilder) -> list[dict[str, str]]:
+  """The skipped images of a prepared builder: dicts with keys split, name, reason."""
+  path = os.path.join(os.fspath(builder.data_dir), SKIPPED_FILE)
+  with tf.io.gfile.GFile(path) as f:
+    return list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+
+
+def seeded_split(names: Sequence[str], fractions: Sequence[tuple[str, float]],
+                 seed: int) -> dict[str, str]:
+  """Assigns each name to a split: a seeded permutation of the sorted names cut at the rounded
+  cumulative fractions. Depends only on the set of names and the seed (not on their order, nor on
+  which images later turn out missing), and `np.random.RandomState` streams are stable across
+  numpy versions."""
+  ordered = sorted(set(names))
+  perm = np.random.RandomState(seed).permutation(len(ordered))
+  bounds = np.round(np.cumsum([f for _, f in fractions]) * len(ordered)).astype(int)
+  bounds[-1] = len(ordered)
+  out, start = {}, 0
+  for (split, _), stop in zip(fractions, bounds):
+    for i in perm[start:stop]:
+      out[ordered[i]] = split
+    start = stop
+  return out
+
+
+def read_csv(path: str, required: Sequence[str]) -> list[dict[str, str]]:
+  """Rows of a CSV file with a header (BOM and surrounding spaces tolerated), each row carrying its
+  1-based file line as `_line`; fails naming the file if a required column is absent."""
+  with open(path, newline="", encoding="utf-8-sig") as f:
+    reader = csv.DictReader(f, skipinitialspace=True)
+    header = [h.strip() for h in reader.fieldnames or []]
+    missing = [c for c in required if c not in header]
+    if missing:
+      raise ValueError(f"{path}: missing column(s) {missing}; the header is {header}")
+    rows = []
+    for row in reader:
+      clean = {(k or "").strip(): (v or "").strip() for k, v in row.items()
+               if isinstance(v, str) or v is None}
+      if any(clean.values()):
+        clean["_line"] = str(reader.line_num)
+        rows.append(clean)
+  return rows
+
+
+def to_float(row: dict[str, str], column: str, path: str) -> float:
+  """The float in `row[column]`, or an error naming the file, line and column."""
+  try:
+    return float(row[column])
+  except (KeyError, ValueError):
+    raise ValueError(f"{path}:{row.get('_line', '?')}: column {column!r} is not a number: "
+                     f"{row.get(column)!r}") from None
+
+
+def find(manual_dir: str, relpath: str) -> str | None:
+  """`relpath` under the manual dir, or under one of its direct subfolders (an archive extracted
+  into its own top folder), or None."""
+  candidates = [os.path.join(manual_dir, relpath)]
+  if os.path.isdir(manual_dir):
+    candidates += [os.path.join(manual_dir, d, relpath) for d in sorted(os.listdir(manual_dir))]
+  return next((c for c in candidates if os.path.exists(c)), None)
+
+
+def require(manual_dir: str, relpath: str, instructions: str) -> str:
+  """Like `find`, but fails fast with the download instructions when the file is absent."""
+  path = find(manual_dir, relpath)
+  if path is None:
+    raise FileNotFoundError(f"{relpath} not found in the manual dir {manual_dir} (nor in a "
+                            f"folder directly below it).\n{instructions}")
+  return path
+
+
+def mos_feature(doc: str) -> tfds.features.Scalar:
+  """A float32 score; `doc` states its scale."""
+  return tfds.features.Scalar(np.float32, doc=doc)
+
+
+class ImageQualityBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """Base of the mst builders: subclasses give their label features and read their label files.
+
+  Subclasses set `VERSION`, `DESCRIPTION`, `HOMEPAGE`, `CITATION`, `MANUAL_DOWNLOAD_INSTRUCTIONS`
+  and implement `_label_features()` and `_read_entries(manual_dir)`.
+  """
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "First release."}
+  DESCRIPTION = ""
+  HOMEPAGE = ""
+  CITATION = ""
+
+  def _label_features(self) -> dict[str, tfds.features.FeatureConnector]:
+    raise NotImplementedError
+
+  def _read_entries(self, manual_dir: str) -> tuple[Any, dict[str, list[Entry]]]:
+    """Returns (an image source with `read(path) -> bytes`, entries per split)."""
+    raise NotImplementedError
+
+  def _encode(self, data: bytes, image: tf.Tensor) -> bytes:
+    """The bytes to store for an image that decodes to `image`; by default the original ones."""
+    del image
+    return data
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    # Built here, not from README/CITATIONS files: these builders live in plain modules.
+    description = self.DESCRIPTION
+    if self.builder_config is not None and self.builder_config.description:
+      description += "\n\nConfig: " + self.builder_config.description
+    features = {
+        "image": tfds.features.Tensor(
+            shape=(), dtype=tf.string, doc="The encoded image file, bytes as shipped."),
+        "name": tfds.features.Text(doc="The image's file name in the original download."),
+    }
+    features.update(self._label_features())
+    return tfds.core.DatasetInfo(
+        builder=self, description=description, features=tfds.features.FeaturesDict(features),
+        supervised_keys=("image", "mos"), homepage=self.HOMEPAGE, citation=self.CITATION,
+        metadata=tfds.core.MetadataDict())
+
+  def _download_and_prepare(self, dl_manager, download_config=None):
+    self._skipped = SkipList()
+    super()._download_and_prepare(dl_manager, download_config)
+    # data_dir is tfds's temporary `incomplete.*` folder until preparation succeeds.
+    self._skipped.write(os.path.join(os.fspath(self.data_dir), SKIPPED_FILE))
+    counts = self._skipped.counts()
+    self.info.metadata["skipped"] = counts
+    self.info.metadata["skipped_file"] = SKIPPED_FILE
+    total = sum(counts.values())
+    final_dir = os.path.join(os.path.dirname(os.fspath(self.data_dir)), str(self.version))
+    (logging.warning if total else logging.info)(
+        "%s: skipped %d image(s) (missing or undecodable), listed in %s", self.name, total,
+        os.path.join(final_dir, SKIPPED_FILE))
+
+  @classmethod
+  def config_from_kwargs(cls, config=None):
+    """The builder config `mst.data.datasets.build` passes on: a config name, object or None."""
+    return config
+
+  @property
+  def needs_manual_dir(self) -> bool:
+    """Whether preparing reads the manual dir (the original downloads)."""
+    return True
+
+  def _manual_dir(self, dl_manager) -> str | None:
+    if not self.needs_manual_dir:
+      return None
+    return os.fspath(dl_manager.manual_dir)  # Fails fast when missing or empty.
+
+  def _split_generators(self, dl_manager):
+    source, splits = self._read_entries(self._manual_dir(dl_manager))
+    splits = self._drop_duplicates(splits)
+    for split, entries in splits.items():
+      logging.info("%s: %d labelled images in split %s", self.name, len(entries), split)
+    return {split: self._generate_examples(split, entries, source)
+            for split, entries in splits.items() if entries}
+
+  def _drop_duplicates(self, splits: dict[str, list[Entry]]) -> dict[str, list[Entry]]:
+    """Keeps the first entry of each name (tfds needs unique keys); later ones are skipped."""
+    seen, out = set(), {}
+    for split, entries in splits.items():
+      out[split] = []
+      for entry in entries:
+        if entry.name in seen:
+          self._skipped.add(split, entry.name, "duplicate label row (kept the first)")
+        else:
+          seen.add(entry.name)
+          out[split].append(entry)
+    return out
+
+  def _load(self, source, entry: Entry) -> tuple[bytes | None, str | None]:
+    """(bytes to store, None) or (None, why the image is skipped)."""
+    try:
+      data = source.read(entry.name)
+    except FileNotFoundError:
+      return None, "missing file"
+    except OSError as e:
+      return None, f"unreadable file: {e.strerror or e}"
+    image, reason = decode(data)
+    if reason:
+      return None, reason
+    try:
+      return self._encode(data, image), None
+    except (ValueError, OSError, tf.errors.OpError) as e:
+      return None, f"cannot re-encode: {e}"
+
+  def _generate_examples(self, split: str, entries: list[Entry], source) -> Iterator[tuple]:
+    """Yields (name, example) for the entries whose image reads and decodes; reads and checks run
+    on a thread pool, in chunks so memory stays bounded, keeping the entries' order."""
+    chunk, kept, reasons = 4 * CHECK_THREADS, 0, []
+    with concurrent.futures.ThreadPoolExecutor(CHECK_THREADS) as pool:
+      for start in range(0, len(entries), chunk):
+        batch = entries[start:start + chunk]
+        for entry, (data, reason) in zip(batch, pool.map(lambda e: self._load(source, e), batch)):
+          if reason:
+            self._skipped.add(split, entry.name, reason)
+            reasons = reasons[:2] + [f"{entry.name}: {reason}"]
+            continue
+          kept += 1
+          yield entry.name, {"image": data, "name": entry.name, **entry.labels}
+    if not kept:  # tfds cannot write an empty split; and it means the images are not there.
+      raise FileNotFoundError(
+          f"{self.name}: none of the {len(entries)} images of split {split!r} could be used, "
+          f"e.g. {reasons}. Are the images in place?\n"
+          f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS}")

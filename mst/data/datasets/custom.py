@@ -1,0 +1,125 @@
+"""Your own data: an image folder plus a CSV `image,mos[,split]`, as a tfds builder driven by paths.
+
+The trainer's `config.dataset.csv` and `config.dataset.image_dir` become a `CustomConfig`; its name
+is a hash of the CSV's path and content, the image dir and the split seed, so each CSV gets its own
+folder `<data_dir>/custom/csv_<hash>/<version>/` and editing the CSV prepares a fresh dataset rather
+than reusing a stale one (edits to the images alone are not noticed: delete the folder). Load it
+again with `mst.data.datasets.build` and the same paths (the name is recomputed from them), or with
+`tfds.builder_from_directory(<that folder>)`.
+"""
+
+import dataclasses
+import hashlib
+import os
+
+import tensorflow_datasets as tfds
+
+from mst.data.datasets import common
+
+DEFAULT_CSV = "labels.csv"
+FRACTIONS = (("train", 0.8), ("validation", 0.1), ("test", 0.1))
+
+_INSTRUCTIONS = f"""\
+Give the CSV and the image folder as a config: mst.data.datasets.build("custom", data_dir,
+csv=..., image_dir=...) or `mst-datasets build custom --data-dir D --config
+'{{"csv": "/path/labels.csv", "image_dir": "/path/images"}}'`. Or, with the default config, put
+{DEFAULT_CSV} in the manual dir, with image paths relative to it.
+The CSV has a header with columns `image` (a path relative to the image dir, or absolute) and `mos`
+(any scale), and optionally `split` (train / validation / test; without it: a seeded 80/10/10
+split). Other columns are ignored.
+"""
+
+
+@dataclasses.dataclass(eq=False)
+class CustomConfig(tfds.core.BuilderConfig):
+  """A CSV and its image folder (default: the CSV's folder); the name is derived when not given.
+
+  An empty `csv` means `labels.csv` in the manual dir (the `manual_dir` config).
+  """
+  name: str = ""
+  csv: str = ""
+  image_dir: str = ""
+  split_seed: int = 0
+
+  def __post_init__(self):
+    if self.csv:
+      self.csv = os.path.abspath(os.path.expanduser(self.csv))
+      self.image_dir = os.path.abspath(os.path.expanduser(
+          self.image_dir or os.path.dirname(self.csv)))
+      if not self.name:
+        self.name = config_name(self.csv, self.image_dir, self.split_seed)
+      if not self.description:
+        self.description = f"Labels {self.csv}, images in {self.image_dir}."
+    elif not self.name:
+      raise ValueError("CustomConfig needs `csv` (or a `name` for the manual-dir config).")
+
+
+def config_name(csv_path: str, image_dir: str, split_seed: int) -> str:
+  """`csv_<16 hex digits>` from the CSV's path and bytes, the image dir and the split seed."""
+  try:
+    with open(csv_path, "rb") as f:
+      content = f.read()
+  except FileNotFoundError:
+    raise FileNotFoundError(f"custom dataset: no CSV file at {csv_path}") from None
+  digest = hashlib.sha256(f"{csv_path}\0{image_dir}\0{split_seed}\0".encode() + content)
+  return "csv_" + digest.hexdigest()[:16]
+
+
+class Custom(common.ImageQualityBuilder):
+  """Images listed in a CSV with their MOS; the CSV's split column or a seeded 80/10/10 split."""
+  name = "custom"
+  MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS
+  BUILDER_CONFIGS = [CustomConfig(
+      name="manual_dir", description=f"{DEFAULT_CSV} in the manual dir; images relative to it.")]
+  DESCRIPTION = """\
+Your own images with mean opinion scores from a CSV `image,mos[,split]`. `mos` is on the CSV's own
+scale; `name` is the CSV's `image` value. Splits: the `split` column (train / validation / test)
+when there is one, else a seeded 80/10/10 train / validation / test split (numpy
+RandomState(split_seed) permutation of the sorted image names; split_seed defaults to 0). Missing
+and undecodable images are skipped and listed in skipped_images.txt."""
+
+  @classmethod
+  def config_from_kwargs(cls, config=None, csv=None, image_dir=None, split_seed=0):
+    """The config for `mst.data.datasets.build`: `csv` (and `image_dir`, `split_seed`), or `config`."""
+    if csv is None:
+      if image_dir is not None:
+        raise ValueError("custom dataset: `image_dir` given without `csv`")
+      return config
+    if config is not None:
+      raise ValueError("custom dataset: give either `config` or `csv`, not both")
+    return CustomConfig(csv=csv, image_dir=image_dir or "", split_seed=split_seed)
+
+  def _label_features(self):
+    return {"mos": common.mos_feature("Mean opinion score, on the CSV's scale.")}
+
+  @property
+  def needs_manual_dir(self) -> bool:
+    return not self.builder_config.csv
+
+  def _read_entries(self, manual_dir):
+    config = self.builder_config
+    if config.csv:
+      csv_path, image_dir = config.csv, config.image_dir
+    else:
+      csv_path = common.require(manual_dir, DEFAULT_CSV, _INSTRUCTIONS)
+      image_dir = os.path.dirname(csv_path)
+    rows = common.read_csv(csv_path, ["image", "mos"])
+    split_of = _splits(rows, csv_path, config.split_seed)
+    splits = {split: [] for split in common.SPLITS}
+    for row in rows:
+      labels = {"mos": common.to_float(row, "mos", csv_path)}
+      splits[split_of[row["image"]]].append(common.Entry(name=row["image"], labels=labels))
+    return common.FolderSource(image_dir), splits
+
+
+def _splits(rows: list[dict[str, str]], path: str, seed: int) -> dict[str, str]:
+  """image -> split: the `split` column where the CSV has one, else seeded 80/10/10."""
+  if not rows or "split" not in rows[0]:
+    return common.seeded_split([row["image"] for row in rows], FRACTIONS, seed)
+  out = {}
+  for row in rows:
+    if row["split"] not in common.SPLITS:
+      raise ValueError(f"{path}:{row['_line']}: split {row['split']!r} is not one of "
+                       f"{list(common.SPLITS)}")
+    out.setdefault(row["image"], row["split"])
+  return out

@@ -1,0 +1,346 @@
+"""tfds -> tf.data -> batches for training and evaluation, per host.
+
+Training streams the host's part of a split forever, epoch after epoch, each epoch shuffled with a
+seed derived from (seed, epoch); per-example randomness (crop, flip, RandAugment) is seeded by the
+example's position in that stream, and mixup by the batch's. So the stream is a pure function of
+(seed, host, position): resuming at a step skips straight to it, with no example repeated or
+skipped, and no iterator state to save.
+
+Evaluation sees every example exactly once at native resolution with all patches. Examples are
+grouped into sequence-length buckets by a plan every host computes alike, each host's part of a
+bucket is padded with masked-out examples (`valid` False) to the same number of batches, so all
+hosts run the same steps with the same shapes and a split compiles once per bucket.
+"""
+
+import dataclasses
+import math
+from typing import Iterator
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from mst.data import preprocess
+from mst.data import randaugment
+
+Features = dict[str, tf.Tensor]
+AUTOTUNE = tf.data.AUTOTUNE
+# Labels carried into batches, by the name the builders give them -> the name in a batch.
+LABEL_KEYS = {"mos": "mos", "dist": "dist", "label": "label"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Augment:
+  """Training-time augmentation. Fine-tuning uses the flip alone (the paper's setting);
+  pre-training adds the crop, RandAugment and mixup.
+
+  Mixup turns the labels into soft targets: the batch carries `dist` (from a class `label`, one-hot
+  over `num_classes` of `train_dataset`), so the loss must train on "dist", not "label".
+  """
+  flip_prob: float = 0.5
+  crop: bool = False  # random crop without resizing (pre-training)
+  crop_area: tuple[float, float] = (0.08, 1.0)
+  crop_aspect: tuple[float, float] = (3 / 4, 4 / 3)
+  randaugment_layers: int = 0  # ops per image; 0 = off
+  randaugment_magnitude: float = 0.0  # M on RandAugment's 0-30 scale (mst.data.randaugment)
+  mixup_alpha: float = 0.0  # lambda ~ Beta(alpha, alpha) per batch; 0 = off
+
+  def __post_init__(self):
+    if not 0.0 <= self.flip_prob <= 1.0:
+      raise ValueError(f"flip_prob must be in [0, 1], got {self.flip_prob}")
+    if not 0.0 < self.crop_area[0] <= self.crop_area[1] <= 1.0:
+      raise ValueError(f"crop_area must be 0 < low <= high <= 1, got {self.crop_area}")
+    if int(self.randaugment_layers) != self.randaugment_layers or self.randaugment_layers < 0:
+      raise ValueError(f"randaugment_layers must be an integer >= 0, got "
+                       f"{self.randaugment_layers}")
+    if not 0.0 <= self.randaugment_magnitude <= randaugment.MAX_MAGNITUDE:
+      raise ValueError(f"randaugment_magnitude must be in [0, {randaugment.MAX_MAGNITUDE}], got "
+                       f"{self.randaugment_magnitude}")
+    if not self.mixup_alpha >= 0.0:
+      raise ValueError(f"mixup_alpha must be >= 0 (0 = off), got {self.mixup_alpha}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Host:
+  """This process's place among the hosts feeding one global batch."""
+  index: int = 0
+  count: int = 1
+
+
+def read_split(builder: tfds.core.DatasetBuilder, split: str, host: Host) -> tf.data.Dataset:
+  """The host's even share of a split, in a fixed order, images still encoded."""
+  part = tfds.even_splits(split, n=host.count, drop_remainder=False)[host.index]
+  decoders = None
+  if isinstance(builder.info.features["image"], tfds.features.Image):
+    decoders = {"image": tfds.decode.SkipDecoding()}
+  return builder.as_dataset(split=part, shuffle_files=False, decoders=decoders,
+                            read_config=tfds.ReadConfig(try_autocache=False))
+
+
+def num_examples(builder: tfds.core.DatasetBuilder, split: str, host: Host) -> int:
+  part = tfds.even_splits(split, n=host.count, drop_remainder=False)[host.index]
+  return builder.info.splits[part].num_examples
+
+
+def decode(encoded: tf.Tensor) -> tf.Tensor:
+  """Encoded bytes -> (H, W, 3) uint8: grey replicated, alpha dropped."""
+  image = tf.io.decode_image(encoded, channels=3, expand_animations=False, dtype=tf.uint8)
+  return tf.ensure_shape(image, [None, None, 3])
+
+
+def labels_of(example: Features) -> Features:
+  return {name: tf.cast(example[key], tf.int32 if key == "label" else tf.float32)
+          for key, name in LABEL_KEYS.items() if key in example}
+
+
+def augment_image(image: tf.Tensor, augment: Augment, seed: tf.Tensor) -> tf.Tensor:
+  """Random crop (no resizing), horizontal flip, then RandAugment, all seeded by `seed` [2]."""
+  crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+  if augment.crop:
+    begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        tf.shape(image), tf.zeros([1, 0, 4]), seed=crop_seed, area_range=augment.crop_area,
+        aspect_ratio_range=augment.crop_aspect, use_image_if_no_bounding_boxes=True)
+    image = tf.slice(image, begin, size)
+  flip = tf.random.stateless_uniform([], flip_seed) < augment.flip_prob
+  image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
+  if augment.randaugment_layers:
+    # A seed of its own, folded in rather than a third split, so crops and flips stay the ones
+    # drawn without RandAugment.
+    randaugment_seed = tf.random.experimental.stateless_fold_in(seed, _RANDAUGMENT_STREAM)
+    image = randaugment.randaugment(image, augment.randaugment_layers,
+                                    augment.randaugment_magnitude, randaugment_seed)
+  return image
+
+
+def mixup_batch(batch: Features, alpha: float, seed: tf.Tensor,
+                num_classes: int | None = None) -> Features:
+  """Mixup (Zhang et al., 2018) of a multi-scale token batch with itself rolled by one.
+
+  One lambda ~ Beta(alpha, alpha) per batch, drawn from the stateless `seed` [2]. Example i is
+  mixed with example i - 1: patches lam * a + (1 - lam) * b, the mask is the union, and a token's
+  spatial and scale ids come from a where a's token is real, else from b. Labels become soft:
+  `dist` (made from a class `label` as one-hot over `num_classes`, which replaces `label`) and
+  `mos`, if present, are mixed with the same lambda.
+
+  Mixing is position-wise: token i of a meets token i of b. Both sequences follow the same
+  layout (resized scales then the native image, raster order), so the resized copies roughly
+  align, but with random crops of different sizes and aspect ratios the native grids differ and
+  token i of the two images covers different places. That is an approximation of pixel mixup, not
+  pixel mixup; a token real in one image and padding in the other is blended with mid grey (0).
+  In training each device shard's batch is mixed within itself, so a per-device batch of 1 is
+  never mixed.
+  """
+  if "label" in batch and "dist" not in batch:
+    if not num_classes:
+      raise ValueError("mixup of class labels needs num_classes (to make one-hot `dist`)")
+    batch = {**batch, "dist": tf.one_hot(batch["label"], num_classes, dtype=tf.float32)}
+  batch = {key: value for key, value in batch.items() if key != "label"}
+  lam = mixup_lambda(alpha, seed)
+  other = {key: tf.roll(value, 1, axis=0) for key, value in batch.items()}
+
+  def mix(a, b):  # a + (1 - lam)(b - a): exactly a when b == a
+    return a + (1.0 - lam) * (b - a)
+
+  out = dict(batch)
+  out["patches"] = mix(batch["patches"], other["patches"])
+  own = batch["mask"]
+  out["mask"] = own | other["mask"]
+  for key in ("spatial_idx", "scale_idx"):
+    out[key] = tf.where(own, batch[key], other[key])
+  for key in ("dist", "mos"):
+    if key in batch:
+      out[key] = mix(batch[key], other[key])
+  return out
+
+
+def mixup_lambda(alpha: float, seed: tf.Tensor) -> tf.Tensor:
+  """lambda ~ Beta(alpha, alpha) as a float32 scalar, from the stateless `seed` [2]."""
+  if not alpha > 0:
+    raise ValueError(f"mixup needs alpha > 0, got {alpha}")
+  seeds = tf.random.experimental.stateless_split(seed, 2)
+  x, y = (tf.random.stateless_gamma([], seeds[i], alpha=alpha, dtype=tf.float64) for i in (0, 1))
+  total = x + y
+  # With a tiny alpha both draws can underflow to 0: call that an even mix rather than NaN.
+  return tf.cast(tf.where(total > 0, x / tf.where(total > 0, total, 1.0), 0.5), tf.float32)
+
+
+def train_dataset(builder: tfds.core.DatasetBuilder, split: str, *, batch_size: int,
+                  pp_config: preprocess.MultiScaleConfig, augment: Augment = Augment(),
+                  seed: int = 0, host: Host = Host(), start_step: int = 0,
+                  shuffle_buffer: int = 10_000, num_classes: int | None = None
+                  ) -> tf.data.Dataset:
+  """Endless batches of `batch_size` (this host's share of the global batch) from step `start_step`.
+
+  The native image is padded or cut to l = `pp_config.max_seq_len_from_original_res` tokens (it
+  must be >= 0 for fixed-shape batches), the resized copies to m_k. With mixup, each batch is
+  mixed within itself (`mixup_batch`) and a class `label` becomes a soft `dist` over
+  `num_classes`.
+  """
+  if pp_config.max_seq_len_from_original_res < 0:
+    raise ValueError("training needs a fixed sequence length: set max_seq_len_from_original_res "
+                     "(l) >= 0, e.g. 512")
+  if augment.mixup_alpha > 0:
+    _check_num_classes(builder, num_classes)
+  part = read_split(builder, split, host)
+  per_epoch = num_examples(builder, split, host)
+  if per_epoch == 0:
+    raise ValueError(f"host {host.index} of {host.count} has no examples of split {split!r}")
+  consumed = start_step * batch_size
+  first_epoch, offset = divmod(consumed, per_epoch)
+
+  def epoch(index):
+    return part.shuffle(min(shuffle_buffer, per_epoch), seed=_epoch_seed(seed, host, index),
+                        reshuffle_each_iteration=False)
+
+  stream = tf.data.Dataset.range(first_epoch, 2 ** 62).flat_map(epoch).skip(offset)
+  stream = tf.data.Dataset.zip(tf.data.Dataset.range(consumed, 2 ** 62), stream)
+
+  def prepare(position, example):
+    example_seed = tf.stack([tf.constant(seed, tf.int64) * 1_000_003 + host.index, position])
+    image = augment_image(decode(example["image"]), augment, example_seed)
+    return {**preprocess.multiscale_patches(image, pp_config), **labels_of(example)}
+
+  options = tf.data.Options()
+  options.deterministic = True
+  stream = stream.map(prepare, num_parallel_calls=AUTOTUNE).with_options(options)
+  batches = stream.batch(batch_size, drop_remainder=True)
+  if augment.mixup_alpha > 0:
+    def mix(step, batch):
+      batch_seed = tf.stack([tf.constant(seed, tf.int64) * 1_000_003 + host.index, step])
+      batch_seed = tf.random.experimental.stateless_fold_in(batch_seed, _MIXUP_STREAM)
+      return mixup_batch(batch, augment.mixup_alpha, batch_seed, num_classes)
+    batches = tf.data.Dataset.zip(tf.data.Dataset.range(start_step, 2 ** 62), batches)
+    batches = batches.map(mix, num_parallel_calls=AUTOTUNE).with_options(options)
+  return batches.prefetch(AUTOTUNE)
+
+
+def _check_num_classes(builder: tfds.core.DatasetBuilder, num_classes: int | None) -> None:
+  """Mixup one-hot encodes a class label: num_classes must be given and match the dataset's."""
+  features = builder.info.features
+  if "label" not in features or "dist" in features:
+    return
+  feature = features["label"]
+  if not num_classes:
+    raise ValueError("mixup turns class labels into one-hot `dist`: pass num_classes")
+  known = getattr(feature, "num_classes", None)
+  if known is not None and known != num_classes:
+    raise ValueError(f"num_classes={num_classes} but the dataset's label has {known} classes")
+
+
+def sharded_train_dataset(builder: tfds.core.DatasetBuilder, split: str, *, shards: list[int],
+                          num_shards: int, batch_size_per_shard: int, **kwargs) -> tf.data.Dataset:
+  """This host's batches when the split is cut into one shard per device of the whole mesh.
+
+  Each shard is a `train_dataset` stream of its own; the host reads the shards of its devices
+  (`shards`, in mesh order) and concatenates their batches. A global batch is then the same
+  examples however the devices are spread over hosts: 1 process x 4 devices and 2 processes x 2
+  devices train on identical batches.
+  """
+  streams = tuple(
+      train_dataset(builder, split, batch_size=batch_size_per_shard,
+                    host=Host(shard, num_shards), **kwargs) for shard in shards)
+
+  def concat(*batches):
+    return {key: tf.concat([batch[key] for batch in batches], axis=0) for key in batches[0]}
+
+  return tf.data.Dataset.zip(streams).map(concat).prefetch(AUTOTUNE)
+
+
+# Folded into a seed to give RandAugment (per example) and mixup (per batch) streams of their own.
+_RANDAUGMENT_STREAM, _MIXUP_STREAM = 1, 2
+
+
+def _epoch_seed(seed: int, host: Host, epoch: tf.Tensor) -> tf.Tensor:
+  return (tf.constant(seed, tf.int64) * 7919 + host.index) * 104_729 + epoch
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalBucket:
+  """One sequence length of an evaluation plan: the examples this host scores at that length, and
+  the number of batches every host runs for it."""
+  length: int
+  indices: tuple[int, ...]  # positions in the split, this host's share
+  steps: int
+
+
+def image_sizes(builder: tfds.core.DatasetBuilder, split: str) -> np.ndarray:
+  """(height, width) of every example of a split, in split order. JPEG sizes come from the header;
+  other formats are decoded."""
+  def size(example):
+    encoded = example["image"]
+    return tf.cond(tf.io.is_jpeg(encoded), lambda: tf.image.extract_jpeg_shape(encoded)[:2],
+                   lambda: tf.shape(decode(encoded))[:2])
+  data = read_split(builder, split, Host()).map(size, num_parallel_calls=AUTOTUNE)
+  return np.array(list(data.as_numpy_iterator()), np.int64).reshape(-1, 2)
+
+
+def eval_plan(sizes: np.ndarray, pp_config: preprocess.MultiScaleConfig, batch_size: int,
+              host: Host = Host()) -> list[EvalBucket]:
+  """Groups a split's examples into sequence-length buckets and deals each bucket to the hosts.
+
+  Every host computes the same buckets and step counts from the same sizes; host h takes every
+  count-th example of a bucket, so the hosts' shares differ by at most one example.
+  """
+  lengths = [preprocess.bucket_length(pp_config.seq_len(int(h), int(w))) for h, w in sizes]
+  plan = []
+  for length in sorted(set(lengths)):
+    members = [i for i, n in enumerate(lengths) if n == length]
+    largest_share = math.ceil(len(members) / host.count)
+    plan.append(EvalBucket(length, tuple(members[host.index::host.count]),
+                           math.ceil(largest_share / batch_size)))
+  return plan
+
+
+def eval_dataset(builder: tfds.core.DatasetBuilder, split: str, *, batch_size: int,
+                 pp_config: preprocess.MultiScaleConfig, plan: list[EvalBucket]
+                 ) -> tf.data.Dataset:
+  """This host's evaluation batches: per bucket of the plan, its examples then masked-out padding.
+
+  Each example carries `index` (its position in the split; -1 for padding) and `valid`.
+  """
+  full = read_split(builder, split, Host())
+  total = builder.info.splits[split].num_examples
+  parts = []
+  for bucket in plan:
+    member = np.zeros(total, bool)
+    member[list(bucket.indices)] = True
+    member = tf.constant(member)
+    chosen = full.enumerate().filter(lambda i, _, m=member: m[i])
+
+    def prepare(index, example, length=bucket.length):
+      features = preprocess.multiscale_patches(decode(example["image"]), pp_config)
+      features = preprocess.pad_to_length(features, length)
+      return {**features, **labels_of(example), "index": tf.cast(index, tf.int32),
+              "valid": tf.constant(True)}
+
+    chosen = chosen.map(prepare, num_parallel_calls=AUTOTUNE)
+    padding = bucket.steps * batch_size - len(bucket.indices)
+    parts.append(chosen.concatenate(_padding(chosen.element_spec, padding)))
+  if not parts:
+    raise ValueError(f"split {split!r} has no examples to evaluate")
+  data = parts[0]
+  for part in parts[1:]:
+    data = data.concatenate(part)
+  options = tf.data.Options()
+  options.deterministic = True
+  return data.with_options(options).batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+
+
+def _padding(spec: dict[str, tf.TensorSpec], count: int) -> tf.data.Dataset:
+  """`count` all-zero examples (mask and valid False, index -1) shaped like `spec`."""
+  def zeros(_):
+    example = {key: tf.zeros(s.shape, s.dtype) for key, s in spec.items()}
+    example["index"] = tf.constant(-1, tf.int32)
+    return example
+  return tf.data.Dataset.range(count).map(zeros)
+
+
+def to_global_arrays(batch: dict[str, np.ndarray], sharding) -> dict:
+  """A host's numpy batch -> global jax arrays split over the mesh's data axis."""
+  import jax  # pylint: disable=g-import-not-at-top
+  return {key: jax.make_array_from_process_local_data(sharding, value)
+          for key, value in batch.items()}
+
+
+def as_numpy(dataset: tf.data.Dataset) -> Iterator[dict[str, np.ndarray]]:
+  return dataset.as_numpy_iterator()

@@ -1,0 +1,185 @@
+"""The multi-scale patch representation of an image (MUSIQ section 3.1), as TensorFlow ops.
+
+An image becomes one token sequence: its aspect-ratio-preserving resized copies (longer side L_k,
+ascending), then the native image, each cut into P x P patches with TF 'SAME' zero padding. Every
+patch carries a hash-based spatial index into a G x G grid shared by all scales and a scale id.
+Everything here must equal the official MUSIQ preprocessing (see docs/preprocessing.md); the
+functions run eagerly and inside `tf.data` with dynamic image sizes.
+"""
+
+import dataclasses
+import math
+
+import tensorflow as tf
+
+Features = dict[str, tf.Tensor]
+MIN_BUCKET = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiScaleConfig:
+  """How an image becomes tokens.
+
+  Attributes:
+    patch_size: P, the side of a square patch in pixels (also the stride).
+    grid_size: G, the hash-based spatial embedding grid is G x G.
+    longer_side_lengths: L_k of the resized copies; empty for the native image only.
+    max_seq_len_from_original_res: l, tokens kept from the native image; -1 keeps all of them
+      (single-image evaluation), 0 drops the native image.
+  """
+  patch_size: int = 32
+  grid_size: int = 10
+  longer_side_lengths: tuple[int, ...] = (224, 384)
+  max_seq_len_from_original_res: int = -1
+
+  def __post_init__(self):
+    if self.patch_size < 1 or self.grid_size < 1:
+      raise ValueError(f"patch_size and grid_size must be positive, got {self}")
+    if any(length < 1 for length in self.longer_side_lengths):
+      raise ValueError(f"longer_side_lengths must be positive, got {self.longer_side_lengths}")
+    if self.max_seq_len_from_original_res < -1:
+      raise ValueError("max_seq_len_from_original_res must be -1 (all patches) or >= 0, got "
+                       f"{self.max_seq_len_from_original_res}")
+    # Sorted here, once, so the scale ids are the same however the lengths were listed.
+    object.__setattr__(self, "longer_side_lengths",
+                       tuple(sorted(int(x) for x in self.longer_side_lengths)))
+
+  @property
+  def scaled_lengths(self) -> tuple[int, ...]:
+    """m_k, the fixed number of tokens of each resized copy: ceil(L_k / P)^2."""
+    return tuple(math.ceil(length / self.patch_size) ** 2 for length in self.longer_side_lengths)
+
+  @property
+  def num_scales(self) -> int:
+    """K + 1 rows of the scale embedding: the resized copies plus the native image."""
+    return len(self.longer_side_lengths) + 1
+
+  def seq_len(self, height: int, width: int) -> int:
+    """The number of tokens `multiscale_patches` makes from a height x width image."""
+    native = self.max_seq_len_from_original_res
+    if native < 0:
+      native = math.ceil(height / self.patch_size) * math.ceil(width / self.patch_size)
+    return sum(self.scaled_lengths) + native
+
+
+def normalize(image: tf.Tensor) -> tf.Tensor:
+  """Maps uint8 [0, 255] to float32 [-1, 1]."""
+  return tf.cast(image, tf.float32) / 255.0 * 2.0 - 1.0
+
+
+def resized_size(height: tf.Tensor, width: tf.Tensor, longer_side: int) -> tuple[tf.Tensor, tf.Tensor]:
+  """The (rh, rw) of an aspect-ratio-preserving resize to `longer_side`, rounded half to even.
+
+  A side that rounds to 0 (aspect ratios beyond 2 * longer_side : 1) is kept at 1 pixel; the
+  official code fails on such images, so this changes no score it gives.
+  """
+  ratio = tf.cast(longer_side, tf.float32) / tf.cast(tf.maximum(height, width), tf.float32)
+  side = lambda n: tf.maximum(tf.cast(tf.round(tf.cast(n, tf.float32) * ratio), tf.int32), 1)
+  return side(height), side(width)
+
+
+def resize_longer_side(image: tf.Tensor, longer_side: int) -> tf.Tensor:
+  """Gaussian, aspect-ratio-preserving resize of a normalised (H, W, 3) image; upsamples too."""
+  shape = tf.shape(image)
+  rh, rw = resized_size(shape[0], shape[1], longer_side)
+  return tf.image.resize(image, tf.stack([rh, rw]), method=tf.image.ResizeMethod.GAUSSIAN)
+
+
+def hash_spatial_index(count_h: tf.Tensor, count_w: tf.Tensor, grid_size: int) -> tf.Tensor:
+  """HSE index of each patch in raster order: t_i * G + t_j, t = min(floor(i * G / count), G - 1).
+
+  The official code gets t from a nearest-neighbour resize of the G-grid to count_h x count_w (TF1
+  semantics: no half-pixel centres), which computes floor(float32(i) * float32(G / count)). That
+  float32 product falls just below an exact integer for a few (G, count) pairs, e.g. G=3 and
+  count=123 at i=41, so t is computed the same way here, not in exact integer arithmetic.
+  """
+  def axis_index(count):
+    scale = tf.cast(grid_size, tf.float32) / tf.cast(count, tf.float32)
+    t = tf.floor(tf.cast(tf.range(count), tf.float32) * scale)
+    return tf.minimum(tf.cast(t, tf.int32), grid_size - 1)
+
+  rows = axis_index(count_h)[:, None]
+  cols = axis_index(count_w)[None, :]
+  return tf.reshape(rows * grid_size + cols, [-1])
+
+
+def extract_patches(image: tf.Tensor, patch_size: int) -> tf.Tensor:
+  """(H, W, C) -> (count_h * count_w, P * P * C), raster order, TF 'SAME' zero padding.
+
+  The padding value 0 is applied to the normalised image, so padding is mid grey. Each patch is
+  flattened in (row, column, channel) order.
+  """
+  channels = image.shape[-1]
+  patches = tf.image.extract_patches(
+      image[None], sizes=[1, patch_size, patch_size, 1], strides=[1, patch_size, patch_size, 1],
+      rates=[1, 1, 1, 1], padding="SAME")
+  return tf.reshape(patches, [-1, patch_size * patch_size * channels])
+
+
+def _pad_or_cut(tokens: Features, length: int) -> Features:
+  """Pads every feature with zeros (mask False) or keeps the first `length` tokens."""
+  def fit(x):
+    x = x[:length]
+    padding = [[0, length - tf.shape(x)[0]]] + [[0, 0]] * (len(x.shape) - 1)
+    return tf.pad(x, padding)
+  return {key: tf.ensure_shape(fit(value), [length] + value.shape[1:])
+          for key, value in tokens.items()}
+
+
+def _tokens_of(image: tf.Tensor, scale_id: int, config: MultiScaleConfig) -> Features:
+  """Patches, spatial index, scale id and mask of one (normalised) image, all patches."""
+  p = config.patch_size
+  shape = tf.shape(image)
+  count_h = (shape[0] + p - 1) // p
+  count_w = (shape[1] + p - 1) // p
+  patches = extract_patches(image, p)
+  n = tf.shape(patches)[0]
+  return {
+      "patches": patches,
+      "spatial_idx": hash_spatial_index(count_h, count_w, config.grid_size),
+      "scale_idx": tf.fill([n], tf.constant(scale_id, tf.int32)),
+      "mask": tf.ones([n], tf.bool),
+  }
+
+
+def multiscale_patches(image: tf.Tensor, config: MultiScaleConfig) -> Features:
+  """The model input for one decoded RGB image (H, W, 3) uint8.
+
+  Returns a dict of `patches` [N, P*P*3] float32, `spatial_idx` [N] int32, `scale_idx` [N] int32 and
+  `mask` [N] bool: the resized copies (each padded or cut to m_k tokens, scale id k) ascending, then
+  the native image (padded or cut to l tokens, scale id K; all of its patches when l is -1).
+  Padded tokens have zero pixels, index 0, scale id 0 and mask False.
+  """
+  image = tf.ensure_shape(image, [None, None, 3])
+  image = normalize(image)
+  parts = []
+  for scale_id, (length, m_k) in enumerate(zip(config.longer_side_lengths, config.scaled_lengths)):
+    resized = resize_longer_side(image, length)
+    parts.append(_pad_or_cut(_tokens_of(resized, scale_id, config), m_k))
+  native_len = config.max_seq_len_from_original_res
+  if native_len != 0:
+    native = _tokens_of(image, len(config.longer_side_lengths), config)
+    parts.append(native if native_len < 0 else _pad_or_cut(native, native_len))
+  if not parts:
+    raise ValueError(f"{config} makes no tokens: give a longer side length or keep the native image")
+  return {key: tf.concat([part[key] for part in parts], axis=0) for key in parts[0]}
+
+
+def bucket_length(num_tokens: int) -> int:
+  """Rounds a sequence length up to one of 4 steps per octave (at most 25% padding), so inputs
+  of many sizes share a few compiled shapes."""
+  if num_tokens <= MIN_BUCKET:
+    return MIN_BUCKET
+  step = 2 ** (num_tokens.bit_length() - 3)
+  return -(-num_tokens // step) * step
+
+
+def pad_to_length(features: Features, length: int) -> Features:
+  """Pads a token sequence with masked-out tokens to `length` (for sequence-length buckets)."""
+  n = features["patches"].shape[0]
+  if n is not None and n > length:
+    raise ValueError(f"sequence of {n} tokens is longer than the bucket of {length}")
+  if n is None:  # inside tf.data: checked when the example is made
+    tf.debugging.assert_less_equal(tf.shape(features["patches"])[0], length,
+                                   message="sequence is longer than its bucket")
+  return _pad_or_cut(features, length)

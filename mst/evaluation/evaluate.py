@@ -1,0 +1,128 @@
+"""Evaluation of a model on a dataset split: every example exactly once, at native resolution with
+all patches, on any number of devices and hosts, with metrics on the gathered predictions.
+`Evaluator` runs during training; `evaluate_checkpoint` is `mst-eval`'s whole job for one file.
+"""
+
+import dataclasses
+
+import jax
+from jax.experimental import multihost_utils
+import ml_collections
+import numpy as np
+import tensorflow_datasets as tfds
+
+from mst import inference
+from mst import sharding
+from mst.checkpoints import loader
+from mst.data import pipeline
+from mst.data import preprocess
+from mst.evaluation import metrics
+from mst.models import musiq
+
+CI_METRICS = ("srcc", "plcc")
+
+
+@dataclasses.dataclass
+class Predictions:
+  """Per-example outputs in split order: `prediction`, the score (on the dataset's MOS scale) or
+  the class, and `target`, the example's `mos` or `label`."""
+  prediction: np.ndarray
+  target: np.ndarray
+
+
+def predict_fn(model: musiq.Musiq, head: str, mos_scale: float):
+  """(params, batch) -> what evaluation keeps of each example."""
+  def predict(params, batch):
+    result = inference.outputs(model.apply({"params": params}, batch), head, mos_scale)
+    out = {"index": batch["index"], "valid": batch["valid"]}
+    if head == "classification":
+      out["prediction"], out["target"] = result["class"], batch["label"]
+    else:
+      out["prediction"], out["target"] = result["score"], batch["mos"]
+    return out
+  return predict
+
+
+class Evaluator:
+  """Scores one split again and again (e.g. after each training interval) with a fixed plan."""
+
+  def __init__(self, builder: tfds.core.DatasetBuilder, split: str, *, model: musiq.Musiq,
+               pp_config: preprocess.MultiScaleConfig, batch_size: int, mesh,
+               mos_scale: float = 1.0, ava_metrics: bool = False):
+    host = pipeline.Host(jax.process_index(), jax.process_count())
+    if batch_size % jax.device_count():
+      raise ValueError(f"eval.batch_size={batch_size} must be a multiple of the "
+                       f"{jax.device_count()} devices")
+    self.builder, self.split, self.pp_config = builder, split, pp_config
+    self.local_batch = batch_size // host.count
+    self.num_examples = builder.info.splits[split].num_examples
+    sizes = pipeline.image_sizes(builder, split)
+    self.plan = pipeline.eval_plan(sizes, pp_config, self.local_batch, host)
+    self.head = model.config.head
+    self.ava_metrics = ava_metrics
+    self.data_sharding = sharding.data_sharding(mesh)
+    self._predict = jax.jit(predict_fn(model, self.head, mos_scale),
+                            out_shardings=sharding.replicated(mesh))
+
+  def predictions(self, params) -> Predictions:
+    """Every example's prediction and target, identical on every host."""
+    prediction = np.full(self.num_examples, np.nan)
+    target = np.full(self.num_examples, np.nan)
+    seen = np.zeros(self.num_examples, bool)
+    data = pipeline.eval_dataset(self.builder, self.split, batch_size=self.local_batch,
+                                       pp_config=self.pp_config, plan=self.plan)
+    for local in data.as_numpy_iterator():
+      out = self._predict(params, pipeline.to_global_arrays(local, self.data_sharding))
+      out = jax.tree.map(np.asarray, multihost_utils.process_allgather(out, tiled=True))
+      index = out["index"][out["valid"]]
+      if seen[index].any():
+        raise AssertionError(f"examples {index[seen[index]]} of {self.split} evaluated twice")
+      seen[index] = True
+      prediction[index] = out["prediction"][out["valid"]]
+      target[index] = out["target"][out["valid"]]
+    if not seen.all():
+      raise AssertionError(f"{(~seen).sum()} examples of {self.split} were not evaluated")
+    return Predictions(prediction, target)
+
+  def __call__(self, params) -> dict[str, float]:
+    """The split's metrics under `params` (see `scores`)."""
+    return self.scores(self.predictions(params))
+
+  def scores(self, result: Predictions) -> dict[str, float]:
+    """SRCC, PLCC, KRCC, RMSE (AVA adds accuracy and MSE), or a classifier's accuracy."""
+    if self.head == "classification":
+      return {"accuracy": float(np.mean(result.prediction == result.target))}
+    return metrics.quality_metrics(result.prediction, result.target, ava=self.ava_metrics)
+
+
+def example_names(builder: tfds.core.DatasetBuilder, split: str) -> list[str]:
+  """The file name of each example, in split order (the order of evaluation indices): mst's
+  builders call it `name`, tfds's catalogue `file_name`; else the position."""
+  features = builder.info.features
+  key = next((k for k in ("name", "file_name") if k in features), None)
+  if key is None:
+    return [str(i) for i in range(builder.info.splits[split].num_examples)]
+  data = pipeline.read_split(builder, split, pipeline.Host())
+  return [name.decode() for name in data.map(lambda e: e[key]).as_numpy_iterator()]
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, path: str, split: str,
+                        builder: tfds.core.DatasetBuilder, mesh, dtype: str = "float32"
+                        ) -> tuple[dict[str, float], dict[str, list]]:
+  """(metrics with bootstrap confidence intervals, per-example columns `name`, `target`,
+  `prediction`) of one checkpoint (an official `.npz` or a workdir) on `split`."""
+  loaded = loader.load_for_inference(path, dtype=dtype)
+  evaluator = Evaluator(
+      builder, split, model=musiq.Musiq(loaded.model_config), pp_config=loaded.pp_config,
+      batch_size=config.eval.batch_size, mesh=mesh, mos_scale=loaded.mos_scale,
+      ava_metrics=config.eval.ava_metrics)
+  result = evaluator.predictions(jax.device_put(loaded.params))
+  scores = evaluator.scores(result)
+  if loaded.model_config.head != "classification" and config.eval.bootstrap_samples:
+    for name in CI_METRICS:
+      low, high = metrics.bootstrap_ci(getattr(metrics, name), result.prediction, result.target,
+                                       samples=config.eval.bootstrap_samples, seed=config.seed)
+      scores[f"{name}_ci95_low"], scores[f"{name}_ci95_high"] = low, high
+  columns = {"name": example_names(builder, split), "target": result.target,
+             "prediction": result.prediction}
+  return scores, columns

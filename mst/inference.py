@@ -1,0 +1,195 @@
+"""Scoring images with a loaded checkpoint: what `mst-predict`, `mst-eval` and `mst-visualize` share.
+
+Owns the single-image model input (all native patches plus the checkpoint's resized scales,
+padded to a sequence-length bucket: a few buckets per octave, so a folder of many sizes compiles a
+handful of times, not once per image), the check that preprocessing fits the model, and the step
+from logits to a result (`outputs`: a score, a distribution, or a class). `Predictor` scores
+files; `score_files` batches them per bucket while the next images are decoded in threads.
+"""
+
+import collections
+import concurrent.futures
+import dataclasses
+from typing import Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tensorflow as tf
+
+from mst.checkpoints import loader
+from mst.data import image_io
+from mst.data import preprocess
+from mst.models import musiq
+
+DEFAULT_MAX_TOKENS = 16384  # about 16 megapixels at P = 32; see README for the memory it needs
+
+
+def outputs(logits: jax.Array, head: str, mos_scale: float = 1.0) -> dict[str, jax.Array]:
+  """What a head's logits [B, C] mean, per example; jittable.
+
+  score head: `score` [B]; distribution head: `score` (the expected bin, 1..C) and
+  `distribution` [B, C]; both scores times `mos_scale` (a workdir's model predicts MOS divided
+  by its dataset's `mos_scale`). classification head: `class` [B] and its `probability` [B].
+  """
+  if head == "classification":
+    probabilities = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+    return {"class": jnp.argmax(logits, axis=-1), "probability": jnp.max(probabilities, axis=-1)}
+  out = {"score": musiq.scores(logits, head) * mos_scale}
+  if head == "distribution":
+    out["distribution"] = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+  return out
+
+
+def as_result(row: dict[str, np.ndarray]) -> dict:
+  """One example of `outputs` as JSON-ready Python values (mst-predict's keys)."""
+  result = {}
+  for key, value in row.items():
+    value = np.asarray(value)
+    result[key] = value.tolist() if value.ndim else value.item()
+  return result
+
+
+@dataclasses.dataclass
+class Prepared:
+  """One image, preprocessed, or the error that stopped it."""
+  path: str
+  features: dict[str, np.ndarray] | None = None
+  error: str | None = None
+
+
+class Predictor:
+  """Scores preprocessed images with fixed params; compiles once per (bucket, batch size)."""
+
+  def __init__(self, params, model_config: musiq.ModelConfig,
+               pp_config: preprocess.MultiScaleConfig, max_tokens: int = DEFAULT_MAX_TOKENS,
+               mos_scale: float = 1.0):
+    check_compatible(model_config, pp_config)
+    self.model_config = model_config
+    self.pp_config = pp_config
+    self.max_tokens = max_tokens
+    self.params = jax.device_put(params)
+    self.compiled_shapes = set()
+    model = musiq.Musiq(model_config)
+    self._forward = jax.jit(lambda p, batch: outputs(
+        model.apply({"params": p}, batch), model_config.head, mos_scale))
+
+  @classmethod
+  def from_checkpoint(cls, path: str, dtype: str = "float32",
+                      longer_side_lengths: tuple[int, ...] | None = None,
+                      max_tokens: int = DEFAULT_MAX_TOKENS) -> "Predictor":
+    """An official `.npz` file or an mst-train workdir, ready to score.
+
+    Raises:
+      loader.CheckpointError: the checkpoint cannot be read.
+      ValueError: `longer_side_lengths` do not fit the model.
+    """
+    loaded = loader.load_for_inference(path, dtype=dtype, longer_side_lengths=longer_side_lengths)
+    return cls(loaded.params, loaded.model_config, loaded.pp_config, max_tokens=max_tokens,
+               mos_scale=loaded.mos_scale)
+
+  def prepare(self, path: str) -> Prepared:
+    """Reads and preprocesses one file; never raises for a bad image."""
+    try:
+      image = image_io.read_image(path)
+      return Prepared(path, bucketed_features(image, self.pp_config, self.max_tokens, path))
+    except image_io.ImageError as e:
+      return Prepared(path, error=str(e))
+
+  def predict(self, features: list[dict[str, np.ndarray]]) -> list[dict]:
+    """Results for images of one bucket length: score (and distribution), or class."""
+    batch = {key: np.stack([f[key] for f in features]) for key in features[0]}
+    batch = _pad_batch(batch, _batch_bucket(len(features)))
+    self.compiled_shapes.add(batch["patches"].shape[:2])
+    out = jax.device_get(self._forward(self.params, batch))
+    return [as_result({key: value[i] for key, value in out.items()})
+            for i in range(len(features))]
+
+
+def bucketed_features(image: np.ndarray, pp_config: preprocess.MultiScaleConfig,
+                      max_tokens: int, name: str) -> dict[str, np.ndarray]:
+  """The model input of one decoded image, padded to its sequence-length bucket.
+
+  Raises:
+    image_io.ImageError: the image makes more than `max_tokens` tokens (named `name`).
+  """
+  height, width = image.shape[:2]
+  tokens = pp_config.seq_len(height, width)
+  if tokens > max_tokens:
+    raise image_io.ImageError(
+        f"{name}: {width}x{height} makes {tokens} tokens, more than --max-tokens {max_tokens}; "
+        "raise it if you have the memory, or downscale the image")
+  features = preprocess.multiscale_patches(tf.constant(image), pp_config)
+  features = preprocess.pad_to_length(features, preprocess.bucket_length(tokens))
+  return {key: value.numpy() for key, value in features.items()}
+
+
+def check_compatible(model_config: musiq.ModelConfig, pp_config: preprocess.MultiScaleConfig):
+  """Fails early, with the fix, where the preprocessing would index past the model's tables."""
+  if pp_config.patch_size != model_config.patch_size:
+    raise ValueError(f"patches of {pp_config.patch_size} px, but the model takes "
+                     f"{model_config.patch_size} px patches")
+  if pp_config.grid_size != model_config.grid_size:
+    raise ValueError(f"HSE grid {pp_config.grid_size}, but the model's grid is "
+                     f"{model_config.grid_size}")
+  if model_config.use_scale_embedding and pp_config.num_scales != model_config.num_scales:
+    raise ValueError(f"{len(pp_config.longer_side_lengths)} resized scales + native make "
+                     f"{pp_config.num_scales} scales, but the model has {model_config.num_scales} "
+                     f"scale embeddings")
+
+
+def _batch_bucket(size: int) -> int:
+  """Batch sizes compile as powers of two, so a partial last batch adds few compilations."""
+  return 1 << (size - 1).bit_length()
+
+
+def _pad_batch(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
+  """Adds all-masked examples up to `size`."""
+  extra = size - batch["patches"].shape[0]
+  return {key: np.concatenate([value, np.zeros((extra,) + value.shape[1:], value.dtype)])
+          for key, value in batch.items()}
+
+
+def score_files(predictor: Predictor, paths: list[str], batch_size: int,
+                workers: int = 2) -> Iterator[tuple[str, dict]]:
+  """Yields (path, result) in input order; result has `error` for images that failed.
+
+  Images are batched per sequence-length bucket; a bucket's batch runs when full, and all partial
+  batches run at the end. Preprocessing runs `workers` images ahead in threads.
+  """
+  pending = collections.defaultdict(list)  # bucket length -> [(index, features)]
+  done: dict[int, dict] = {}
+  next_out = 0
+
+  def run(bucket):
+    indices, features = zip(*pending.pop(bucket))
+    done.update(zip(indices, predictor.predict(list(features))))
+
+  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    for index, prepared in enumerate(_ordered_map(pool, predictor.prepare, paths, workers * 2)):
+      if prepared.error:
+        done[index] = {"error": prepared.error}
+      else:
+        bucket = prepared.features["patches"].shape[0]
+        pending[bucket].append((index, prepared.features))
+        if len(pending[bucket]) >= batch_size:
+          run(bucket)
+      while next_out in done:
+        yield paths[next_out], done.pop(next_out)
+        next_out += 1
+  while pending:
+    run(min(pending, key=lambda b: pending[b][0][0]))  # the batch holding the oldest image first
+    while next_out in done:
+      yield paths[next_out], done.pop(next_out)
+      next_out += 1
+
+
+def _ordered_map(pool, fn, items, lookahead):
+  """pool.map with at most `lookahead` items in flight (bounded memory for huge folders)."""
+  futures = collections.deque()
+  for item in items:
+    futures.append(pool.submit(fn, item))
+    if len(futures) > lookahead:
+      yield futures.popleft().result()
+  while futures:
+    yield futures.popleft().result()

@@ -1,0 +1,2 @@
+"""Training: the loop (`trainer`), its data (`data`), optimizers and schedules (`optim`) and
+losses (`losses`)."""

@@ -1,0 +1,201 @@
+"""Training: `train_and_evaluate(config, workdir)`, what `mst-train` runs on every host.
+
+In order: the mesh -> the data -> the model, optimizer and state (fresh, from a pre-trained file,
+or resumed from the workdir) -> the jitted train step -> the loop with summaries, evaluations,
+checkpoints and the NaN guard -> a final test evaluation. Everything random derives from
+`config.seed`; the data stream and the step RNG are functions of the step, so a run resumed from a
+checkpoint ends with exactly the parameters of an uninterrupted one.
+"""
+
+import functools
+import json
+import math
+import os
+from typing import Any
+
+from absl import logging
+from clu import metric_writers
+from clu import metrics as clu_metrics
+from clu import parameter_overview
+from clu import periodic_actions
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import tensorflow as tf
+
+from mst.config import resolve
+from mst.training import losses
+from mst.training import optim
+from mst import sharding
+from mst.checkpoints import loader
+from mst.checkpoints import workdirs
+from mst.training import data as training_data
+from mst.models import musiq
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+@flax.struct.dataclass
+class TrainMetrics(clu_metrics.Collection):
+  loss: clu_metrics.Average.from_output("loss")
+  grad_norm: clu_metrics.Average.from_output("grad_norm")
+  learning_rate: clu_metrics.LastValue.from_output("learning_rate")
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss became NaN or infinite; the message names the step and the last good checkpoint."""
+
+
+def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model: musiq.Musiq,
+               tx: optax.GradientTransformation, loss_fn, schedule) -> tuple[TrainState, Any]:
+  """One optimizer update; pure, so it can be jitted with the state donated."""
+  rng = jax.random.fold_in(rng, state.step)
+
+  def objective(params):
+    logits = model.apply({"params": params}, batch, train=True, rngs={"dropout": rng})
+    return loss_fn(logits, batch)
+
+  loss, grads = jax.value_and_grad(objective)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = TrainMetrics.single_from_model_output(
+      loss=loss, grad_norm=optax.tree.norm(grads), learning_rate=schedule(state.step))
+  return TrainState(state.step + 1, params, opt_state), metrics
+
+
+def _initial_params(config, model_cfg, rng, train_builder) -> dict:
+  """Fresh parameters, overwritten by a pre-trained file's where the shapes agree."""
+  params = jax.device_get(musiq.init_params(model_cfg, rng))
+  if config.init.checkpoint:
+    params = loader.merge_pretrained(params, config.init.checkpoint)
+  if config.init.head_bias_from_train_mean:
+    bias = training_data.head_bias(train_builder, config, model_cfg.head)
+    if bias is not None:
+      params["head"]["bias"] = np.broadcast_to(bias, params["head"]["bias"].shape).copy()
+  return params
+
+
+def _check_finite(losses_by_step: list[tuple[int, Any]], last_saved: int | None, workdir: str):
+  """Raises with the first step whose loss is not finite."""
+  for step, loss in losses_by_step:
+    value = float(loss)
+    if not math.isfinite(value):
+      where = (f"the last good checkpoint is step {last_saved} in {workdir}/checkpoints"
+               if last_saved is not None else "no checkpoint was saved yet")
+      raise NonFiniteLossError(
+          f"training loss is {value} at step {step}; stopping. {where}. Lower "
+          "optim.learning_rate, set optim.grad_clip_norm, or check the labels.")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Trains (or resumes training) in `workdir`; returns the final test metrics."""
+  workdir = workdirs.absolute(workdir)
+  resolve.validate(config)
+  mesh = sharding.make_mesh()
+  is_chief = jax.process_index() == 0
+  writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
+  if is_chief:
+    workdirs.write_config(workdir, config)
+
+  data = training_data.TrainingData(config, mesh)
+  total_steps = data.total_steps
+  model_cfg = resolve.model_config(config)
+  model = musiq.Musiq(model_cfg)
+  schedule = optim.make_schedule(config.optim, total_steps)
+  tx = optim.make_optimizer(config.optim, total_steps)
+  rng = jax.random.key(config.seed)
+  init_rng, step_rng = jax.random.split(rng)
+
+  manager = workdirs.TrainCheckpoints(workdir, config.train.keep_checkpoints)
+
+  def make_state(params):
+    return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
+
+  abstract = jax.eval_shape(make_state, jax.eval_shape(
+      functools.partial(musiq.init_params, model_cfg), init_rng))
+  state_sharding = TrainState(sharding.replicated(mesh),
+                              sharding.param_shardings(abstract.params, mesh),
+                              sharding.param_shardings(abstract.opt_state, mesh))
+  state = manager.restore_latest(abstract, state_sharding)
+  if state is None:
+    params = _initial_params(config, model_cfg, init_rng, data.builder)
+    state = jax.jit(make_state, out_shardings=state_sharding)(params)
+  start_step = int(state.step)
+  if start_step == 0:
+    parameter_overview.log_parameter_overview(state.params)
+  else:
+    logging.info("Resuming from step %d in %s", start_step, workdir)
+
+  step_fn = jax.jit(
+      functools.partial(train_step, model=model, tx=tx, schedule=schedule,
+                        loss_fn=losses.for_config(config, model_cfg.head)),
+      in_shardings=(state_sharding, sharding.data_sharding(mesh), sharding.replicated(mesh)),
+      out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=0)
+  evaluator = data.evaluator(config.dataset.eval_split, model)
+  report = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
+  try:
+    state = _train_loop(config, state, start_step, total_steps, step_fn, step_rng, data,
+                        evaluator, manager, writer, report)
+  finally:
+    manager.wait()  # never leave a half-written checkpoint, even when stopping on an error
+  final = _final_evaluation(config, data, model, manager, state, writer, total_steps)
+  writer.flush()
+  return final
+
+
+def _train_loop(config, state, start_step, total_steps, step_fn, step_rng, data, evaluator,
+                manager, writer, report) -> TrainState:
+  """Steps start_step + 1 .. total_steps with logging, evaluation and checkpoints."""
+  workdir = manager.workdir
+  train_metrics, recent_losses = None, []
+  batches = data.train_batches(start_step)
+  for step in range(start_step + 1, total_steps + 1):
+    with jax.profiler.StepTraceAnnotation("train", step_num=step):
+      state, metrics = step_fn(state, next(batches), step_rng)
+    train_metrics = metrics if train_metrics is None else train_metrics.merge(metrics)
+    recent_losses.append((step, metrics.loss.total))
+    report(step)
+    checkpoint_now = step % config.train.checkpoint_every_steps == 0 or step == total_steps
+    if step % config.train.log_every_steps == 0 or checkpoint_now:
+      _check_finite(recent_losses, manager.latest_step(), workdir)
+      writer.write_scalars(step, {f"train/{k}": v for k, v in train_metrics.compute().items()})
+      train_metrics, recent_losses = None, []
+    if evaluator and (step % config.train.eval_every_steps == 0 or step == total_steps):
+      with report.timed("eval"):
+        results = evaluator(state.params)
+      writer.write_scalars(step, {f"{config.dataset.eval_split}/{k}": v
+                                  for k, v in results.items()})
+      manager.maybe_save_best(step, state.params, results)
+    if checkpoint_now:
+      manager.save(step, state)
+  return state
+
+
+def _final_evaluation(config, data, model, manager, state, writer, step) -> dict[str, float]:
+  """Test metrics of the best checkpoint (or the last parameters), printed and saved as JSON."""
+  split = config.dataset.test_split
+  evaluator = data.evaluator(split, model)
+  if evaluator is None:
+    return {}
+  params = manager.restore_best(state.params) or state.params
+  results = evaluator(params)
+  writer.write_scalars(step, {f"{split}/{k}": v for k, v in results.items()})
+  if jax.process_index() == 0:
+    with tf.io.gfile.GFile(os.path.join(manager.workdir, f"{split}_metrics.json"), "w") as f:
+      json.dump(results, f, indent=2)
+    print(format_metrics_table(split, results), flush=True)
+  return results
+
+
+def format_metrics_table(split: str, results: dict[str, float]) -> str:
+  lines = [f"| {split} metric | value |", "|---|---:|"]
+  lines += [f"| {name} | {value:.4f} |" for name, value in results.items()]
+  return "\n".join(lines)
