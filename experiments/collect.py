@@ -14,6 +14,7 @@ import statistics
 from typing import Any, Sequence
 
 from experiments.sweeps.base import Run
+from mst.evaluation import report as eval_report
 
 CONFIG_FILE = "config.json"
 METRICS_SUFFIX = "_metrics.json"
@@ -126,7 +127,7 @@ def markdown_table(finished: Sequence[Finished], setting_header: str = "Run",
     header += [title if splits == ["test"] else f"{split} {title}" for _, title in COLUMNS]
   if with_paper:
     header += [f"paper {title}" for _, title in COLUMNS]
-  lines = ["| " + " | ".join(header) + " |", "|---|---:|" + "---:|" * (len(header) - 2)]
+  rows = []
   for name in order:
     run = by_name.get(name)
     cells = [run.label if run else name, str(len(groups[name]))]
@@ -137,8 +138,8 @@ def markdown_table(finished: Sequence[Finished], setting_header: str = "Run",
         cells.append(mean_std(values) if values else "–")
     if with_paper:
       cells += [f"{value:.3f}" for value in run.paper] if run and run.paper else ["–", "–"]
-    lines.append("| " + " | ".join(cells) + " |")
-  return "\n".join(lines)
+    rows.append(cells)
+  return eval_report.markdown_table(header, rows)
 
 
 def report(root: str, setting_header: str = "Run", runs: Sequence[Run] = ()) -> str:

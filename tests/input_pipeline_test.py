@@ -9,6 +9,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from mst.data import augmentation
 from mst.data import pipeline as ip
 from mst.data import preprocess
 
@@ -95,7 +96,7 @@ def test_same_seed_same_batches_other_seed_other_order(builder):
 @pytest.mark.parametrize("start_step", [1, 3, 7])
 def test_resume_continues_exactly_where_the_stream_was(builder, start_step):
   # Batches of 4 over 11 examples: step 3 starts inside epoch 1, step 7 inside epoch 2.
-  augment = ip.Augment(flip_prob=0.5, crop=True)
+  augment = augmentation.Augment(flip_prob=0.5, crop=True)
   full = _batches(_train(builder, augment=augment), start_step + 2)
   resumed = _batches(_train(builder, augment=augment, start_step=start_step), 2)
   for a, b in zip(full[start_step:], resumed):
@@ -108,7 +109,7 @@ def test_flip_mirrors_the_native_patches(builder, flip_prob):
   pp = preprocess.MultiScaleConfig(patch_size=32, grid_size=4, longer_side_lengths=(),
                                    max_seq_len_from_original_res=16)
   (batch,) = _batches(_train(builder, batch_size=1, pp_config=pp,
-                             augment=ip.Augment(flip_prob=flip_prob)), 1)
+                             augment=augmentation.Augment(flip_prob=flip_prob)), 1)
   index = int(batch["mos"][0])
   image = tf.io.decode_image(_examples()[index]["image"], channels=3)
   if flip_prob:
@@ -120,7 +121,7 @@ def test_flip_mirrors_the_native_patches(builder, flip_prob):
 def test_random_crop_keeps_pixels_unresized(builder):
   pp = preprocess.MultiScaleConfig(patch_size=32, grid_size=4, longer_side_lengths=(),
                                    max_seq_len_from_original_res=16)
-  augment = ip.Augment(flip_prob=0.0, crop=True, crop_area=(0.2, 0.5))
+  augment = augmentation.Augment(flip_prob=0.0, crop=True, crop_area=(0.2, 0.5))
   for batch in _batches(_train(builder, batch_size=1, pp_config=pp, augment=augment), 6):
     h, w = SIZES[int(batch["mos"][0])]
     full_tokens = -(-h // 32) * -(-w // 32)
@@ -187,7 +188,7 @@ def test_training_refuses_unbounded_native_length(builder):
 
 # RandAugment and mixup (ImageNet pre-training).
 
-PRETRAIN = ip.Augment(flip_prob=0.5, crop=True, randaugment_layers=2, randaugment_magnitude=15,
+PRETRAIN = augmentation.Augment(flip_prob=0.5, crop=True, randaugment_layers=2, randaugment_magnitude=15,
                       mixup_alpha=0.2)
 
 
@@ -204,22 +205,22 @@ def _token_batch(batch_size=4, tokens=6, seed=0):
 
 
 def test_mixup_lambda_is_a_seeded_beta_draw():
-  draws = np.array([ip.mixup_lambda(0.2, tf.constant([1, i], tf.int64)).numpy()
+  draws = np.array([augmentation.mixup_lambda(0.2, tf.constant([1, i], tf.int64)).numpy()
                     for i in range(200)])
   assert ((draws >= 0) & (draws <= 1)).all() and len(set(draws.tolist())) > 150
   assert np.mean((draws < 0.1) | (draws > 0.9)) > 0.4  # Beta(0.2, 0.2) piles up at the ends
-  assert ip.mixup_lambda(0.2, tf.constant([1, 7], tf.int64)).numpy() == draws[7]
-  wide = [ip.mixup_lambda(200.0, tf.constant([1, i])).numpy() for i in range(20)]
+  assert augmentation.mixup_lambda(0.2, tf.constant([1, 7], tf.int64)).numpy() == draws[7]
+  wide = [augmentation.mixup_lambda(200.0, tf.constant([1, i])).numpy() for i in range(20)]
   assert np.allclose(wide, 0.5, atol=0.15)
   with pytest.raises(ValueError, match="alpha > 0"):
-    ip.mixup_lambda(0.0, tf.constant([1, 2]))
+    augmentation.mixup_lambda(0.0, tf.constant([1, 2]))
 
 
 def test_mixup_mixes_each_example_with_the_previous_one():
   batch = _token_batch()
   seed = tf.constant([3, 4], tf.int64)
-  mixed = {k: v.numpy() for k, v in ip.mixup_batch(batch, 0.2, seed, num_classes=5).items()}
-  lam = float(ip.mixup_lambda(0.2, seed))
+  mixed = {k: v.numpy() for k, v in augmentation.mixup_batch(batch, 0.2, seed, num_classes=5).items()}
+  lam = float(augmentation.mixup_lambda(0.2, seed))
   a = {k: v.numpy() for k, v in batch.items()}
   b = {k: np.roll(v, 1, axis=0) for k, v in a.items()}
   assert 0.0 <= lam <= 1.0 and "label" not in mixed
@@ -238,7 +239,7 @@ def test_mixup_mixes_each_example_with_the_previous_one():
 def test_mixup_of_a_batch_with_itself_changes_nothing_but_the_label_form():
   one = {k: v[:1] for k, v in _token_batch().items()}  # rolled by one, a batch of 1 is itself
   for i in range(5):
-    mixed = ip.mixup_batch(one, 0.2, tf.constant([0, i]), num_classes=5)
+    mixed = augmentation.mixup_batch(one, 0.2, tf.constant([0, i]), num_classes=5)
     for key in ("patches", "spatial_idx", "scale_idx", "mask", "mos"):
       np.testing.assert_array_equal(mixed[key].numpy(), one[key].numpy())
     np.testing.assert_array_equal(mixed["dist"].numpy(), np.eye(5)[one["label"].numpy()])
@@ -246,19 +247,19 @@ def test_mixup_of_a_batch_with_itself_changes_nothing_but_the_label_form():
 
 def test_mixup_of_class_labels_needs_num_classes():
   with pytest.raises(ValueError, match="num_classes"):
-    ip.mixup_batch(_token_batch(), 0.2, tf.constant([0, 0]))
+    augmentation.mixup_batch(_token_batch(), 0.2, tf.constant([0, 0]))
 
 
 def test_augment_validates_the_new_fields():
   for bad in (dict(randaugment_layers=-1), dict(randaugment_layers=1.5),
               dict(randaugment_magnitude=31), dict(mixup_alpha=-0.1)):
     with pytest.raises(ValueError, match=next(iter(bad))):
-      ip.Augment(**bad)
+      augmentation.Augment(**bad)
 
 
 def test_randaugment_leaves_order_crops_and_flips_as_they_were(builder):
-  plain = ip.Augment(flip_prob=0.5, crop=True)
-  strong = ip.Augment(flip_prob=0.5, crop=True, randaugment_layers=2, randaugment_magnitude=15)
+  plain = augmentation.Augment(flip_prob=0.5, crop=True)
+  strong = augmentation.Augment(flip_prob=0.5, crop=True, randaugment_layers=2, randaugment_magnitude=15)
   before, after = _batches(_train(builder, augment=plain), 3), _batches(_train(builder,
                                                                                 augment=strong), 3)
   for a, b in zip(before, after):
@@ -268,8 +269,8 @@ def test_randaugment_leaves_order_crops_and_flips_as_they_were(builder):
 
 
 def test_mixup_in_the_stream_mixes_labels_within_the_batch(builder):
-  plain = _batches(_train(builder, augment=ip.Augment(flip_prob=0.0)), 3)
-  mixed = _batches(_train(builder, augment=ip.Augment(flip_prob=0.0, mixup_alpha=0.2)), 3)
+  plain = _batches(_train(builder, augment=augmentation.Augment(flip_prob=0.0)), 3)
+  mixed = _batches(_train(builder, augment=augmentation.Augment(flip_prob=0.0, mixup_alpha=0.2)), 3)
   for a, b in zip(plain, mixed):
     lo = np.minimum(a["mos"], np.roll(a["mos"], 1))
     hi = np.maximum(a["mos"], np.roll(a["mos"], 1))
@@ -299,7 +300,7 @@ def test_resume_with_randaugment_and_mixup_is_exact(builder):
 
 
 def test_sharded_stream_mixes_within_each_shard(builder):
-  kwargs = dict(pp_config=PP, augment=ip.Augment(flip_prob=0.0, mixup_alpha=0.2))
+  kwargs = dict(pp_config=PP, augment=augmentation.Augment(flip_prob=0.0, mixup_alpha=0.2))
   (both,) = _batches(ip.sharded_train_dataset(builder, "train", shards=[0, 1], num_shards=2,
                                               batch_size_per_shard=2, **kwargs), 1)
   for shard in range(2):
@@ -329,7 +330,7 @@ class LabelledTestImages(tfds.core.GeneratorBasedBuilder):
 def test_mixup_turns_class_labels_into_mixed_one_hot_dist(tmp_path):
   labelled = LabelledTestImages(data_dir=str(tmp_path))
   labelled.download_and_prepare()
-  augment = ip.Augment(flip_prob=0.0, mixup_alpha=0.2)
+  augment = augmentation.Augment(flip_prob=0.0, mixup_alpha=0.2)
   train = lambda **kw: ip.train_dataset(labelled, "train", batch_size=3, pp_config=PP,
                                         augment=augment, **kw)
   for batch in _batches(train(num_classes=3), 2):

@@ -44,7 +44,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.preprocess.longer_side_lengths = (224, 384)  # resized copies; () for the native image only
   config.preprocess.max_seq_len = 512  # l: native-image tokens at training time (eval keeps all)
 
-  # Training-time augmentation (mst.pipeline.Augment). Fine-tuning uses the flip alone.
+  # Training-time augmentation (mst.data.augmentation.Augment). Fine-tuning uses the flip alone.
   config.augment = ml_collections.ConfigDict()
   config.augment.flip_prob = 0.5
   config.augment.crop = False  # random crop without resizing (ImageNet pre-training)

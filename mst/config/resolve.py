@@ -9,7 +9,7 @@ import dataclasses
 
 import ml_collections
 
-from mst.data import pipeline
+from mst.data import augmentation
 from mst.training import losses
 from mst.training import optim
 from mst.data import preprocess
@@ -54,10 +54,10 @@ def preprocess_config(config: ml_collections.ConfigDict, train: bool
       max_seq_len_from_original_res=native if train or native == 0 else -1)
 
 
-def augment_config(config: ml_collections.ConfigDict) -> pipeline.Augment:
+def augment_config(config: ml_collections.ConfigDict) -> augmentation.Augment:
   """Training-time augmentation of `config.augment` (Augment checks the ranges)."""
   augment = config.augment
-  return pipeline.Augment(
+  return augmentation.Augment(
       flip_prob=augment.flip_prob, crop=augment.crop, crop_area=tuple(augment.crop_area),
       crop_aspect=tuple(augment.crop_aspect), randaugment_layers=augment.randaugment_layers,
       randaugment_magnitude=augment.randaugment_magnitude, mixup_alpha=augment.mixup_alpha)

@@ -27,6 +27,7 @@ import optax
 import tensorflow as tf
 
 from mst.config import resolve
+from mst.evaluation import report
 from mst.training import losses
 from mst.training import optim
 from mst import sharding
@@ -191,11 +192,5 @@ def _final_evaluation(config, data, model, manager, state, writer, step) -> dict
   if jax.process_index() == 0:
     with tf.io.gfile.GFile(os.path.join(manager.workdir, f"{split}_metrics.json"), "w") as f:
       json.dump(results, f, indent=2)
-    print(format_metrics_table(split, results), flush=True)
+    print(report.metrics_table(split, results), flush=True)
   return results
-
-
-def format_metrics_table(split: str, results: dict[str, float]) -> str:
-  lines = [f"| {split} metric | value |", "|---|---:|"]
-  lines += [f"| {name} | {value:.4f} |" for name, value in results.items()]
-  return "\n".join(lines)

@@ -46,7 +46,6 @@ BLOCK = 32
 FLAT_DETAIL = 2.0
 MAX_FLAT = 0.25
 CROP_TRIES = 50
-RESTYLE_TRAIN = False
 
 
 def mos_for(level: int) -> float:
@@ -131,22 +130,9 @@ def detailed_crop(photo: Image.Image, rng, size: int = CROP_SIZE) -> Image.Image
   return best
 
 
-def restyle(image: Image.Image, rng) -> Image.Image:
-  """Random exposure, gamma and colour balance: the same content, lit and tinted otherwise (a
-  greyscale photo becomes a tinted colour one). Training crops only, so brightness and colour
-  cannot stand in for quality."""
-  pixels = np.asarray(image, np.float32) / 255.0
-  gain = rng.uniform(0.55, 1.1)
-  gamma = rng.uniform(0.8, 1.25)
-  balance = rng.uniform(0.75, 1.25, size=3)
-  pixels = np.clip(pixels ** gamma * gain * balance, 0.0, 1.0)
-  return Image.fromarray(np.round(pixels * 255.0).astype(np.uint8))
-
-
 def write_demo_set(directory: str, crops_per_photo: int = CROPS_PER_PHOTO,
                    train_crops_per_photo: int = TRAIN_CROPS_PER_PHOTO,
-                   crop_size: int = CROP_SIZE, seed: int = 0,
-                   restyle_train: bool = RESTYLE_TRAIN) -> str:
+                   crop_size: int = CROP_SIZE, seed: int = 0) -> str:
   """Writes the demo images and `labels.csv` under `directory`; returns the CSV's path.
 
   Each crop gives 5 images: pristine, and one per level 1-4, the 4 distortion kinds dealt to the
@@ -165,8 +151,6 @@ def write_demo_set(directory: str, crops_per_photo: int = CROPS_PER_PHOTO,
     stem = os.path.splitext(name)[0]
     for crop_index in range(train_crops_per_photo if split == "train" else crops_per_photo):
       crop = detailed_crop(photo, rng, crop_size)
-      if restyle_train and split == "train":
-        crop = restyle(crop, rng)
       order = rng.permutation(len(kinds))
       variants = [("pristine", 0, crop)]
       for level, kind_index in zip(LEVELS, order):
