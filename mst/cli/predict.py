@@ -86,12 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   except (loader.CheckpointError, ValueError) as e:
     print(f"mst-predict: {e}", file=sys.stderr)
     return 2
-  paths, empty_folders = [], []
-  for path in args.paths:
-    found = image_io.find_images(path)
-    paths.extend(found)
-    if not found:
-      empty_folders.append(path)
+  paths, empty_folders = image_io.find_all(args.paths)
   for folder in empty_folders:
     print(json.dumps({"image": folder, "error": f"{folder}: no image files in this folder"}),
           flush=True)

@@ -83,13 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"mst-visualize: {e}", file=sys.stderr)
     return 2
   _draw_hse(visualizer, args.output_dir, log)
-  paths, failed = [], False
-  for path in args.paths:
-    found = image_io.find_images(path)
-    if not found:
-      print(f"mst-visualize: {path}: no image files in this folder", file=sys.stderr)
-      failed = True
-    paths.extend(found)
+  paths, empty_folders = image_io.find_all(args.paths)
+  for folder in empty_folders:
+    print(f"mst-visualize: {folder}: no image files in this folder", file=sys.stderr)
+  failed = bool(empty_folders)
   taken: set[str] = set()
   for index, path in enumerate(paths, 1):
     start = time.perf_counter()

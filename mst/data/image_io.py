@@ -58,3 +58,14 @@ def find_images(path: str) -> list[str]:
     found.extend(os.path.join(root, name) for name in sorted(files)
                  if name.lower().endswith(IMAGE_EXTENSIONS))
   return found
+
+
+def find_all(paths: list[str]) -> tuple[list[str], list[str]]:
+  """(the image files of every path, in the order given; the folders that hold none)."""
+  found, empty = [], []
+  for path in paths:
+    images = find_images(path)
+    found.extend(images)
+    if not images:
+      empty.append(path)
+  return found, empty
