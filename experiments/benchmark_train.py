@@ -7,7 +7,7 @@ pipeline's rate against what the train step consumes.
    D=384, 14 layers, scales 224, 384 + the native image cut to l=512: 705 tokens) on a batch of
    1024x768 images: seconds per step, images/s and GFLOP/s (XLA's count for the jitted step) for
    mst (JAX) and for a straightforward PyTorch implementation of the same network and step.
-2. Input pipeline (`mst.pipeline.train_dataset`: JPEG decode, flip, 3-scale preprocessing,
+2. Input pipeline (`mst.data.pipeline.train_dataset`: JPEG decode, flip, 3-scale preprocessing,
    batching) on 1024x768 JPEGs made from scikit-image's photographs: images/s with tf.data held to
    one core, and with all cores, beside the train step's images/s.
 Threads are pinned as in experiments/benchmark.py; compare ratios from the same run.
