@@ -1,4 +1,5 @@
-"""Scoring images with a loaded checkpoint: what `mst-predict`, `mst-eval` and `mst-visualize` share.
+"""Scoring images with a loaded checkpoint: what `mst-predict`, `mst-eval` and `mst-visualize`
+share.
 
 Owns the single-image model input (all native patches plus the checkpoint's resized scales,
 padded to a sequence-length bucket: a few buckets per octave, so a folder of many sizes compiles a

@@ -1,4 +1,5 @@
-"""A training workdir on disk: orbax checkpoints of the train state, the best parameters, the config.
+"""A training workdir on disk: orbax checkpoints of the train state, the best parameters and the
+config.
 
     <workdir>/config.json        the run's config (what `mst-predict --checkpoint <workdir>` reads)
     <workdir>/checkpoints/<step> the latest `keep` train states (params, optimizer state, step)

@@ -17,7 +17,8 @@ examples:
   mst-train --config configs/demo.py --workdir /tmp/mst_demo
   mst-train --config configs/koniq.py:runlocal --workdir /tmp/koniq_cpu
   mst-train --config configs/koniq.py --workdir runs/koniq \\
-      --config.dataset.manual_dir ~/downloads/koniq --config.init.checkpoint imagenet_pretrain.npz"""
+      --config.dataset.manual_dir ~/downloads/koniq \\
+      --config.init.checkpoint imagenet_pretrain.npz"""
 
 
 def parse_args(argv: Sequence[str] | None):

@@ -1,4 +1,5 @@
-"""`mst-visualize`: where a MUSIQ model looks in each scale, and what its spatial embedding learned."""
+"""`mst-visualize`: where a MUSIQ model looks in each scale, and what its spatial embedding
+learned."""
 
 from __future__ import annotations
 

@@ -1,2 +1,3 @@
 """Configs: every key and its default (`defaults`), config files loaded by path with
-`--config.KEY=VALUE` overrides (`overrides`), and the typed configs and checks of a run (`resolve`)."""
+`--config.KEY=VALUE` overrides (`overrides`), and the typed configs and checks of a run
+(`resolve`)."""

@@ -67,7 +67,8 @@ def normalize(image: tf.Tensor) -> tf.Tensor:
   return tf.cast(image, tf.float32) / 255.0 * 2.0 - 1.0
 
 
-def resized_size(height: tf.Tensor, width: tf.Tensor, longer_side: int) -> tuple[tf.Tensor, tf.Tensor]:
+def resized_size(height: tf.Tensor, width: tf.Tensor, longer_side: int
+                 ) -> tuple[tf.Tensor, tf.Tensor]:
   """The (rh, rw) of an aspect-ratio-preserving resize to `longer_side`, rounded half to even.
 
   A side that rounds to 0 (aspect ratios beyond 2 * longer_side : 1) is kept at 1 pixel; the
@@ -161,7 +162,8 @@ def multiscale_patches(image: tf.Tensor, config: MultiScaleConfig) -> Features:
     native = _tokens_of(image, len(config.longer_side_lengths), config)
     parts.append(native if native_len < 0 else _pad_or_cut(native, native_len))
   if not parts:
-    raise ValueError(f"{config} makes no tokens: give a longer side length or keep the native image")
+    raise ValueError(f"{config} makes no tokens: give a longer side length or keep the native "
+                     "image")
   return {key: tf.concat([part[key] for part in parts], axis=0) for key in parts[0]}
 
 

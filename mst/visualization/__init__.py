@@ -1,1 +1,2 @@
-"""Pictures of what a model learned: the attention rollout (`rollout`) and the figures (`figures`)."""
+"""Pictures of what a model learned: the attention rollout (`rollout`) and the figures
+(`figures`)."""

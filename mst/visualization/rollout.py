@@ -3,8 +3,9 @@
 Attention rollout (Abnar & Zuidema 2020; the MUSIQ patent's figure 8): per layer, the head-averaged
 attention A plus the residual, A' = 0.5 A + 0.5 I with rows renormalised, multiplied through the
 layers, A'_L ... A'_1. The CLS token's row says how much each patch token feeds the score; it is
-split by scale and drawn over the image at that scale (`figures`). The attention weights come from the encoder's `attention_weights` intermediates (sown only when the
-`intermediates` collection is mutable, so scoring never materialises them).
+split by scale and drawn over the image at that scale (`figures`). The attention weights come
+from the encoder's `attention_weights` intermediates (sown only when the `intermediates`
+collection is mutable, so scoring never materialises them).
 """
 
 import dataclasses

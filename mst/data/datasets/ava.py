@@ -33,8 +33,9 @@ class Ava(common.ImageQualityBuilder):
   DESCRIPTION = f"""\
 AVA (Murray et al. 2012): aesthetic ratings of ~255k photos, each voted on by ~200 people on a
 1-10 scale. From `{LABELS_TXT}` (15 space-separated columns: index, image id, vote counts for
-scores 1..10, two semantic tag ids, challenge id): `counts` are the votes, `dist` the same normalised to sum to 1,
-`mos` = sum(i * count_i) / sum(count_i) on the 1-10 scale, `num_votes` their sum. Splits: `test` =
+scores 1..10, two semantic tag ids, challenge id): `counts` are the votes, `dist` the same
+normalised to sum to 1, `mos` = sum(i * count_i) / sum(count_i) on the 1-10 scale, `num_votes`
+their sum. Splits: `test` =
 the ids in `{TEST_LIST}`; of the rest, `validation` is a seeded {VALIDATION_FRACTION:.0%} hold-out
 (numpy RandomState({SPLIT_SEED}) permutation of the sorted image names) and `train` the remainder.
 Missing and corrupt images (there are some, e.g. ids 440774, 179118, 371434, 277832, 230701,

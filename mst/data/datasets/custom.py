@@ -80,7 +80,8 @@ and undecodable images are skipped and listed in skipped_images.txt."""
 
   @classmethod
   def config_from_kwargs(cls, config=None, csv=None, image_dir=None, split_seed=0):
-    """The config for `mst.data.datasets.build`: `csv` (and `image_dir`, `split_seed`), or `config`."""
+    """The config for `mst.data.datasets.build`: `csv` (and `image_dir`, `split_seed`), or
+    `config`."""
     if csv is None:
       if image_dir is not None:
         raise ValueError("custom dataset: `image_dir` given without `csv`")

@@ -174,8 +174,9 @@ class Demo(common.ImageQualityBuilder):
   VERSION = tfds.core.Version("2.0.0")
   RELEASE_NOTES = {
       "1.0.0": "First release.",
-      "2.0.0": "128 px crops, at most a quarter flat, at 3 scales; 40 crops a photo, each pristine plus "
-               "one distortion per level; stronger level 1; all RGB; new train/validation photos.",
+      "2.0.0": "128 px crops, at most a quarter flat, at 3 scales; 40 crops a photo, each "
+               "pristine plus one distortion per level; stronger level 1; all RGB; new "
+               "train/validation photos.",
   }
   MANUAL_DOWNLOAD_INSTRUCTIONS = "Nothing to download: the demo set is generated locally."
   DESCRIPTION = f"""\
