@@ -11,9 +11,10 @@ from mst.checkpoints import architecture
 from mst.checkpoints import loader
 from mst.checkpoints import npz
 from mst.models import musiq
+from conftest import small_model_config
 
-SMALL = musiq.ModelConfig(patch_size=16, hidden_size=64, num_layers=2, num_heads=4, mlp_dim=128,
-                          grid_size=5)
+# Patch 16, width 64 and grid 5: the shapes and messages the tests below expect are this model's.
+SMALL = small_model_config(patch_size=16, hidden_size=64, mlp_dim=128, grid_size=5)
 PREFIX = npz.OFFICIAL_PREFIX
 
 

@@ -6,42 +6,27 @@ import os
 import subprocess
 import sys
 
-import jax
 import numpy as np
 import pytest
-from PIL import Image
 
-from mst.checkpoints import npz
 from mst.config import resolve
 from mst.cli import predict
 from mst.checkpoints import workdirs
-from mst.models import musiq
 from mst.config import overrides
+from conftest import scoring_params
+from conftest import small_model_config
+from conftest import write_csv_dataset
+from conftest import write_npz
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-  root = tmp_path_factory.mktemp("eval_data")
-  rng = np.random.default_rng(0)
-  rows = []
-  for i in range(10):
-    h, w = rng.integers(30, 140, 2)  # several sequence-length buckets
-    Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / f"{i}.png")
-    rows.append((f"{i}.png", float(rng.uniform(0, 100)), "train" if i < 4 else "test"))
-  with open(root / "labels.csv", "w", newline="") as f:
-    writer = csv.writer(f)
-    writer.writerow(["image", "mos", "split"])
-    writer.writerows(rows)
-  return root
-
-
-def _random_params(config, seed):
-  params = musiq.init_params(config, jax.random.key(seed))
-  params["head"]["kernel"] = jax.random.normal(jax.random.key(seed + 1),
-                                               params["head"]["kernel"].shape)
-  return params
+  """10 images, 4 train and 6 test; sides 30 to 140 px fill several sequence-length buckets."""
+  csv_path = write_csv_dataset(tmp_path_factory.mktemp("eval_data"), count=10,
+                               splits=("train",) * 4 + ("test",) * 6, sizes=(30, 140))
+  return csv_path.parent
 
 
 def _eval(dataset, tmp_path, *flags):
@@ -55,9 +40,7 @@ def _eval(dataset, tmp_path, *flags):
 
 
 def test_npz_evaluation_scores_every_test_image_once_like_mst_predict(dataset, tmp_path, capsys):
-  config = musiq.ModelConfig(hidden_size=32, num_layers=1, num_heads=4, mlp_dim=64)
-  npz_path = str(tmp_path / "model.npz")
-  npz.export_official_npz(_random_params(config, 0), npz_path)
+  npz_path = write_npz(tmp_path / "model.npz", small_model_config(num_layers=1), seed=0)
   out = tmp_path / "out"
   stdout = _eval(dataset, tmp_path, f"--checkpoint={npz_path}", "--split=test",
                  f"--output_dir={out}")
@@ -78,7 +61,7 @@ def _workdir(path, config, seed):
   os.makedirs(path)
   workdirs.write_config(str(path), config)
   manager = workdirs.TrainCheckpoints(str(path), 1)
-  manager.maybe_save_best(1, _random_params(resolve.model_config(config), seed),
+  manager.maybe_save_best(1, scoring_params(resolve.model_config(config), seed),
                           {"srcc": 0.0})
   manager.wait()
   manager.close()

@@ -1,37 +1,21 @@
 """Two processes on localhost with 2 CPU devices each train exactly like one process with 4."""
 
-import csv
 import glob
 import os
 import socket
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
 
 import mst.data.datasets
+from conftest import write_csv_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Each process runs mst-train's main with JAX's SIGTERM-trapping preemption service off.
 RUNNER = ("import jax; jax.config.update('jax_enable_preemption_service', False); "
           "import sys; from mst.cli import train; sys.exit(train.main())")
-
-
-def _dataset(root):
-  rng = np.random.default_rng(1)
-  rows = []
-  for i in range(20):
-    h, w = rng.integers(40, 90, 2)
-    Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / f"{i}.png")
-    rows.append((f"{i}.png", float(rng.uniform(0, 100)), "train" if i < 12 else "validation"))
-  with open(root / "labels.csv", "w", newline="") as f:
-    writer = csv.writer(f)
-    writer.writerow(["image", "mos", "split"])
-    writer.writerows(rows)
-  return str(root / "labels.csv")
 
 
 def _free_port():
@@ -68,9 +52,8 @@ def _losses(workdir):
 
 
 def test_two_processes_of_two_devices_match_one_process_of_four(tmp_path):
-  images = tmp_path / "images"
-  images.mkdir()
-  csv_path = _dataset(images)
+  csv_path = str(write_csv_dataset(tmp_path / "images", count=20, seed=1,
+                                   splits=("train",) * 12 + ("validation",) * 8, sizes=(40, 90)))
   data_dir = str(tmp_path / "tfds")
   mst.data.datasets.build("custom", data_dir, csv=csv_path)  # prepared once, before the runs
   flags = ["--config=configs/custom.py:runlocal", f"--config.dataset.csv={csv_path}",

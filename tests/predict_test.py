@@ -3,7 +3,6 @@
 import io
 import json
 
-import jax
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -16,23 +15,8 @@ from mst import inference
 from mst.cli import predict
 from mst.data import preprocess
 from mst.models import musiq
-
-SMALL = dict(patch_size=32, hidden_size=32, num_layers=2, num_heads=4, mlp_dim=64, grid_size=10,
-             num_scales=3)
-
-
-def _export(path, seed=0, **overrides):
-  config = musiq.ModelConfig(**{**SMALL, **overrides})
-  params = musiq.init_params(config, jax.random.key(seed))
-  head = params["head"]
-  head["kernel"] = jax.random.normal(jax.random.key(seed + 1), head["kernel"].shape)
-  npz.export_official_npz(params, path)
-  return str(path)
-
-
-@pytest.fixture(scope="module")
-def score_ckpt(tmp_path_factory):
-  return _export(tmp_path_factory.mktemp("ckpt") / "score.npz")
+from conftest import small_model_config
+from conftest import write_npz
 
 
 def _save(path, array, mode=None, **kwargs):
@@ -59,7 +43,7 @@ def _direct_score(ckpt, path, lengths=(224, 384)):
   return float(musiq.scores(logits, config.head)[0])
 
 
-def test_awkward_images_are_scored_and_bad_files_get_error_lines(tmp_path, capsys, score_ckpt):
+def test_awkward_images_are_scored_and_bad_files_get_error_lines(tmp_path, capsys, small_npz):
   rng = np.random.default_rng(0)
   rgb = lambda h, w: rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
   folder = tmp_path / "photos"
@@ -87,7 +71,7 @@ def test_awkward_images_are_scored_and_bad_files_get_error_lines(tmp_path, capsy
   (folder / "notes.txt").write_text("ignored: not an image extension")
   missing = str(tmp_path / "missing.jpg")
 
-  status, lines = _run(capsys, ["--checkpoint", score_ckpt, str(folder), missing])
+  status, lines = _run(capsys, ["--checkpoint", small_npz, str(folder), missing])
 
   assert status == 1
   by_image = {line["image"]: line for line in lines}
@@ -105,15 +89,15 @@ def test_awkward_images_are_scored_and_bad_files_get_error_lines(tmp_path, capsy
     assert by_image[str(path)]["error"].startswith(str(path))
 
 
-def test_scores_equal_the_model_on_the_unpadded_sequence(tmp_path, capsys, score_ckpt):
+def test_scores_equal_the_model_on_the_unpadded_sequence(tmp_path, capsys, small_npz):
   rng = np.random.default_rng(1)
   paths = [_save(tmp_path / f"{i}.png", rng.integers(0, 256, shape, dtype=np.uint8))
            for i, shape in enumerate([(100, 150, 3), (97, 160, 3), (300, 200, 3)])]
-  status, lines = _run(capsys, ["--checkpoint", score_ckpt, "--batch-size", "2"] + paths)
+  status, lines = _run(capsys, ["--checkpoint", small_npz, "--batch-size", "2"] + paths)
   assert status == 0
   assert [line["image"] for line in lines] == paths  # input order, whatever the batching
   for line in lines:
-    assert line["score"] == pytest.approx(_direct_score(score_ckpt, line["image"]), abs=1e-4)
+    assert line["score"] == pytest.approx(_direct_score(small_npz, line["image"]), abs=1e-4)
 
 
 def test_grey_and_rgba_decode_like_their_rgb_equivalents(tmp_path):
@@ -129,7 +113,7 @@ def test_grey_and_rgba_decode_like_their_rgb_equivalents(tmp_path):
 
 
 def test_distribution_head_adds_a_distribution(tmp_path, capsys):
-  ckpt = _export(tmp_path / "ava.npz", num_classes=10, head="distribution")
+  ckpt = write_npz(tmp_path / "ava.npz", small_model_config(num_classes=10, head="distribution"))
   image = _save(tmp_path / "a.jpg", np.full((64, 64, 3), 128, np.uint8))
   status, (line,) = _run(capsys, ["--checkpoint", ckpt, image])
   assert status == 0
@@ -140,7 +124,7 @@ def test_distribution_head_adds_a_distribution(tmp_path, capsys):
 
 
 def test_single_scale_checkpoint_uses_the_native_image_only(tmp_path, capsys):
-  ckpt = _export(tmp_path / "single.npz", num_scales=1)
+  ckpt = write_npz(tmp_path / "single.npz", small_model_config(num_scales=1))
   image = _save(tmp_path / "a.png", np.random.default_rng(4).integers(0, 256, (70, 90, 3),
                                                                      dtype=np.uint8))
   status, (line,) = _run(capsys, ["--checkpoint", ckpt, image])
@@ -148,8 +132,8 @@ def test_single_scale_checkpoint_uses_the_native_image_only(tmp_path, capsys):
   assert line["score"] == pytest.approx(_direct_score(ckpt, image, lengths=()), abs=1e-4)
 
 
-def test_many_sizes_compile_once_per_bucket(tmp_path, score_ckpt):
-  params, config = npz.load_official_npz(score_ckpt)
+def test_many_sizes_compile_once_per_bucket(tmp_path, small_npz):
+  params, config = npz.load_official_npz(small_npz)
   predictor = inference.Predictor(params, config, loader.preprocess_config_for(config))
   rng = np.random.default_rng(5)
   # Native patch counts 12..20 -> 205..213 tokens, all in the 224 bucket.
@@ -161,14 +145,14 @@ def test_many_sizes_compile_once_per_bucket(tmp_path, score_ckpt):
   assert predictor.compiled_shapes == {(1, 224)}
 
 
-def test_too_many_tokens_is_an_error_line_not_a_crash(tmp_path, capsys, score_ckpt):
+def test_too_many_tokens_is_an_error_line_not_a_crash(tmp_path, capsys, small_npz):
   image = _save(tmp_path / "big.png", np.zeros((640, 640, 3), np.uint8))  # 400 + 193 tokens
-  status, (line,) = _run(capsys, ["--checkpoint", score_ckpt, "--max-tokens", "500", image])
+  status, (line,) = _run(capsys, ["--checkpoint", small_npz, "--max-tokens", "500", image])
   assert status == 1
   assert "593 tokens" in line["error"] and "--max-tokens 500" in line["error"]
 
 
-def test_bad_checkpoint_and_empty_folder(tmp_path, capsys, score_ckpt):
+def test_bad_checkpoint_and_empty_folder(tmp_path, capsys, small_npz):
   broken = tmp_path / "broken.npz"
   broken.write_text("nope")
   image = _save(tmp_path / "a.png", np.zeros((8, 8, 3), np.uint8))
@@ -176,9 +160,9 @@ def test_bad_checkpoint_and_empty_folder(tmp_path, capsys, score_ckpt):
   assert str(broken) in capsys.readouterr().err
   empty = tmp_path / "empty"
   empty.mkdir()
-  status, lines = _run(capsys, ["--checkpoint", score_ckpt, str(empty)])
+  status, lines = _run(capsys, ["--checkpoint", small_npz, str(empty)])
   assert status == 1 and "no image files" in lines[0]["error"]
   with pytest.raises(SystemExit):
-    predict.main(["--checkpoint", score_ckpt, "--longer-side-lengths", "224,x", image])
-  assert predict.main(["--checkpoint", score_ckpt, "--longer-side-lengths", "224", image]) == 2
+    predict.main(["--checkpoint", small_npz, "--longer-side-lengths", "224,x", image])
+  assert predict.main(["--checkpoint", small_npz, "--longer-side-lengths", "224", image]) == 2
   assert "scale" in capsys.readouterr().err

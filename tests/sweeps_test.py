@@ -2,15 +2,12 @@
 exact and parse back to the same config, collect tabulates seeds as mean ± std, and a tiny sweep
 trains end to end on CPU and collects into a table."""
 
-import csv
 import json
 import os
 import re
 import shlex
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from experiments import collect
 from experiments import sweep
@@ -193,27 +190,10 @@ def test_collect_shows_every_split_it_finds(tmp_path):
       "| a | 1 | 0.500 | 0.600 | 0.400 | 0.300 |"]
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-  """16 small images, MOS rising with brightness, split 12 / 2 / 2."""
-  root = tmp_path_factory.mktemp("custom")
-  rng = np.random.default_rng(0)
-  rows = []
-  for i in range(16):
-    h, w = rng.integers(40, 90, 2)
-    pixels = np.clip(rng.normal(255 * i / 15, 30, (h, w, 3)), 0, 255).astype(np.uint8)
-    Image.fromarray(pixels).save(root / f"{i}.png")
-    rows.append((f"{i}.png", 100 * i / 15, ("train", "train", "train", "validation", "test",
-                                            "train", "train", "train")[i % 8]))
-  with open(root / "labels.csv", "w", newline="") as f:
-    csv.writer(f).writerows([("image", "mos", "split"), *rows])
-  return root
-
-
-def test_a_tiny_sweep_trains_end_to_end_and_collects(dataset, tmp_path, capsys):
+def test_a_tiny_sweep_trains_end_to_end_and_collects(csv_dataset, tmp_path, capsys):
   root = tmp_path / "sweep"
   args = ["run", "scale_embedding", "--config", "configs/custom.py", "--arg", "runlocal",
-          "--root", str(root), "--set", f"dataset.csv={dataset / 'labels.csv'}",
+          "--root", str(root), "--set", f"dataset.csv={csv_dataset}",
           "--set", f"dataset.data_dir={tmp_path / 'tfds'}", "--set", "train.num_steps=2",
           # The smallest model and no validation evals: compiling is most of a CPU run's time.
           "--set", "model.patch_encoder=linear", "--set", "model.num_layers=1",

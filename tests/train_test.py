@@ -1,7 +1,9 @@
 """mst-train end to end on a tiny custom dataset: outputs, exact reproducibility, exact resume after
-an interruption, the NaN guard, and scoring with the trained workdir."""
+an interruption, the NaN guard, and scoring with the trained workdir.
 
-import csv
+The data is conftest's `csv_dataset`: 24 small images, MOS (0-100) rising with brightness, split
+16 / 4 / 4."""
+
 import glob
 import json
 import os
@@ -11,7 +13,6 @@ import jax
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
 
 from mst.cli import predict
 from mst.training import trainer
@@ -20,29 +21,9 @@ from mst.training import data as training_data
 from mst.config import overrides
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-  """24 small images, MOS rising with brightness, split 16 / 4 / 4."""
-  root = tmp_path_factory.mktemp("custom")
-  rng = np.random.default_rng(0)
-  rows = []
-  for i in range(24):
-    h, w = rng.integers(40, 100, 2)
-    level = i / 23
-    pixels = np.clip(rng.normal(255 * level, 30, (h, w, 3)), 0, 255).astype(np.uint8)
-    Image.fromarray(pixels).save(root / f"{i}.png")
-    rows.append((f"{i}.png", 100 * level, "train" if i % 6 < 4 else
-                 ("validation" if i % 6 == 4 else "test")))
-  with open(root / "labels.csv", "w", newline="") as f:
-    writer = csv.writer(f)
-    writer.writerow(["image", "mos", "split"])
-    writer.writerows(rows)
-  return root
-
-
-def _config(dataset, tmp_path_factory, **changes):
+def _config(csv_dataset, tmp_path_factory, **changes):
   config = overrides.load_config("configs/custom.py", "runlocal")
-  config.dataset.csv = str(dataset / "labels.csv")
+  config.dataset.csv = str(csv_dataset)
   config.dataset.data_dir = str(tmp_path_factory.getbasetemp() / "tfds")
   config.train.num_steps = 4
   config.train.checkpoint_every_steps = 2
@@ -76,10 +57,10 @@ def _scalars(workdir, tag):
 
 
 @pytest.fixture(scope="module")
-def finished(dataset, tmp_path_factory):
+def finished(csv_dataset, tmp_path_factory):
   """One uninterrupted 4-step run, shared by the tests that compare against it."""
   workdir = tmp_path_factory.mktemp("run")
-  results = trainer.train_and_evaluate(_config(dataset, tmp_path_factory), str(workdir))
+  results = trainer.train_and_evaluate(_config(csv_dataset, tmp_path_factory), str(workdir))
   return workdir, results
 
 
@@ -95,19 +76,20 @@ def test_run_writes_checkpoints_summaries_config_and_test_metrics(finished, caps
   assert saved == pytest.approx(results) and {"srcc", "plcc", "krcc", "rmse"} <= set(saved)
 
 
-def test_predict_scores_with_a_workdir_on_the_mos_scale(finished, dataset, capsys):
+def test_predict_scores_with_a_workdir_on_the_mos_scale(finished, csv_dataset, capsys):
   workdir, _ = finished
-  status = predict.main(["--quiet", "--checkpoint", str(workdir), str(dataset / "0.png")])
+  image = str(csv_dataset.parent / "0.png")
+  status = predict.main(["--quiet", "--checkpoint", str(workdir), image])
   (line,) = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
   assert status == 0
   # Four steps from the mean-MOS head bias: near the training mean (~50 on 0-100), not ~0.5.
   assert 20 < line["score"] < 80
 
 
-def test_same_config_and_seed_give_bit_identical_params(finished, dataset, tmp_path_factory):
+def test_same_config_and_seed_give_bit_identical_params(finished, csv_dataset, tmp_path_factory):
   workdir, _ = finished
   again = tmp_path_factory.mktemp("again")
-  trainer.train_and_evaluate(_config(dataset, tmp_path_factory), str(again))
+  trainer.train_and_evaluate(_config(csv_dataset, tmp_path_factory), str(again))
   first, second = _latest_params(workdir), _latest_params(again)
   assert first[0] == second[0] == 4
   for name, value in first[1].items():
@@ -118,8 +100,8 @@ class _Interrupted(Exception):
   pass
 
 
-def test_interrupted_run_resumes_to_exactly_the_same_params(finished, dataset, tmp_path_factory,
-                                                            monkeypatch):
+def test_interrupted_run_resumes_to_exactly_the_same_params(finished, csv_dataset,
+                                                            tmp_path_factory, monkeypatch):
   workdir, _ = finished
   resumed = tmp_path_factory.mktemp("resumed")
   save = workdirs.TrainCheckpoints.save
@@ -132,10 +114,10 @@ def test_interrupted_run_resumes_to_exactly_the_same_params(finished, dataset, t
 
   monkeypatch.setattr(workdirs.TrainCheckpoints, "save", save_then_die)
   with pytest.raises(_Interrupted):
-    trainer.train_and_evaluate(_config(dataset, tmp_path_factory), str(resumed))
+    trainer.train_and_evaluate(_config(csv_dataset, tmp_path_factory), str(resumed))
   assert sorted(os.listdir(resumed / "checkpoints")) == ["2"]
   monkeypatch.setattr(workdirs.TrainCheckpoints, "save", save)
-  trainer.train_and_evaluate(_config(dataset, tmp_path_factory), str(resumed))
+  trainer.train_and_evaluate(_config(csv_dataset, tmp_path_factory), str(resumed))
   expected, got = _latest_params(workdir), _latest_params(resumed)
   assert got[0] == 4
   for name, value in expected[1].items():
@@ -146,9 +128,9 @@ def test_interrupted_run_resumes_to_exactly_the_same_params(finished, dataset, t
   assert losses[3] == reference[3] and losses[4] == reference[4]
 
 
-def test_non_finite_loss_stops_naming_the_step(dataset, tmp_path_factory):
+def test_non_finite_loss_stops_naming_the_step(csv_dataset, tmp_path_factory):
   workdir = tmp_path_factory.mktemp("nan")
-  config = _config(dataset, tmp_path_factory, optim__name="sgd", optim__learning_rate=1e30,
+  config = _config(csv_dataset, tmp_path_factory, optim__name="sgd", optim__learning_rate=1e30,
                    optim__warmup_steps=0, train__num_steps=6, dataset__eval_split="")
   with pytest.raises(trainer.NonFiniteLossError, match=r"at step \d+") as error:
     trainer.train_and_evaluate(config, str(workdir))

@@ -15,15 +15,17 @@ from mst.cli import visualize
 from mst.visualization import figures
 from mst.visualization import rollout
 from mst.models import musiq
+from conftest import SMALL_MODEL
+from conftest import scoring_params
 
-SMALL = musiq.ModelConfig(patch_size=32, hidden_size=32, num_layers=2, num_heads=4, mlp_dim=64,
-                          grid_size=10, num_scales=3)
+# The small model's patch and grid, with resized scales small enough for tiny images.
 PP = preprocess.MultiScaleConfig(patch_size=32, grid_size=10, longer_side_lengths=(64, 96))
 
 
 @pytest.fixture(scope="module")
 def params():
-  return jax.device_get(musiq.init_params(SMALL, jax.random.key(0)))
+  """The params of conftest's `small_npz`; their random head makes the logits non-zero."""
+  return jax.device_get(scoring_params(SMALL_MODEL, seed=0))
 
 
 def _image(height, width, seed=0):
@@ -48,15 +50,15 @@ def _random_attention(rng, mask, layers=3, heads=2):
 
 def test_sown_weights_are_the_ones_used_and_leave_the_output_unchanged(params):
   batch = _padded_batch(_image(50, 70), 64)  # 4 + 9 + 6 real tokens, 45 padded
-  model = musiq.Musiq(SMALL)
+  model = musiq.Musiq(SMALL_MODEL)
   plain = model.apply({"params": params}, batch)  # the chunked CPU path, no weights kept
   logits, state = model.apply({"params": params}, batch, mutable=["intermediates"])
   np.testing.assert_allclose(logits, plain, atol=1e-5)
-  weights = rollout.attention_weights(state["intermediates"], SMALL.num_layers)
-  assert len(weights) == SMALL.num_layers
+  weights = rollout.attention_weights(state["intermediates"], SMALL_MODEL.num_layers)
+  assert len(weights) == SMALL_MODEL.num_layers
   mask = np.concatenate([[True], batch["mask"][0]])  # CLS first
   for w in weights:
-    assert w.shape == (1, SMALL.num_heads, 65, 65)
+    assert w.shape == (1, SMALL_MODEL.num_heads, 65, 65)
     np.testing.assert_allclose(np.sum(w, axis=-1), 1.0, atol=1e-5)
     assert np.all(np.asarray(w)[..., ~mask] == 0)  # padded keys get exactly nothing
     assert np.all(np.asarray(w)[..., mask] > 0)
@@ -85,7 +87,7 @@ def test_uniform_attention_rolls_out_uniformly_over_real_tokens(params):
   flat = npz.params_to_flat(params)
   flat = {name: (np.zeros_like(value) if "/query/" in name or "/key/" in name else value)
           for name, value in flat.items()}
-  vis = rollout.Visualizer(npz.flat_to_params(flat), SMALL, PP)
+  vis = rollout.Visualizer(npz.flat_to_params(flat), SMALL_MODEL, PP)
   batch = _padded_batch(_image(70, 100), 64)  # 4 + 9 + 12 = 25 real tokens, 39 padded
   _, row = vis.rollout({key: value[0] for key, value in batch.items()})
   real = batch["mask"][0]
@@ -137,9 +139,7 @@ def _png(path):
   return np.asarray(Image.open(path).convert("RGB"))
 
 
-def test_cli_writes_readable_pngs_and_reports_bad_images(tmp_path, capsys, params):
-  ckpt = tmp_path / "small.npz"
-  npz.export_official_npz(params, ckpt)
+def test_cli_writes_readable_pngs_and_reports_bad_images(tmp_path, capsys, small_npz):
   (tmp_path / "other").mkdir()
   good = [tmp_path / "wide.png", tmp_path / "other" / "wide.jpg", tmp_path / "grey.png"]
   Image.fromarray(_image(60, 90)).save(good[0])
@@ -148,7 +148,7 @@ def test_cli_writes_readable_pngs_and_reports_bad_images(tmp_path, capsys, param
   bad = tmp_path / "text.jpg"
   bad.write_bytes(b"not an image")
   out = tmp_path / "figures"
-  argv = ["--checkpoint", str(ckpt), "--output-dir", str(out), str(good[0]), str(bad),
+  argv = ["--checkpoint", small_npz, "--output-dir", str(out), str(good[0]), str(bad),
           str(tmp_path / "missing.png"), str(good[1]), str(good[2])]
   assert visualize.main(argv) == 1
   captured = capsys.readouterr()
@@ -166,9 +166,9 @@ def test_cli_writes_readable_pngs_and_reports_bad_images(tmp_path, capsys, param
   assert attention.std() > 20  # a picture, not a blank page
   hse = _png(out / "hse_similarity.png")
   assert 0.8 < hse.shape[1] / hse.shape[0] < 1.3 and hse.std() > 20
-  assert visualize.main(["--checkpoint", str(ckpt), "--output-dir", str(out), str(good[0])]) == 0
+  assert visualize.main(["--checkpoint", small_npz, "--output-dir", str(out), str(good[0])]) == 0
   capsys.readouterr()
-  assert visualize.main(["--checkpoint", str(ckpt), "--output-dir", str(out), "--max-tokens", "150",
+  assert visualize.main(["--checkpoint", small_npz, "--output-dir", str(out), "--max-tokens", "150",
                          str(good[0])]) == 1
   assert f"{good[0]}: 90x60 makes 199 tokens, more than --max-tokens 150" in capsys.readouterr().err
 
