@@ -63,22 +63,53 @@ def _scale_embedding(flat) -> dict[str, Any]:
 
 
 def _patch_encoder(flat) -> dict[str, Any]:
-  """The encoder from which modules exist; P from the `embedding` kernel's rows.
+  """The registered encoder whose parameters the file has; P from the `embedding` kernel's rows.
 
-  resnet rows = (P/4)^2 * 256, conv rows = (P/4)^2 * 64, linear rows = P*P*3.
+  E.g. resnet rows = (P/4)^2 * 256, conv rows = (P/4)^2 * 64, linear rows = P*P*3 (each entry's
+  `feature_size`).
   """
-  if any(name.startswith("block1/") for name in flat):
-    per_pixel = patch_encoders.ROOT_FEATURES * patch_encoders.BOTTLENECK_EXPANSION
-    encoder, side_factor = "resnet", 4
-  elif any(name.startswith("conv_root/") for name in flat):
-    encoder, per_pixel, side_factor = "conv", patch_encoders.ROOT_FEATURES, 4
-  else:
-    encoder, per_pixel, side_factor = "linear", 3, 1
+  name = _recognised_patch_encoder(flat)
   rows = _shape(flat, "embedding/kernel")[0]
-  patch = math.isqrt(rows // per_pixel) * side_factor
-  if patch < 1 or patch_encoders.feature_size(encoder, patch) != rows:
-    raise ValueError(f"embedding/kernel has {rows} rows: no patch size fits the {encoder} encoder")
-  return {"patch_encoder": encoder, "patch_size": patch}
+  patch = _patch_size(patch_encoders.PATCH_ENCODERS[name].feature_size, rows)
+  if patch is None:
+    raise ValueError(f"embedding/kernel has {rows} rows: no patch size fits the {name} encoder")
+  return {"patch_encoder": name, "patch_size": patch}
+
+
+def _recognised_patch_encoder(flat) -> str:
+  """The entry of `PATCH_ENCODERS` with the most top-level `param_names`, all in the file.
+
+  Most names wins because one encoder's parameters may extend another's (resnet's root plus
+  `block1` over conv's root alone); an entry without names (linear) fits any file.
+  """
+  top_level = {name.split("/", 1)[0] for name in flat}
+  fits = {name: len(encoder.param_names)
+          for name, encoder in patch_encoders.PATCH_ENCODERS.items()
+          if set(encoder.param_names) <= top_level}
+  if not fits:
+    raise ValueError("the file has the parameters of no patch encoder in "
+                     f"{sorted(patch_encoders.PATCH_ENCODERS)}")
+  most = max(fits.values())
+  best = sorted(name for name, count in fits.items() if count == most)
+  if len(best) > 1:
+    raise ValueError(f"the file's parameters fit the patch encoders {best} equally")
+  return best[0]
+
+
+def _patch_size(feature_size, rows: int) -> int | None:
+  """The largest P with `feature_size(P) == rows`, or None.
+
+  Largest, because stride-2 steps give several P one size (P = 29..32 all make 8 x 8 maps); the
+  official patch sizes are the multiples of 4. Counting up stops once the size passes `rows`.
+  """
+  found = None
+  for patch in range(1, rows + 1):
+    size = feature_size(patch)
+    if size > rows:
+      break
+    if size == rows:
+      found = patch
+  return found
 
 
 def _head(flat) -> dict[str, Any]:

@@ -34,7 +34,8 @@ class PatchEmbedding(nn.Module):
 
   @nn.compact
   def __call__(self, patches: jax.Array) -> jax.Array:
-    x = patch_encoders.PATCH_ENCODERS[self.patch_encoder](patches, self.patch_size, self.dtype)
+    encode = patch_encoders.PATCH_ENCODERS[self.patch_encoder].features
+    x = encode(patches, self.patch_size, self.dtype)
     return nn.Dense(self.hidden_size, dtype=self.dtype, name="embedding")(x)
 
   def param_names(self) -> tuple[str, ...]:
