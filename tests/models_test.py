@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from mst.checkpoints import architecture
+from mst.models import embeddings
 from mst.models import encoder
 from mst.models import musiq
 from mst.models import patch_encoders
@@ -196,6 +197,57 @@ def test_patch_encoders_with_one_fingerprint_are_ambiguous(monkeypatch):
   flat = architecture.expected_shapes(dataclasses.replace(SMALL, patch_encoder="conv"))
   with pytest.raises(ValueError, match=r"\['conv', 'conv_copy'\] equally"):
     architecture.infer_model_config(flat)
+
+
+# What the Transformer holds besides a spatial table.
+TRANSFORMER_PARAMS = {"scaleembed_input", "cls", "encoder_norm"}
+
+
+@pytest.mark.parametrize("name", sorted(embeddings.SPATIAL_EMBEDDINGS))
+def test_spatial_embedding_entry_describes_the_model_it_builds(name):
+  entry = embeddings.SPATIAL_EMBEDDINGS[name]
+  config = dataclasses.replace(SMALL, spatial_embedding=name, max_positions=16)
+  shapes = architecture.expected_shapes(config)
+  tables = {key.removeprefix("Transformer/") for key in shapes
+            if key.startswith("Transformer/") and not key.startswith("Transformer/encoderblock_")
+            and key.split("/")[1] not in TRANSFORMER_PARAMS}
+  assert tables == ({entry.table} if entry.table else set())
+  if entry.table:
+    fields = entry.fields_from_rows(shapes[f"Transformer/{entry.table}"].shape[1])
+    assert fields and all(getattr(config, key) == value for key, value in fields.items())
+  inferred = architecture.infer_model_config(shapes).spatial_embedding
+  assert inferred == (name if entry.table else architecture.TABLE_FREE_SPATIAL_EMBEDDING)
+
+
+class _RowEmbedding(nn.Module):
+  """A learnable vector per grid row (G rows): a toy spatial embedding with its own table."""
+  grid_size: int
+
+  @nn.compact
+  def __call__(self, x, spatial_idx):
+    table = self.param("pos_embedding", nn.initializers.normal(0.02),
+                       (1, self.grid_size, x.shape[-1]))
+    return x + jnp.take(table[0], spatial_idx // self.grid_size, axis=0)
+
+
+TOY_SPATIAL = embeddings.SpatialEmbedding(
+    add=lambda x, idx, config: _RowEmbedding(config.grid_size, name="posembed_rows")(x, idx),
+    table="posembed_rows/pos_embedding",
+    fields_from_rows=lambda rows: {"grid_size": rows})
+
+
+def test_a_new_spatial_embedding_is_one_registry_entry(monkeypatch):
+  with pytest.raises(ValueError, match="spatial_embedding"):
+    dataclasses.replace(SMALL, spatial_embedding="rows")
+  monkeypatch.setattr(embeddings, "SPATIAL_EMBEDDINGS",
+                      {**embeddings.SPATIAL_EMBEDDINGS, "rows": TOY_SPATIAL})
+  config = dataclasses.replace(SMALL, spatial_embedding="rows")
+  params = _params(config)
+  assert params["Transformer"]["posembed_rows"]["pos_embedding"].shape == (1, 4, 32)
+  same_row = _with("spatial_idx", lambda idx: idx - idx % 4)  # column 0 of the same grid row
+  assert not _changes_output(config, same_row)
+  assert _changes_output(config, _with("spatial_idx", lambda idx: (idx + 4) % 16))
+  assert architecture.infer_model_config(architecture.expected_shapes(config)) == config
 
 
 def test_distribution_head_score_is_the_expected_bin():

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import re
 from typing import Any, Mapping
 
@@ -19,11 +18,15 @@ import flax.traverse_util
 import jax
 import numpy as np
 
+from mst.models import embeddings
 from mst.models import musiq
 from mst.models import patch_encoders
 
 _ENCODER_BLOCK = re.compile(r"^Transformer/encoderblock_(\d+)/")
 _HEAD_FOR_CLASSES = {1: "score", 10: "distribution"}  # anything else: "classification"
+# What a file with no spatial table is read as (see `_spatial_embedding`).
+TABLE_FREE_SPATIAL_EMBEDDING = "sinusoid"
+
 
 class NeedKeys(Exception):
   """Inference needed one of these keys and the file has none of them."""
@@ -37,21 +40,17 @@ def _shape(flat: Mapping[str, np.ndarray], *names: str) -> tuple[int, ...]:
 
 
 def _spatial_embedding(flat) -> dict[str, Any]:
-  """`hse` with G from the (1, G*G, D) table, `fixed` with its length, else `sinusoid`.
+  """The entry of `SPATIAL_EMBEDDINGS` whose table the file has, with the fields its rows give
+  (G for `hse`, the length for `fixed`); with no table, `TABLE_FREE_SPATIAL_EMBEDDING`.
 
   A file cannot tell `sinusoid` from `none` (neither stores a table); `sinusoid` is the official
   code's only table-free option. Pass `spatial_embedding="none"` to the loader to override.
   """
-  if "Transformer/posembed_input/pos_embedding" in flat:
-    rows = _shape(flat, "Transformer/posembed_input/pos_embedding")[1]
-    grid = math.isqrt(rows)
-    if grid * grid != rows:
-      raise ValueError(f"posembed_input has {rows} rows, not a square G*G grid")
-    return {"spatial_embedding": "hse", "grid_size": grid}
-  if "Transformer/posembed_fixed/pos_embedding" in flat:
-    rows = _shape(flat, "Transformer/posembed_fixed/pos_embedding")[1]
-    return {"spatial_embedding": "fixed", "max_positions": rows}
-  return {"spatial_embedding": "sinusoid"}
+  for name, embedding in embeddings.SPATIAL_EMBEDDINGS.items():
+    key = f"Transformer/{embedding.table}"
+    if embedding.table and key in flat:
+      return {"spatial_embedding": name, **embedding.fields_from_rows(_shape(flat, key)[1])}
+  return {"spatial_embedding": TABLE_FREE_SPATIAL_EMBEDDING}
 
 
 def _scale_embedding(flat) -> dict[str, Any]:

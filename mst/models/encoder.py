@@ -151,8 +151,7 @@ class Encoder(nn.Module):
   def __call__(self, x: jax.Array, spatial_idx: jax.Array, scale_idx: jax.Array, mask: jax.Array,
                deterministic: bool) -> jax.Array:
     cfg = self.config
-    x = embeddings.add_spatial_embedding(cfg.spatial_embedding, x, spatial_idx,
-                                         grid_size=cfg.grid_size, max_positions=cfg.max_positions)
+    x = embeddings.SPATIAL_EMBEDDINGS[cfg.spatial_embedding].add(x, spatial_idx, cfg)
     if cfg.use_scale_embedding:
       x = embeddings.ScaleEmbedding(cfg.num_scales, name="scaleembed_input")(x, scale_idx)
     x, mask = self._prepend_cls(x, mask)
