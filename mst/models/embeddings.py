@@ -75,6 +75,7 @@ class ScaleEmbedding(nn.Module):
 
 
 def _add_hse(x: jax.Array, spatial_idx: jax.Array, config: "ModelConfig") -> jax.Array:
+  """The learnable G x G table, named `posembed_input` as in the official checkpoints."""
   return HashSpatialEmbedding(config.grid_size, name="posembed_input")(x, spatial_idx)
 
 
@@ -87,23 +88,28 @@ def _grid_from_rows(rows: int) -> dict[str, Any]:
 
 
 def _add_fixed(x: jax.Array, spatial_idx: jax.Array, config: "ModelConfig") -> jax.Array:
+  """One learnable vector per position, up to `max_positions` (`posembed_fixed`)."""
   return FixedPositionEmbedding(config.max_positions, name="posembed_fixed")(x, spatial_idx)
 
 
 def _positions_from_rows(rows: int) -> dict[str, Any]:
+  """`max_positions`, the table's length."""
   return {"max_positions": rows}
 
 
 def _add_sinusoid(x: jax.Array, spatial_idx: jax.Array, config: "ModelConfig") -> jax.Array:
+  """The fixed sine table over the G x G grid: no parameters."""
   return add_sinusoid(x, spatial_idx, config.grid_size)
 
 
 def _add_nothing(x: jax.Array, spatial_idx: jax.Array, config: "ModelConfig") -> jax.Array:
+  """No spatial embedding (the tokens keep only their content and scale)."""
   del spatial_idx, config
   return x
 
 
 def _no_fields(rows: int) -> dict[str, Any]:
+  """For embeddings without a table: nothing to read."""
   del rows
   return {}
 

@@ -131,11 +131,12 @@ class EncoderBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool) -> jax.Array:
     norm = lambda name: nn.LayerNorm(epsilon=1e-6, dtype=self.config.compute_dtype, name=name)
-    y = SelfAttention(self.config, name="SelfAttention_0")(norm("LayerNorm_0")(x), mask,
-                                                           deterministic)
+    y = norm("LayerNorm_0")(x)
+    y = SelfAttention(self.config, name="SelfAttention_0")(y, mask, deterministic)
     y = nn.Dropout(self.config.dropout_rate)(y, deterministic=deterministic)
     x = x + drop_path(y, self.drop_path_rate, self, deterministic)
-    y = MlpBlock(self.config, name="MlpBlock_0")(norm("LayerNorm_1")(x), deterministic)
+    y = norm("LayerNorm_1")(x)
+    y = MlpBlock(self.config, name="MlpBlock_0")(y, deterministic)
     return x + drop_path(y, self.drop_path_rate, self, deterministic)
 
 

@@ -105,6 +105,7 @@ def cross_entropy(logits: jax.Array, labels: jax.Array,
 
 
 def _no_options(loss_config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """For losses that read no `config.loss` key."""
   del loss_config
   return {}
 
