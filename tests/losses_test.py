@@ -1,12 +1,19 @@
-"""Losses: hand-computed values, the example weights (eval padding), and the config's choice."""
+"""Losses: hand-computed values, the example weights (eval padding), the config's choice and the
+LOSSES registry."""
+
+import dataclasses
+import itertools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mst.training import losses
+from mst.config import defaults
 from mst.config import overrides
+from mst.config import resolve
+from mst.models import musiq
+from mst.training import losses
 
 
 def test_l1_and_mse_hand_computed():
@@ -88,4 +95,81 @@ def test_for_config_picks_loss_label_and_weights():
     losses.for_config(overrides.load_config("configs/koniq.py"), "distribution")
   with pytest.raises(KeyError, match="no 'mos' label"):
     koniq(jnp.zeros((2, 1)), {"label": batch["label"]})
-  assert set(losses.LOSSES) == set(losses.LOSS_LABELS) == set(losses.LOSS_HEADS)
+
+
+LABELS = sorted({label for loss in losses.LOSSES.values() for label in loss.labels})
+CLASSES = {"score": 1, "distribution": 4, "classification": 4}
+
+
+def _config(name, label, head):
+  config = defaults.get_config("runlocal")
+  config.loss.name, config.dataset.label, config.model.head = name, label, head
+  config.model.num_classes = CLASSES[head]
+  return config
+
+
+def _batch():
+  """Two examples, each label kind present (as the input pipeline makes them), one padded."""
+  return {"mos": jnp.array([0.5, 0.1]), "dist": jnp.array([[0.0, 1.0, 2.0, 1.0], [1.0, 0, 0, 0]]),
+          "label": jnp.array([3, 0]), "valid": jnp.array([True, False])}
+
+
+def test_loss_entries_name_known_labels_and_heads():
+  for loss in losses.LOSSES.values():
+    assert isinstance(loss, losses.Loss) and loss.labels and loss.heads
+    assert set(loss.heads) <= set(musiq.HEADS)
+  assert set(LABELS) == {"mos", "dist", "label"}  # what the input pipeline puts in a batch
+
+
+@pytest.mark.parametrize("name", sorted(losses.LOSSES))
+def test_validate_and_for_config_accept_exactly_the_entry_labels_and_heads(name):
+  loss = losses.LOSSES[name]
+  for label, head in itertools.product(LABELS, musiq.HEADS):
+    config = _config(name, label, head)
+    if label in loss.labels and head in loss.heads:
+      resolve.validate(config)
+      loss_fn = losses.for_config(config, head)
+      value = loss_fn(jnp.ones((2, CLASSES[head])) / 3, _batch())
+      assert value.shape == () and np.isfinite(value)
+    else:
+      message = "trains on" if label not in loss.labels else "needs model.head"
+      with pytest.raises(ValueError, match=message):
+        resolve.validate(config)
+      with pytest.raises(ValueError, match="trains on"):
+        losses.for_config(config, head)
+
+
+def test_emd_reads_its_norm_from_the_config():
+  config = _config("emd", "dist", "distribution")
+  config.loss.emd_r = 1.0
+  logits, batch = jnp.zeros((2, 4)), _batch()
+  expected = losses.emd(logits, batch["dist"], batch["valid"], r=1.0)
+  assert losses.for_config(config, "distribution")(logits, batch) == pytest.approx(expected)
+  assert expected != pytest.approx(losses.emd(logits, batch["dist"], batch["valid"]))
+  config.loss.emd_r = 0.0
+  with pytest.raises(ValueError, match="emd_r must be positive"):
+    resolve.validate(config)
+  resolve.validate(_config("l1", "mos", "score"))  # other losses never read emd_r
+
+
+def _scaled_l1(predictions, mos, weights=None, scale=1.0):
+  return scale * losses.l1(predictions, mos, weights)
+
+
+def test_a_new_loss_is_one_registry_entry(monkeypatch):
+  config = _config("scaled_l1", "mos", "score")
+  with pytest.raises(ValueError, match="not one of"):
+    resolve.validate(config)
+  toy = losses.Loss(_scaled_l1, labels=("mos",), heads=("score",),
+                    options=lambda loss_config: {"scale": 3.0})
+  monkeypatch.setattr(losses, "LOSSES", {**losses.LOSSES, "scaled_l1": toy})
+  resolve.validate(config)
+  predictions, batch = jnp.array([[0.9], [7.0]]), _batch()
+  assert losses.for_config(config, "score")(predictions, batch) == pytest.approx(3 * 0.4)
+  with pytest.raises(ValueError, match="needs model.head"):
+    resolve.validate(_config("scaled_l1", "mos", "distribution"))
+
+
+def test_loss_entries_are_frozen():
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    losses.LOSSES["l1"].labels = ("dist",)

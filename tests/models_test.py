@@ -1,6 +1,7 @@
 """The Flax MUSIQ model: size, masking, permutation invariance and the ablation switches."""
 
 import dataclasses
+import math
 
 import flax.linen as nn
 import jax
@@ -8,6 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from mst.checkpoints import architecture
+from mst.models import embeddings
 from mst.models import encoder
 from mst.models import musiq
 from mst.models import patch_encoders
@@ -127,6 +130,124 @@ def test_patch_encoders_give_different_outputs_and_embedding_sizes():
   assert rows == {"linear": 16 * 16 * 3, "conv": 4 * 4 * 64, "resnet": 4 * 4 * 256}
   assert not np.allclose(outputs["linear"], outputs["conv"])
   assert not np.allclose(outputs["conv"], outputs["resnet"])
+
+
+# The top-level parameters every model has, whatever its patch encoder.
+MODEL_PARAMS = {"embedding", "Transformer", "head"}
+
+
+@pytest.mark.parametrize("patch_size", [16, 32])
+@pytest.mark.parametrize("name", sorted(patch_encoders.PATCH_ENCODERS))
+def test_patch_encoder_entry_describes_the_model_it_builds(name, patch_size):
+  # feature_size and param_names are what checkpoint inference relies on: they must be the truth.
+  entry = patch_encoders.PATCH_ENCODERS[name]
+  config = dataclasses.replace(SMALL, patch_encoder=name, patch_size=patch_size)
+  shapes = architecture.expected_shapes(config)
+  assert shapes["embedding/kernel"].shape[0] == entry.feature_size(patch_size)
+  top_level = {key.split("/")[0] for key in shapes}
+  assert top_level - MODEL_PARAMS == set(entry.param_names)
+
+
+def test_patch_encoder_fingerprints_are_distinct():
+  names = [frozenset(entry.param_names) for entry in patch_encoders.PATCH_ENCODERS.values()]
+  assert len(set(names)) == len(names)
+
+
+class _ToyScale(nn.Module):
+  """A learnable per-channel scale: gives the toy encoder a parameter to be recognised by."""
+
+  @nn.compact
+  def __call__(self, x):
+    return x * self.param("scale", nn.initializers.ones, (x.shape[-1],))
+
+
+def _toy_features(patches, patch_size, dtype):
+  """2 x 2 average pooling ('SAME') of each patch, scaled per channel."""
+  x = patches.reshape(-1, patch_size, patch_size, 3).astype(dtype)
+  x = nn.avg_pool(_ToyScale(name="toy_scale")(x), (2, 2), strides=(2, 2), padding="SAME")
+  return x.reshape(patches.shape[:2] + (-1,))
+
+
+TOY = patch_encoders.PatchEncoder(features=_toy_features,
+                                  feature_size=lambda p: math.ceil(p / 2) ** 2 * 3,
+                                  param_names=("toy_scale",))
+
+
+def test_a_new_patch_encoder_is_one_registry_entry(monkeypatch):
+  with pytest.raises(ValueError, match="patch_encoder"):
+    dataclasses.replace(SMALL, patch_encoder="toy")
+  monkeypatch.setattr(patch_encoders, "PATCH_ENCODERS",
+                      {**patch_encoders.PATCH_ENCODERS, "toy": TOY})
+  config = dataclasses.replace(SMALL, patch_encoder="toy")  # ModelConfig accepts it
+  params = _params(config)
+  assert params["embedding"]["kernel"].shape[0] == 8 * 8 * 3
+  assert _apply(config, params, _batch(config)).shape == (2, 1)
+  # Checkpoint inference recognises its parameters and solves its feature_size for P.
+  flat = architecture.expected_shapes(config)
+  assert architecture.infer_model_config(flat) == config
+  for name in ("linear", "conv", "resnet"):
+    flat = architecture.expected_shapes(dataclasses.replace(SMALL, patch_encoder=name))
+    assert architecture.infer_model_config(flat).patch_encoder == name
+
+
+def test_patch_encoders_with_one_fingerprint_are_ambiguous(monkeypatch):
+  conv = patch_encoders.PATCH_ENCODERS["conv"]
+  monkeypatch.setattr(patch_encoders, "PATCH_ENCODERS",
+                      {**patch_encoders.PATCH_ENCODERS, "conv_copy": conv})
+  flat = architecture.expected_shapes(dataclasses.replace(SMALL, patch_encoder="conv"))
+  with pytest.raises(ValueError, match=r"\['conv', 'conv_copy'\] equally"):
+    architecture.infer_model_config(flat)
+
+
+# What the Transformer holds besides a spatial table.
+TRANSFORMER_PARAMS = {"scaleembed_input", "cls", "encoder_norm"}
+
+
+@pytest.mark.parametrize("name", sorted(embeddings.SPATIAL_EMBEDDINGS))
+def test_spatial_embedding_entry_describes_the_model_it_builds(name):
+  entry = embeddings.SPATIAL_EMBEDDINGS[name]
+  config = dataclasses.replace(SMALL, spatial_embedding=name, max_positions=16)
+  shapes = architecture.expected_shapes(config)
+  tables = {key.removeprefix("Transformer/") for key in shapes
+            if key.startswith("Transformer/") and not key.startswith("Transformer/encoderblock_")
+            and key.split("/")[1] not in TRANSFORMER_PARAMS}
+  assert tables == ({entry.table} if entry.table else set())
+  if entry.table:
+    fields = entry.fields_from_rows(shapes[f"Transformer/{entry.table}"].shape[1])
+    assert fields and all(getattr(config, key) == value for key, value in fields.items())
+  inferred = architecture.infer_model_config(shapes).spatial_embedding
+  assert inferred == (name if entry.table else architecture.TABLE_FREE_SPATIAL_EMBEDDING)
+
+
+class _RowEmbedding(nn.Module):
+  """A learnable vector per grid row (G rows): a toy spatial embedding with its own table."""
+  grid_size: int
+
+  @nn.compact
+  def __call__(self, x, spatial_idx):
+    table = self.param("pos_embedding", nn.initializers.normal(0.02),
+                       (1, self.grid_size, x.shape[-1]))
+    return x + jnp.take(table[0], spatial_idx // self.grid_size, axis=0)
+
+
+TOY_SPATIAL = embeddings.SpatialEmbedding(
+    add=lambda x, idx, config: _RowEmbedding(config.grid_size, name="posembed_rows")(x, idx),
+    table="posembed_rows/pos_embedding",
+    fields_from_rows=lambda rows: {"grid_size": rows})
+
+
+def test_a_new_spatial_embedding_is_one_registry_entry(monkeypatch):
+  with pytest.raises(ValueError, match="spatial_embedding"):
+    dataclasses.replace(SMALL, spatial_embedding="rows")
+  monkeypatch.setattr(embeddings, "SPATIAL_EMBEDDINGS",
+                      {**embeddings.SPATIAL_EMBEDDINGS, "rows": TOY_SPATIAL})
+  config = dataclasses.replace(SMALL, spatial_embedding="rows")
+  params = _params(config)
+  assert params["Transformer"]["posembed_rows"]["pos_embedding"].shape == (1, 4, 32)
+  same_row = _with("spatial_idx", lambda idx: idx - idx % 4)  # column 0 of the same grid row
+  assert not _changes_output(config, same_row)
+  assert _changes_output(config, _with("spatial_idx", lambda idx: (idx + 4) % 16))
+  assert architecture.infer_model_config(architecture.expected_shapes(config)) == config
 
 
 def test_distribution_head_score_is_the_expected_bin():

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import re
 from typing import Any, Mapping
 
@@ -19,11 +18,15 @@ import flax.traverse_util
 import jax
 import numpy as np
 
+from mst.models import embeddings
 from mst.models import musiq
 from mst.models import patch_encoders
 
 _ENCODER_BLOCK = re.compile(r"^Transformer/encoderblock_(\d+)/")
 _HEAD_FOR_CLASSES = {1: "score", 10: "distribution"}  # anything else: "classification"
+# What a file with no spatial table is read as (see `_spatial_embedding`).
+TABLE_FREE_SPATIAL_EMBEDDING = "sinusoid"
+
 
 class NeedKeys(Exception):
   """Inference needed one of these keys and the file has none of them."""
@@ -37,21 +40,17 @@ def _shape(flat: Mapping[str, np.ndarray], *names: str) -> tuple[int, ...]:
 
 
 def _spatial_embedding(flat) -> dict[str, Any]:
-  """`hse` with G from the (1, G*G, D) table, `fixed` with its length, else `sinusoid`.
+  """The entry of `SPATIAL_EMBEDDINGS` whose table the file has, with the fields its rows give
+  (G for `hse`, the length for `fixed`); with no table, `TABLE_FREE_SPATIAL_EMBEDDING`.
 
   A file cannot tell `sinusoid` from `none` (neither stores a table); `sinusoid` is the official
   code's only table-free option. Pass `spatial_embedding="none"` to the loader to override.
   """
-  if "Transformer/posembed_input/pos_embedding" in flat:
-    rows = _shape(flat, "Transformer/posembed_input/pos_embedding")[1]
-    grid = math.isqrt(rows)
-    if grid * grid != rows:
-      raise ValueError(f"posembed_input has {rows} rows, not a square G*G grid")
-    return {"spatial_embedding": "hse", "grid_size": grid}
-  if "Transformer/posembed_fixed/pos_embedding" in flat:
-    rows = _shape(flat, "Transformer/posembed_fixed/pos_embedding")[1]
-    return {"spatial_embedding": "fixed", "max_positions": rows}
-  return {"spatial_embedding": "sinusoid"}
+  for name, embedding in embeddings.SPATIAL_EMBEDDINGS.items():
+    key = f"Transformer/{embedding.table}"
+    if embedding.table and key in flat:
+      return {"spatial_embedding": name, **embedding.fields_from_rows(_shape(flat, key)[1])}
+  return {"spatial_embedding": TABLE_FREE_SPATIAL_EMBEDDING}
 
 
 def _scale_embedding(flat) -> dict[str, Any]:
@@ -63,22 +62,53 @@ def _scale_embedding(flat) -> dict[str, Any]:
 
 
 def _patch_encoder(flat) -> dict[str, Any]:
-  """The encoder from which modules exist; P from the `embedding` kernel's rows.
+  """The registered encoder whose parameters the file has; P from the `embedding` kernel's rows.
 
-  resnet rows = (P/4)^2 * 256, conv rows = (P/4)^2 * 64, linear rows = P*P*3.
+  E.g. resnet rows = (P/4)^2 * 256, conv rows = (P/4)^2 * 64, linear rows = P*P*3 (each entry's
+  `feature_size`).
   """
-  if any(name.startswith("block1/") for name in flat):
-    per_pixel = patch_encoders.ROOT_FEATURES * patch_encoders.BOTTLENECK_EXPANSION
-    encoder, side_factor = "resnet", 4
-  elif any(name.startswith("conv_root/") for name in flat):
-    encoder, per_pixel, side_factor = "conv", patch_encoders.ROOT_FEATURES, 4
-  else:
-    encoder, per_pixel, side_factor = "linear", 3, 1
+  name = _recognised_patch_encoder(flat)
   rows = _shape(flat, "embedding/kernel")[0]
-  patch = math.isqrt(rows // per_pixel) * side_factor
-  if patch < 1 or patch_encoders.feature_size(encoder, patch) != rows:
-    raise ValueError(f"embedding/kernel has {rows} rows: no patch size fits the {encoder} encoder")
-  return {"patch_encoder": encoder, "patch_size": patch}
+  patch = _patch_size(patch_encoders.PATCH_ENCODERS[name].feature_size, rows)
+  if patch is None:
+    raise ValueError(f"embedding/kernel has {rows} rows: no patch size fits the {name} encoder")
+  return {"patch_encoder": name, "patch_size": patch}
+
+
+def _recognised_patch_encoder(flat) -> str:
+  """The entry of `PATCH_ENCODERS` with the most top-level `param_names`, all in the file.
+
+  Most names wins because one encoder's parameters may extend another's (resnet's root plus
+  `block1` over conv's root alone); an entry without names (linear) fits any file.
+  """
+  top_level = {name.split("/", 1)[0] for name in flat}
+  fits = {name: len(encoder.param_names)
+          for name, encoder in patch_encoders.PATCH_ENCODERS.items()
+          if set(encoder.param_names) <= top_level}
+  if not fits:
+    raise ValueError("the file has the parameters of no patch encoder in "
+                     f"{sorted(patch_encoders.PATCH_ENCODERS)}")
+  most = max(fits.values())
+  best = sorted(name for name, count in fits.items() if count == most)
+  if len(best) > 1:
+    raise ValueError(f"the file's parameters fit the patch encoders {best} equally")
+  return best[0]
+
+
+def _patch_size(feature_size, rows: int) -> int | None:
+  """The largest P with `feature_size(P) == rows`, or None.
+
+  Largest, because stride-2 steps give several P one size (P = 29..32 all make 8 x 8 maps); the
+  official patch sizes are the multiples of 4. Counting up stops once the size passes `rows`.
+  """
+  found = None
+  for patch in range(1, rows + 1):
+    size = feature_size(patch)
+    if size > rows:
+      break
+    if size == rows:
+      found = patch
+  return found
 
 
 def _head(flat) -> dict[str, Any]:

@@ -54,7 +54,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.augment.randaugment_magnitude = 0
   config.augment.mixup_alpha = 0.0  # 0 = off
 
-  # The architecture: mst.models.musiq.ModelConfig's fields, except patch_size and grid_size
+  # The architecture: mst.models.config.ModelConfig's fields, except patch_size and grid_size
   # (copied from `preprocess`) and num_scales (len(longer_side_lengths) + 1).
   config.model = ml_collections.ConfigDict()
   config.model.hidden_size = 384
@@ -62,16 +62,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.num_heads = 6
   config.model.mlp_dim = 1152
   config.model.num_classes = 1
-  config.model.patch_encoder = "resnet"  # "linear", "conv" or "resnet"
-  config.model.spatial_embedding = "hse"  # "hse", "fixed", "sinusoid" or "none"
+  config.model.patch_encoder = "resnet"  # a key of mst.models.patch_encoders.PATCH_ENCODERS
+  config.model.spatial_embedding = "hse"  # a key of mst.models.embeddings.SPATIAL_EMBEDDINGS
   config.model.use_scale_embedding = True
   config.model.max_positions = 4096  # table length for spatial_embedding="fixed"
   config.model.representation_size = 0  # width of a tanh pre_logits layer; 0 = none
-  config.model.head = "score"  # "score", "distribution" or "classification"
+  config.model.head = "score"  # one of mst.models.config.HEADS
   config.model.dropout_rate = 0.0
   config.model.attention_dropout_rate = 0.0
   config.model.stochastic_depth = 0.0
-  config.model.dtype = "float32"  # compute dtype: "float32" or "bfloat16"
+  config.model.dtype = "float32"  # compute dtype: a key of mst.models.config.DTYPES
   # Inference on CPU runs the patch encoder and attention a chunk at a time (training never
   # does): the same outputs, faster and with far less memory.
   config.model.chunked_on_cpu = True
@@ -105,8 +105,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # The loss (mst.training.losses); it must suit dataset.label and model.head.
   config.loss = ml_collections.ConfigDict()
-  config.loss.name = "l1"  # "l1", "mse" (label mos), "emd" (dist), "cross_entropy" (label/dist)
-  config.loss.emd_r = 2.0  # the EMD's norm
+  # A key of mst.training.losses.LOSSES; its entry names the dataset.label and model.head it fits.
+  config.loss.name = "l1"
+  config.loss.emd_r = 2.0  # the EMD's norm (read by LOSSES["emd"].options)
 
   # The training loop.
   config.train = ml_collections.ConfigDict()

@@ -70,22 +70,20 @@ def validate(config: ml_collections.ConfigDict) -> None:
   their own fields."""
   model = model_config(config)
   preprocess_config(config, train=True)
-  loss, label = config.loss.name, config.dataset.label
-  if loss not in losses.LOSSES:
-    raise ValueError(f"loss.name={loss!r} is not one of {sorted(losses.LOSSES)}")
-  if label not in losses.LOSS_LABELS[loss]:
-    raise ValueError(f"loss.name={loss!r} trains on {losses.LOSS_LABELS[loss]}, not "
-                     f"dataset.label={label!r}")
+  name, label = config.loss.name, config.dataset.label
+  if name not in losses.LOSSES:
+    raise ValueError(f"loss.name={name!r} is not one of {sorted(losses.LOSSES)}")
+  loss = losses.LOSSES[name]
+  if label not in loss.labels:
+    raise ValueError(f"loss.name={name!r} trains on {loss.labels}, not dataset.label={label!r}")
   augment = augment_config(config)
   if augment.mixup_alpha > 0 and label == "label":
     raise ValueError(f"augment.mixup_alpha={augment.mixup_alpha} mixes labels into soft targets: "
                      "set dataset.label='dist' (the batch carries the mixed one-hot `dist`), not "
                      "'label'")
-  if model.head not in losses.LOSS_HEADS[loss]:
-    raise ValueError(f"loss.name={loss!r} needs model.head in {losses.LOSS_HEADS[loss]}, not "
-                     f"{model.head!r}")
-  if config.loss.emd_r <= 0:
-    raise ValueError(f"loss.emd_r must be positive, got {config.loss.emd_r}")
+  if model.head not in loss.heads:
+    raise ValueError(f"loss.name={name!r} needs model.head in {loss.heads}, not {model.head!r}")
+  loss.options(config.loss)  # raises for values the loss cannot take (loss.emd_r <= 0)
   if config.optim.name not in optim.OPTIMIZERS:
     raise ValueError(f"optim.name={config.optim.name!r} is not one of {optim.OPTIMIZERS}")
   if config.optim.schedule not in optim.SCHEDULES:

@@ -1,13 +1,16 @@
 """Position and scale embeddings added to patch tokens (MUSIQ section 3.2).
 
-Spatial embeddings, by config name: `hse`, the learnable hash-based G x G grid shared by every scale;
-`fixed`, one learnable vector per sequence position (the paper's "no HSE" ablation row); `sinusoid`,
-the fixed sine table over the G x G grid; `none`. The scale embedding (SCE) is a learnable row per
-scale. Names and shapes equal the official checkpoint's (`posembed_input/pos_embedding` (1, G*G, D),
-`scaleembed_input/scale_embedding` (1, K+1, D)).
+Spatial embeddings, the keys of `SPATIAL_EMBEDDINGS` (the one place one is registered: the model,
+`ModelConfig`'s checks and checkpoint inference all read it): `hse`, the learnable hash-based
+G x G grid shared by every scale; `fixed`, one learnable vector per sequence position (the paper's
+"no HSE" ablation row); `sinusoid`, the fixed sine table over the G x G grid; `none`. The scale
+embedding (SCE) is a learnable row per scale. Names and shapes equal the official checkpoint's
+(`posembed_input/pos_embedding` (1, G*G, D), `scaleembed_input/scale_embedding` (1, K+1, D)).
 """
 
-from typing import Callable
+import dataclasses
+import math
+from typing import TYPE_CHECKING, Any, Callable
 
 import flax.linen as nn
 import jax
@@ -16,6 +19,9 @@ import numpy as np
 
 EMBEDDING_INIT = nn.initializers.normal(stddev=0.02)
 SINE_MAX_SCALE = 10000
+
+if TYPE_CHECKING:  # mst.models.config imports this module for the registry's keys
+  from mst.models.config import ModelConfig
 
 
 class HashSpatialEmbedding(nn.Module):
@@ -58,18 +64,6 @@ def add_sinusoid(x: jax.Array, spatial_idx: jax.Array, grid_size: int) -> jax.Ar
   return x + jnp.take(table, spatial_idx, axis=0).astype(x.dtype)
 
 
-def add_spatial_embedding(kind: str, x: jax.Array, spatial_idx: jax.Array, *, grid_size: int,
-                          max_positions: int) -> jax.Array:
-  """Adds the named spatial embedding; creates its parameters in the calling module's scope."""
-  adders: dict[str, Callable[[], jax.Array]] = {
-      "hse": lambda: HashSpatialEmbedding(grid_size, name="posembed_input")(x, spatial_idx),
-      "fixed": lambda: FixedPositionEmbedding(max_positions, name="posembed_fixed")(x, spatial_idx),
-      "sinusoid": lambda: add_sinusoid(x, spatial_idx, grid_size),
-      "none": lambda: x,
-  }
-  return adders[kind]()
-
-
 class ScaleEmbedding(nn.Module):
   """Adds row `scale_idx` of a learnable (K+1, D) table."""
   num_scales: int
@@ -80,4 +74,67 @@ class ScaleEmbedding(nn.Module):
     return x + jnp.take(table[0], scale_idx, axis=0).astype(x.dtype)
 
 
-SPATIAL_EMBEDDINGS = ("hse", "fixed", "sinusoid", "none")
+def _add_hse(x: jax.Array, spatial_idx: jax.Array, config: "ModelConfig") -> jax.Array:
+  """The learnable G x G table, named `posembed_input` as in the official checkpoints."""
+  return HashSpatialEmbedding(config.grid_size, name="posembed_input")(x, spatial_idx)
+
+
+def _grid_from_rows(rows: int) -> dict[str, Any]:
+  """G of a (1, G*G, D) table."""
+  grid = math.isqrt(rows)
+  if grid * grid != rows:
+    raise ValueError(f"posembed_input has {rows} rows, not a square G*G grid")
+  return {"grid_size": grid}
+
+
+def _add_fixed(x: jax.Array, spatial_idx: jax.Array, config: "ModelConfig") -> jax.Array:
+  """One learnable vector per position, up to `max_positions` (`posembed_fixed`)."""
+  return FixedPositionEmbedding(config.max_positions, name="posembed_fixed")(x, spatial_idx)
+
+
+def _positions_from_rows(rows: int) -> dict[str, Any]:
+  """`max_positions`, the table's length."""
+  return {"max_positions": rows}
+
+
+def _add_sinusoid(x: jax.Array, spatial_idx: jax.Array, config: "ModelConfig") -> jax.Array:
+  """The fixed sine table over the G x G grid: no parameters."""
+  return add_sinusoid(x, spatial_idx, config.grid_size)
+
+
+def _add_nothing(x: jax.Array, spatial_idx: jax.Array, config: "ModelConfig") -> jax.Array:
+  """No spatial embedding (the tokens keep only their content and scale)."""
+  del spatial_idx, config
+  return x
+
+
+def _no_fields(rows: int) -> dict[str, Any]:
+  """For embeddings without a table: nothing to read."""
+  del rows
+  return {}
+
+
+@dataclasses.dataclass(frozen=True)
+class SpatialEmbedding:
+  """One spatial embedding: how it is added, and the table a checkpoint shows it by.
+
+  Attributes:
+    add: `(x [B, N, D], spatial_idx [B, N], config) -> x` plus the embedding; creates its
+      parameters in the calling module's scope (the `Transformer`'s).
+    table: the parameter it stores, below `Transformer/`, of shape (1, rows, D) (e.g.
+      "posembed_input/pos_embedding"); None when it stores none, so a file cannot tell it apart
+      from another table-free embedding.
+    fields_from_rows: the `ModelConfig` fields a table of `rows` rows means (e.g. `grid_size`);
+      raises ValueError for a row count no config makes.
+  """
+  add: Callable[[jax.Array, jax.Array, "ModelConfig"], jax.Array]
+  table: str | None = None
+  fields_from_rows: Callable[[int], dict[str, Any]] = _no_fields
+
+
+SPATIAL_EMBEDDINGS: dict[str, SpatialEmbedding] = {
+    "hse": SpatialEmbedding(_add_hse, "posembed_input/pos_embedding", _grid_from_rows),
+    "fixed": SpatialEmbedding(_add_fixed, "posembed_fixed/pos_embedding", _positions_from_rows),
+    "sinusoid": SpatialEmbedding(_add_sinusoid),
+    "none": SpatialEmbedding(_add_nothing),
+}

@@ -7,6 +7,9 @@ at a time; with attention dropout in training, through an explicit softmax, the 
 weights must be materialised. When the `intermediates` collection is mutable, the explicit softmax
 also runs, and each layer sows its weights as `attention_weights` [B, heads, T, S] (CLS first) for
 `mst.visualization`.
+
+Every module takes the model's `ModelConfig` (field `config`) and reads the sizes, rates and dtype
+it needs there, so a new hyper-parameter is declared once, in `mst.models.config`.
 """
 
 import flax.linen as nn
@@ -14,35 +17,38 @@ import jax
 import jax.numpy as jnp
 
 from mst.models import embeddings
+from mst.models.config import ModelConfig
 
 XAVIER = nn.initializers.xavier_uniform()
 
 
 class SelfAttention(nn.Module):
-  """Multi-head self-attention with q/k/v/out biases and a key-padding mask."""
-  num_heads: int
-  dropout_rate: float = 0.0
-  chunked_on_cpu: bool = True
-  dtype: jnp.dtype = jnp.float32
+  """Multi-head self-attention with q/k/v/out biases and a key-padding mask.
+
+  Reads `num_heads`, `attention_dropout_rate`, `chunked_on_cpu` and `dtype` from `config`.
+  """
+  config: ModelConfig
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool) -> jax.Array:
-    dim = x.shape[-1]
-    if dim % self.num_heads:
-      raise ValueError(f"hidden size {dim} is not divisible by {self.num_heads} heads")
-    head_dim = dim // self.num_heads
+    dim, heads, dtype = x.shape[-1], self.config.num_heads, self.config.compute_dtype
+    if dim % heads:
+      raise ValueError(f"hidden size {dim} is not divisible by {heads} heads")
     project = lambda name: nn.DenseGeneral(
-        (self.num_heads, head_dim), kernel_init=XAVIER, dtype=self.dtype, name=name)(x)
+        (heads, dim // heads), kernel_init=XAVIER, dtype=dtype, name=name)(x)
     q, k, v = project("query"), project("key"), project("value")
     key_mask = mask[:, None, None, :]  # (B, heads, T, S) by broadcasting
-    if self.is_mutable_collection("intermediates") or (
-        not deterministic and self.dropout_rate > 0.0):
+    if self.is_mutable_collection("intermediates") or self._drops_weights(deterministic):
       out = self._explicit_attention(q, k, v, key_mask, deterministic)
-    elif self.chunked_on_cpu and deterministic and jax.default_backend() == "cpu":
+    elif self.config.chunked_on_cpu and deterministic and jax.default_backend() == "cpu":
       out = chunked_attention(q, k, v, mask)
     else:
       out = jax.nn.dot_product_attention(q, k, v, mask=key_mask)
-    return nn.DenseGeneral(dim, axis=(-2, -1), kernel_init=XAVIER, dtype=self.dtype, name="out")(out)
+    return nn.DenseGeneral(dim, axis=(-2, -1), kernel_init=XAVIER, dtype=dtype, name="out")(out)
+
+  def _drops_weights(self, deterministic: bool) -> bool:
+    """Attention dropout applies (training with a positive rate): the weights must exist."""
+    return not deterministic and self.config.attention_dropout_rate > 0.0
 
   def _explicit_attention(self, q, k, v, key_mask, deterministic):
     logits = jnp.einsum("bthd,bshd->bhts", q, k) / jnp.sqrt(q.shape[-1]).astype(q.dtype)
@@ -50,8 +56,8 @@ class SelfAttention(nn.Module):
     weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
     self.sow("intermediates", "attention_weights", weights)  # a no-op unless it is mutable
     weights = weights.astype(q.dtype)
-    if not deterministic and self.dropout_rate > 0.0:
-      weights = nn.Dropout(self.dropout_rate)(weights, deterministic=False)
+    if self._drops_weights(deterministic):
+      weights = nn.Dropout(self.config.attention_dropout_rate)(weights, deterministic=False)
     return jnp.einsum("bhts,bshd->bthd", weights, v)
 
 
@@ -86,20 +92,19 @@ def chunked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
 
 
 class MlpBlock(nn.Module):
-  """Dense -> GELU (tanh approximation) -> dropout -> Dense -> dropout."""
-  mlp_dim: int
-  dropout_rate: float = 0.0
-  dtype: jnp.dtype = jnp.float32
+  """Dense to `config.mlp_dim` -> GELU (tanh approximation) -> dropout -> Dense -> dropout."""
+  config: ModelConfig
 
   @nn.compact
   def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
     dense = lambda features, name: nn.Dense(
-        features, kernel_init=XAVIER, bias_init=nn.initializers.normal(1e-6), dtype=self.dtype,
-        name=name)
-    y = nn.gelu(dense(self.mlp_dim, "Dense_0")(x), approximate=True)
-    y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
-    y = dense(x.shape[-1], "Dense_1")(y)
-    return nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
+        features, kernel_init=XAVIER, bias_init=nn.initializers.normal(1e-6),
+        dtype=self.config.compute_dtype, name=name)
+    # Two Dropout modules (not one called twice), so the masks keep their RNG streams.
+    dropout = lambda y: nn.Dropout(self.config.dropout_rate)(y, deterministic=deterministic)
+    y = nn.gelu(dense(self.config.mlp_dim, "Dense_0")(x), approximate=True)
+    y = dense(x.shape[-1], "Dense_1")(dropout(y))
+    return dropout(y)
 
 
 def drop_path(x: jax.Array, rate: float, module: nn.Module, deterministic: bool) -> jax.Array:
@@ -115,24 +120,23 @@ def drop_path(x: jax.Array, rate: float, module: nn.Module, deterministic: bool)
 
 
 class EncoderBlock(nn.Module):
-  """Pre-LN block: x + attention(LN(x)), then + MLP(LN(.)), each branch with stochastic depth."""
-  num_heads: int
-  mlp_dim: int
-  dropout_rate: float = 0.0
-  attention_dropout_rate: float = 0.0
+  """Pre-LN block: x + attention(LN(x)), then + MLP(LN(.)), each branch with stochastic depth.
+
+  `drop_path_rate` is this block's own (it grows with depth, see `Encoder`); the rest comes from
+  `config`.
+  """
+  config: ModelConfig
   drop_path_rate: float = 0.0
-  chunked_on_cpu: bool = True
-  dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool) -> jax.Array:
-    y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="LayerNorm_0")(x)
-    y = SelfAttention(self.num_heads, self.attention_dropout_rate, self.chunked_on_cpu,
-                      dtype=self.dtype, name="SelfAttention_0")(y, mask, deterministic)
-    y = nn.Dropout(self.dropout_rate)(y, deterministic=deterministic)
+    norm = lambda name: nn.LayerNorm(epsilon=1e-6, dtype=self.config.compute_dtype, name=name)
+    y = norm("LayerNorm_0")(x)
+    y = SelfAttention(self.config, name="SelfAttention_0")(y, mask, deterministic)
+    y = nn.Dropout(self.config.dropout_rate)(y, deterministic=deterministic)
     x = x + drop_path(y, self.drop_path_rate, self, deterministic)
-    y = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="LayerNorm_1")(x)
-    y = MlpBlock(self.mlp_dim, self.dropout_rate, dtype=self.dtype, name="MlpBlock_0")(y, deterministic)
+    y = norm("LayerNorm_1")(x)
+    y = MlpBlock(self.config, name="MlpBlock_0")(y, deterministic)
     return x + drop_path(y, self.drop_path_rate, self, deterministic)
 
 
@@ -142,36 +146,30 @@ class Encoder(nn.Module):
   The spatial and scale embeddings are added to the patch tokens only; the CLS token (zeros init)
   is prepended after, unmasked.
   """
-  num_layers: int
-  num_heads: int
-  mlp_dim: int
-  grid_size: int
-  num_scales: int
-  spatial_embedding: str = "hse"
-  use_scale_embedding: bool = True
-  max_positions: int = 4096
-  dropout_rate: float = 0.0
-  attention_dropout_rate: float = 0.0
-  stochastic_depth: float = 0.0
-  chunked_on_cpu: bool = True
-  dtype: jnp.dtype = jnp.float32
+  config: ModelConfig
 
   @nn.compact
   def __call__(self, x: jax.Array, spatial_idx: jax.Array, scale_idx: jax.Array, mask: jax.Array,
                deterministic: bool) -> jax.Array:
-    x = embeddings.add_spatial_embedding(self.spatial_embedding, x, spatial_idx,
-                                         grid_size=self.grid_size, max_positions=self.max_positions)
-    if self.use_scale_embedding:
-      x = embeddings.ScaleEmbedding(self.num_scales, name="scaleembed_input")(x, scale_idx)
+    cfg = self.config
+    x = embeddings.SPATIAL_EMBEDDINGS[cfg.spatial_embedding].add(x, spatial_idx, cfg)
+    if cfg.use_scale_embedding:
+      x = embeddings.ScaleEmbedding(cfg.num_scales, name="scaleembed_input")(x, scale_idx)
+    x, mask = self._prepend_cls(x, mask)
+    x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+    for layer in range(cfg.num_layers):
+      x = EncoderBlock(cfg, self._drop_path_rate(layer),
+                       name=f"encoderblock_{layer}")(x, mask, deterministic)
+    return nn.LayerNorm(epsilon=1e-6, dtype=cfg.compute_dtype, name="encoder_norm")(x)
+
+  def _prepend_cls(self, x: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The learnable `cls` token in front of every sequence, with a true mask entry."""
     batch, _, dim = x.shape
     cls = self.param("cls", nn.initializers.zeros, (1, 1, dim))
     x = jnp.concatenate([jnp.broadcast_to(cls, (batch, 1, dim)).astype(x.dtype), x], axis=1)
-    mask = jnp.concatenate([jnp.ones((batch, 1), bool), mask], axis=1)
-    x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
-    for layer in range(self.num_layers):
-      # The drop rate grows linearly from 0 at the first block to `stochastic_depth` at the last.
-      rate = self.stochastic_depth * layer / max(self.num_layers - 1, 1)
-      x = EncoderBlock(self.num_heads, self.mlp_dim, self.dropout_rate, self.attention_dropout_rate,
-                       rate, self.chunked_on_cpu, dtype=self.dtype,
-                       name=f"encoderblock_{layer}")(x, mask, deterministic)
-    return nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="encoder_norm")(x)
+    return x, jnp.concatenate([jnp.ones((batch, 1), bool), mask], axis=1)
+
+  def _drop_path_rate(self, layer: int) -> float:
+    """Stochastic depth of block `layer`: linear from 0 at the first to `stochastic_depth` at
+    the last."""
+    return self.config.stochastic_depth * layer / max(self.config.num_layers - 1, 1)

@@ -6,89 +6,21 @@ scores. Parameter names and shapes equal the official checkpoints' (see docs/che
 `mst.checkpoints` maps the released files onto this tree directly.
 """
 
-import dataclasses
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mst.models import embeddings
+from mst.models import config as model_config
 from mst.models import encoder
 from mst.models import patch_encoders
 
 Batch = dict[str, jax.Array]
 
-HEADS = ("score", "distribution", "classification")
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-  """The architecture. Defaults are the paper's model (27.1 M parameters).
-
-  Attributes:
-    patch_size: P; the patches are P x P x 3.
-    hidden_size: D, the token width.
-    num_layers, num_heads, mlp_dim: the Transformer encoder.
-    num_classes: outputs of the head: 1 for a score, C bins for a distribution, N classes.
-    grid_size: G of the hash-based spatial embedding.
-    num_scales: K + 1, rows of the scale embedding (resized copies plus the native image).
-    patch_encoder: "linear", "conv" or "resnet" (see `patch_encoders`).
-    spatial_embedding: "hse", "fixed", "sinusoid" or "none" (see `embeddings`).
-    use_scale_embedding: add the scale embedding (SCE).
-    max_positions: table length for spatial_embedding="fixed".
-    representation_size: width of an optional tanh `pre_logits` layer before the head.
-    head: "score" (one output), "distribution" (score = expectation over bins 1..C) or
-      "classification".
-    dropout_rate, attention_dropout_rate, stochastic_depth: regularisation used in training only.
-    dtype: compute dtype, "float32" or "bfloat16" (parameters stay float32).
-    chunked_on_cpu: in inference on CPU, run the patch encoder and attention a cache-sized chunk
-      at a time: the same outputs, faster and with far less memory. Training never chunks (the
-      gradient of the chunk loops is much slower on CPU). Off gives one XLA op per layer (for
-      FLOP counting).
-  """
-  patch_size: int = 32
-  hidden_size: int = 384
-  num_layers: int = 14
-  num_heads: int = 6
-  mlp_dim: int = 1152
-  num_classes: int = 1
-  grid_size: int = 10
-  num_scales: int = 3
-  patch_encoder: str = "resnet"
-  spatial_embedding: str = "hse"
-  use_scale_embedding: bool = True
-  max_positions: int = 4096
-  representation_size: int | None = None
-  head: str = "score"
-  dropout_rate: float = 0.0
-  attention_dropout_rate: float = 0.0
-  stochastic_depth: float = 0.0
-  dtype: str = "float32"
-  chunked_on_cpu: bool = True
-
-  def __post_init__(self):
-    choices = {"patch_encoder": tuple(patch_encoders.PATCH_ENCODERS),
-               "spatial_embedding": embeddings.SPATIAL_EMBEDDINGS, "head": HEADS,
-               "dtype": tuple(DTYPES)}
-    for field, allowed in choices.items():
-      if getattr(self, field) not in allowed:
-        raise ValueError(f"model.{field}={getattr(self, field)!r} is not one of {allowed}")
-    if self.hidden_size % self.num_heads:
-      raise ValueError(f"model.hidden_size={self.hidden_size} is not divisible by "
-                       f"model.num_heads={self.num_heads}")
-    if self.head == "score" and self.num_classes != 1:
-      raise ValueError(f"a score head has 1 output, not model.num_classes={self.num_classes}")
-    if self.head == "distribution" and self.num_classes < 2:
-      raise ValueError("a distribution head needs model.num_classes >= 2 bins")
-    for field in ("patch_size", "hidden_size", "num_layers", "num_heads", "mlp_dim", "grid_size",
-                  "num_scales", "num_classes", "max_positions"):
-      if getattr(self, field) < 1:
-        raise ValueError(f"model.{field} must be positive, got {getattr(self, field)}")
-    for field in ("dropout_rate", "attention_dropout_rate", "stochastic_depth"):
-      if not 0.0 <= getattr(self, field) < 1.0:
-        raise ValueError(f"model.{field} must be in [0, 1), got {getattr(self, field)}")
-
+# The configuration lives in `mst.models.config` (so the encoder can take it without an import
+# cycle); these names stay here because most code reaches them as `musiq.ModelConfig`.
+ModelConfig = model_config.ModelConfig
+HEADS = model_config.HEADS
+DTYPES = model_config.DTYPES
 
 CPU_PATCH_CHUNK = 256
 
@@ -102,7 +34,8 @@ class PatchEmbedding(nn.Module):
 
   @nn.compact
   def __call__(self, patches: jax.Array) -> jax.Array:
-    x = patch_encoders.PATCH_ENCODERS[self.patch_encoder](patches, self.patch_size, self.dtype)
+    encode = patch_encoders.PATCH_ENCODERS[self.patch_encoder].features
+    x = encode(patches, self.patch_size, self.dtype)
     return nn.Dense(self.hidden_size, dtype=self.dtype, name="embedding")(x)
 
   def param_names(self) -> tuple[str, ...]:
@@ -157,21 +90,15 @@ class Musiq(nn.Module):
   @nn.compact
   def __call__(self, batch: Batch, *, train: bool = False) -> jax.Array:
     cfg = self.config
-    dtype = DTYPES[cfg.dtype]
+    dtype = cfg.compute_dtype
     embed = PatchEmbedding(cfg.patch_encoder, cfg.patch_size, cfg.hidden_size, dtype, parent=None)
     params = {name: self.param(name, _subtree_init(embed, name, cfg.patch_size))
               for name in embed.param_names()}
     chunked = cfg.chunked_on_cpu and not train and jax.default_backend() == "cpu"
     chunk = CPU_PATCH_CHUNK if chunked else 0
     x = embed_patches(embed, params, batch["patches"], batch["mask"], chunk)
-    x = encoder.Encoder(
-        num_layers=cfg.num_layers, num_heads=cfg.num_heads, mlp_dim=cfg.mlp_dim,
-        grid_size=cfg.grid_size, num_scales=cfg.num_scales,
-        spatial_embedding=cfg.spatial_embedding, use_scale_embedding=cfg.use_scale_embedding,
-        max_positions=cfg.max_positions, dropout_rate=cfg.dropout_rate,
-        attention_dropout_rate=cfg.attention_dropout_rate, stochastic_depth=cfg.stochastic_depth,
-        chunked_on_cpu=cfg.chunked_on_cpu, dtype=dtype, name="Transformer",
-    )(x, batch["spatial_idx"], batch["scale_idx"], batch["mask"], deterministic=not train)
+    x = encoder.Encoder(cfg, name="Transformer")(
+        x, batch["spatial_idx"], batch["scale_idx"], batch["mask"], deterministic=not train)
     x = x[:, 0]
     if cfg.representation_size:
       x = jnp.tanh(nn.Dense(cfg.representation_size, dtype=dtype, name="pre_logits")(x))

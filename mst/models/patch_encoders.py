@@ -4,8 +4,13 @@
 3x3/2); `resnet` the official 5-layer one (root plus one bottleneck unit). Parameter names equal
 the official checkpoint's (`conv_root`, `gn_root`, `block1/unit1/...`); the modules are created in
 the calling model's scope so those names sit at the top of the parameter tree, as in the files.
+
+`PATCH_ENCODERS` is the one place an encoder is registered: `ModelConfig` takes its choices from
+it and checkpoint inference (`mst.checkpoints.architecture`) its fingerprints and feature sizes.
+Adding one means writing its features function and adding one `PatchEncoder` entry.
 """
 
+import dataclasses
 import math
 from typing import Callable
 
@@ -106,9 +111,15 @@ def _pixels(patches: jax.Array, patch_size: int) -> jax.Array:
 
 
 def _root(patches: jax.Array, patch_size: int, dtype) -> jax.Array:
-  x = StdConv(ROOT_FEATURES, (7, 7), (2, 2), dtype=dtype, name="conv_root")(_pixels(patches, patch_size))
+  x = StdConv(ROOT_FEATURES, (7, 7), (2, 2), dtype=dtype, name="conv_root")(
+      _pixels(patches, patch_size))
   x = nn.relu(GroupNorm(epsilon=1e-6, dtype=dtype, name="gn_root")(x))
   return nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+
+
+def _pixels_after_root(patch_size: int) -> int:
+  """Pixels per patch after the root's two stride-2 'SAME' steps (conv, then max-pool)."""
+  return math.ceil(math.ceil(patch_size / 2) / 2) ** 2
 
 
 def linear_features(patches: jax.Array, patch_size: int, dtype) -> jax.Array:
@@ -117,10 +128,20 @@ def linear_features(patches: jax.Array, patch_size: int, dtype) -> jax.Array:
   return patches.astype(dtype)
 
 
+def linear_size(patch_size: int) -> int:
+  """P * P * 3: one feature per pixel value."""
+  return patch_size * patch_size * 3
+
+
 def conv_features(patches: jax.Array, patch_size: int, dtype) -> jax.Array:
   """ResNet root features, flattened per patch in (row, column, channel) order."""
   x = _root(patches, patch_size, dtype)
   return x.reshape(patches.shape[:2] + (-1,))
+
+
+def conv_size(patch_size: int) -> int:
+  """(P/4)^2 * 64: the root's feature map (rounded up at each stride-2 step)."""
+  return _pixels_after_root(patch_size) * ROOT_FEATURES
 
 
 def resnet_features(patches: jax.Array, patch_size: int, dtype) -> jax.Array:
@@ -129,18 +150,35 @@ def resnet_features(patches: jax.Array, patch_size: int, dtype) -> jax.Array:
   return x.reshape(patches.shape[:2] + (-1,))
 
 
-PatchEncoder = Callable[[jax.Array, int, jnp.dtype], jax.Array]
+def resnet_size(patch_size: int) -> int:
+  """(P/4)^2 * 256: the bottleneck unit's expanded feature map."""
+  return _pixels_after_root(patch_size) * ROOT_FEATURES * BOTTLENECK_EXPANSION
+
+
+FeaturesFn = Callable[[jax.Array, int, jnp.dtype], jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class PatchEncoder:
+  """One patch encoder: what it computes, and how a checkpoint made with it looks.
+
+  Attributes:
+    features: `(patches [B, N, P*P*3], P, dtype) -> [B, N, feature_size(P)]`; creates its
+      parameters in the calling module's scope (their names are the top-level `param_names`).
+    feature_size: P -> the features per patch, i.e. the rows of the `embedding` kernel. It must
+      not decrease as P grows: checkpoint inference solves it for P.
+    param_names: the top-level parameter subtrees `features` creates, which is how a checkpoint
+      shows this encoder. Inference picks the entry with the most names, all present in the file
+      (so `resnet`, which also has the root, wins over `conv`); `()` matches any file and is the
+      fallback.
+  """
+  features: FeaturesFn
+  feature_size: Callable[[int], int]
+  param_names: tuple[str, ...] = ()
+
 
 PATCH_ENCODERS: dict[str, PatchEncoder] = {
-    "linear": linear_features,
-    "conv": conv_features,
-    "resnet": resnet_features,
+    "linear": PatchEncoder(linear_features, linear_size),
+    "conv": PatchEncoder(conv_features, conv_size, ("conv_root", "gn_root")),
+    "resnet": PatchEncoder(resnet_features, resnet_size, ("conv_root", "gn_root", "block1")),
 }
-
-
-def feature_size(name: str, patch_size: int) -> int:
-  """Rows of the `embedding` kernel that the named encoder feeds."""
-  reduced = math.ceil(math.ceil(patch_size / 2) / 2) ** 2  # two stride-2 'SAME' steps
-  return {"linear": patch_size * patch_size * 3,
-          "conv": reduced * ROOT_FEATURES,
-          "resnet": reduced * ROOT_FEATURES * BOTTLENECK_EXPANSION}[name]

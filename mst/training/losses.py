@@ -1,13 +1,18 @@
-"""Training losses: plain functions `(outputs, labels, weights) -> scalar`, and the one a config
-selects (`for_config`).
+"""Training losses: plain functions `(outputs, labels, weights) -> scalar`, their registry
+`LOSSES`, and the one a config selects (`for_config`).
+
+`LOSSES` is the one place a loss is registered: its `Loss` entry says which batch label it trains
+on, which model heads it accepts and which `config.loss` keys it reads; `for_config` and
+`mst.config.resolve.validate` read nothing else.
 
 `weights` [B] (e.g. a batch's `valid` mask, where padded examples are False) weight each example's
 loss; the result is their weighted mean, 0 when every weight is 0, and a padded example's labels
 never reach the result (so zeros or NaNs there are harmless).
 """
 
+import dataclasses
 import functools
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -99,12 +104,47 @@ def cross_entropy(logits: jax.Array, labels: jax.Array,
   return weighted_mean(per_example, weights)
 
 
-LOSSES: dict[str, LossFn] = {"l1": l1, "mse": mse, "emd": emd, "cross_entropy": cross_entropy}
-# The batch label each loss trains on, and the model heads whose logits it understands.
-LOSS_LABELS = {"l1": ("mos",), "mse": ("mos",), "emd": ("dist",),
-               "cross_entropy": ("label", "dist")}
-LOSS_HEADS = {"l1": ("score",), "mse": ("score",), "emd": ("distribution",),
-              "cross_entropy": ("classification", "distribution")}
+def _no_options(loss_config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """For losses that read no `config.loss` key."""
+  del loss_config
+  return {}
+
+
+def _emd_options(loss_config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """`r`, the EMD's norm, from `loss.emd_r`."""
+  if loss_config.emd_r <= 0:
+    raise ValueError(f"loss.emd_r must be positive, got {loss_config.emd_r}")
+  return {"r": float(loss_config.emd_r)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Loss:
+  """A training loss and what it fits.
+
+  Attributes:
+    fn: `(outputs, labels, weights, **options) -> scalar`, one of the plain functions above.
+    labels: the batch labels (`dataset.label`) it trains on.
+    heads: the model heads (`model.head`) whose logits it understands.
+    options: `config.loss` -> the keyword arguments of `fn` it sets (EMD's `r`); raises
+      ValueError for values `fn` cannot take, so `validate` catches them before a run.
+  """
+  fn: LossFn
+  labels: tuple[str, ...]
+  heads: tuple[str, ...]
+  options: Callable[[ml_collections.ConfigDict], dict[str, Any]] = _no_options
+
+  def bind(self, loss_config: ml_collections.ConfigDict) -> LossFn:
+    """`fn` with the options of `loss_config` set: `(outputs, labels, weights) -> scalar`."""
+    return functools.partial(self.fn, **self.options(loss_config))
+
+
+LOSSES: dict[str, Loss] = {
+    "l1": Loss(l1, labels=("mos",), heads=("score",)),
+    "mse": Loss(mse, labels=("mos",), heads=("score",)),
+    "emd": Loss(emd, labels=("dist",), heads=("distribution",), options=_emd_options),
+    "cross_entropy": Loss(cross_entropy, labels=("label", "dist"),
+                          heads=("classification", "distribution")),
+}
 
 
 def for_config(config: ml_collections.ConfigDict, head: str) -> Callable[[jax.Array, Batch],
@@ -115,10 +155,11 @@ def for_config(config: ml_collections.ConfigDict, head: str) -> Callable[[jax.Ar
   name, label = config.loss.name, config.dataset.label
   if name not in LOSSES:
     raise ValueError(f"loss.name={name!r} is not one of {sorted(LOSSES)}")
-  if label not in LOSS_LABELS[name] or head not in LOSS_HEADS[name]:
-    raise ValueError(f"loss {name!r} trains on {LOSS_LABELS[name]} with heads {LOSS_HEADS[name]},"
-                     f" not dataset.label={label!r} with head {head!r}")
-  fn = functools.partial(emd, r=float(config.loss.emd_r)) if name == "emd" else LOSSES[name]
+  loss = LOSSES[name]
+  if label not in loss.labels or head not in loss.heads:
+    raise ValueError(f"loss {name!r} trains on {loss.labels} with heads {loss.heads}, not "
+                     f"dataset.label={label!r} with head {head!r}")
+  fn = loss.bind(config.loss)
 
   def loss_fn(logits: jax.Array, batch: Batch) -> jax.Array:
     if label not in batch:
