@@ -13,9 +13,9 @@ from mst.cli import train as train_cli
 from mst.config import defaults
 from mst.config import overrides
 from mst.config import resolve
-from mst.training import optim
 from mst.data import preprocess
 from mst.models import musiq
+from mst.training import optim
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 TASKS = ("koniq", "spaq", "ava", "paq2piq", "imagenet", "custom", "demo")

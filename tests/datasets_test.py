@@ -19,8 +19,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
-import mst.data.datasets
 from mst.cli import datasets as datasets_cli
+import mst.data.datasets
 from mst.data.datasets import ava
 from mst.data.datasets import common
 from mst.data.datasets import custom

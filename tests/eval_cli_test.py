@@ -9,10 +9,10 @@ import sys
 import numpy as np
 import pytest
 
-from mst.config import resolve
-from mst.cli import predict
 from mst.checkpoints import workdirs
+from mst.cli import predict
 from mst.config import overrides
+from mst.config import resolve
 from conftest import scoring_params
 from conftest import small_model_config
 from conftest import write_csv_dataset

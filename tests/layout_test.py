@@ -21,12 +21,17 @@ def _module_name(path: pathlib.Path) -> str:
 
 
 def _imports() -> dict[str, set[str]]:
-  """Each mst module -> the mst modules it imports anywhere in its file (lazy imports too)."""
+  """Each mst module -> the mst modules it imports anywhere in its file (lazy imports too; not
+  those under `if TYPE_CHECKING:`, which never run)."""
   modules = {_module_name(path): path for path in PACKAGE.rglob("*.py")}
   graph = {}
   for name, path in modules.items():
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+      if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+        node.body = []  # dropped before ast.walk reaches its children
+    for node in ast.walk(tree):
       if isinstance(node, ast.Import):
         found |= {alias.name for alias in node.names}
       elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:

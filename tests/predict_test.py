@@ -10,10 +10,10 @@ from PIL import Image
 
 from mst.checkpoints import loader
 from mst.checkpoints import npz
-from mst.data import image_io
-from mst import inference
 from mst.cli import predict
+from mst.data import image_io
 from mst.data import preprocess
+from mst import inference
 from mst.models import musiq
 from conftest import small_model_config
 from conftest import write_npz

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mst.cli import predict
-from mst.training import trainer
 from mst.checkpoints import workdirs
-from mst.training import data as training_data
+from mst.cli import predict
 from mst.config import overrides
+from mst.training import data as training_data
+from mst.training import trainer
 
 
 def _config(csv_dataset, tmp_path_factory, **changes):

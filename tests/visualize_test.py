@@ -10,11 +10,11 @@ import tensorflow as tf
 from PIL import Image
 
 from mst.checkpoints import npz
-from mst.data import preprocess
 from mst.cli import visualize
+from mst.data import preprocess
+from mst.models import musiq
 from mst.visualization import figures
 from mst.visualization import rollout
-from mst.models import musiq
 from conftest import SMALL_MODEL
 from conftest import scoring_params
 

@@ -7,10 +7,10 @@ import sys
 import time
 from typing import Sequence
 
-from mst import inference
 from mst.checkpoints import loader
 from mst.cli import flags
 from mst.data import image_io
+from mst import inference
 from mst.models import musiq
 
 DESCRIPTION = """\

@@ -20,7 +20,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0  # parameter init, data order, augmentation and dropout all derive from it
 
-  # Where the examples come from and which label trains the model (mst.data.datasets, mst.data.pipeline).
+  # Where the examples come from and which label trains the model (mst.data.datasets and
+  # mst.data.pipeline).
   config.dataset = ml_collections.ConfigDict()
   config.dataset.name = "koniq10k"  # a key of mst.data.datasets.DATASETS (optionally "name/config")
   config.dataset.data_dir = "~/tensorflow_datasets"  # prepared tfds data
@@ -91,7 +92,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.optim.nesterov = False  # sgd
   config.optim.b1 = 0.9  # adam, adamw
   config.optim.b2 = 0.999  # adam, adamw
-  config.optim.weight_decay = 0.0  # adamw: decoupled; sgd: L2; kernels only (see mst.training.optim)
+  # adamw: decoupled; sgd: L2; kernels only (see mst.training.optim)
+  config.optim.weight_decay = 0.0
   config.optim.schedule = "cosine"  # "cosine", "linear" or "constant" after the warm-up
   config.optim.warmup_steps = 0  # training steps, linear from 0 to learning_rate
   config.optim.end_learning_rate_factor = 0.0  # the schedule ends at learning_rate * this

@@ -10,10 +10,10 @@ import dataclasses
 import ml_collections
 
 from mst.data import augmentation
-from mst.training import losses
-from mst.training import optim
 from mst.data import preprocess
 from mst.models import musiq
+from mst.training import losses
+from mst.training import optim
 
 # Copied from `preprocess` or derived from it, so they cannot disagree with the data.
 DERIVED_MODEL_FIELDS = ("patch_size", "grid_size", "num_scales")

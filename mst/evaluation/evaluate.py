@@ -11,13 +11,13 @@ import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
-from mst import inference
-from mst import sharding
 from mst.checkpoints import loader
 from mst.data import pipeline
 from mst.data import preprocess
 from mst.evaluation import metrics
+from mst import inference
 from mst.models import musiq
+from mst import sharding
 
 CI_METRICS = ("srcc", "plcc")
 

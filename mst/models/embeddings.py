@@ -50,7 +50,8 @@ class FixedPositionEmbedding(nn.Module):
 
 
 def sinusoid_table(num_positions: int, dim: int) -> np.ndarray:
-  """The Transformer's sine/cosine table: (num_positions, dim), sines on even, cosines on odd dims."""
+  """The Transformer's sine/cosine table (num_positions, dim): sines on even, cosines on odd
+  dims."""
   positions = np.arange(num_positions)[:, None]
   rates = np.power(SINE_MAX_SCALE, 2 * (np.arange(dim) // 2) / dim)
   angles = positions / rates

@@ -1,9 +1,9 @@
 """The masked pre-LN Transformer encoder (named `Transformer` in the official checkpoints).
 
-Padded tokens are masked as attention keys, so they never change a real token's output (their own
-rows are computed and ignored). On GPU and TPU attention goes through `jax.nn.dot_product_attention`,
-which lets XLA pick fused kernels; in inference on CPU through `chunked_attention`, blocks of queries
-at a time; with attention dropout in training, through an explicit softmax, the only place the
+Padded tokens are masked as attention keys, so they never change a real token's output (their
+own rows are computed and ignored). On GPU and TPU attention goes through
+`jax.nn.dot_product_attention`, which lets XLA pick fused kernels; in inference on CPU through
+`chunked_attention`, blocks of queries at a time; with attention dropout in training, through an explicit softmax, the only place the
 weights must be materialised. When the `intermediates` collection is mutable, the explicit softmax
 also runs, and each layer sows its weights as `attention_weights` [B, heads, T, S] (CLS first) for
 `mst.visualization`.
@@ -16,8 +16,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mst.models import embeddings
 from mst.models.config import ModelConfig
+from mst.models import embeddings
 
 XAVIER = nn.initializers.xavier_uniform()
 

@@ -15,8 +15,8 @@ import tensorflow_datasets as tfds
 
 from mst.config import resolve
 from mst.data import datasets
-from mst.evaluation import evaluate
 from mst.data import pipeline
+from mst.evaluation import evaluate
 from mst import sharding
 
 

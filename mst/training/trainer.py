@@ -26,15 +26,15 @@ import numpy as np
 import optax
 import tensorflow as tf
 
-from mst.config import resolve
-from mst.evaluation import report
-from mst.training import losses
-from mst.training import optim
-from mst import sharding
 from mst.checkpoints import loader
 from mst.checkpoints import workdirs
-from mst.training import data as training_data
+from mst.config import resolve
+from mst.evaluation import report
 from mst.models import musiq
+from mst import sharding
+from mst.training import data as training_data
+from mst.training import losses
+from mst.training import optim
 
 
 @flax.struct.dataclass

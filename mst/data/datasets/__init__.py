@@ -27,13 +27,13 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from mst.data.datasets import ava
+from mst.data.datasets.common import read_skipped
+from mst.data.datasets.common import SKIPPED_FILE
 from mst.data.datasets import custom
 from mst.data.datasets import demo
 from mst.data.datasets import koniq10k
 from mst.data.datasets import paq2piq
 from mst.data.datasets import spaq
-from mst.data.datasets.common import read_skipped
-from mst.data.datasets.common import SKIPPED_FILE
 
 DATASETS = {
     "koniq10k": koniq10k.Koniq10k,
