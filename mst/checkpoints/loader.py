@@ -83,7 +83,6 @@ def preprocess_config_for(model_cfg: musiq.ModelConfig,
       longer_side_lengths=tuple(longer_side_lengths), max_seq_len_from_original_res=-1)
 
 
-
 @dataclasses.dataclass
 class Loaded:
   """Parameters with what scoring needs: the model, its preprocessing (all native patches), and

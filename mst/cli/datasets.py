@@ -8,6 +8,7 @@ import sys
 from typing import Sequence
 
 from mst.cli import flags
+from mst.config import defaults
 from mst.data import datasets
 
 DESCRIPTION = f"""\
@@ -32,7 +33,7 @@ def parse_args(argv: Sequence[str] | None):
   parser.usage = "mst-datasets [build] NAME [NAME ...] [--data-dir DIR] [--manual-dir DIR] ..."
   parser.add_argument("names", nargs="+", metavar="NAME",
                       help=f"datasets to prepare: {', '.join(datasets.DATASETS)}")
-  parser.add_argument("--data-dir", default="~/tensorflow_datasets", metavar="DIR",
+  parser.add_argument("--data-dir", default=defaults.get_config().dataset.data_dir, metavar="DIR",
                       help="where prepared data goes (default %(default)s; the configs' "
                            "config.dataset.data_dir)")
   parser.add_argument("--manual-dir", metavar="DIR",

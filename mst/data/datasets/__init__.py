@@ -65,10 +65,11 @@ def build(name: str, data_dir: str, manual_dir: str | None = None, overwrite: bo
     if "config" in kwargs:
       raise ValueError(f"config given twice: {config_name!r} and {kwargs['config']!r}")
     kwargs["config"] = config_name
-  builder = cls(data_dir=data_dir, config=cls.config_from_kwargs(**kwargs))
+  builder_config = cls.config_from_kwargs(**kwargs)
+  builder = cls(data_dir=data_dir, config=builder_config)
   if overwrite and builder.is_prepared():
     tf.io.gfile.rmtree(os.fspath(builder.data_dir))
-    builder = cls(data_dir=data_dir, config=cls.config_from_kwargs(**kwargs))
+    builder = cls(data_dir=data_dir, config=builder_config)  # sees the version as unprepared
   if builder.is_prepared():
     return builder
   if builder.needs_manual_dir and not (manual_dir and os.path.isdir(manual_dir)):
