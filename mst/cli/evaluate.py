@@ -51,13 +51,20 @@ def main(argv: Sequence[str] | None = None) -> int:
   # Imported after parsing, so --help and usage errors are instant.
   import jax  # pylint: disable=g-import-not-at-top
   from mst import sharding  # pylint: disable=g-import-not-at-top
+  from mst.config import resolve  # pylint: disable=g-import-not-at-top
+  from mst.data.datasets import custom  # pylint: disable=g-import-not-at-top
   from mst.evaluation import evaluate  # pylint: disable=g-import-not-at-top
   from mst.evaluation import report  # pylint: disable=g-import-not-at-top
   from mst.training import data as training_data  # pylint: disable=g-import-not-at-top
 
   sharding.initialize_distributed()
+  try:
+    resolve.validate_eval(config, args.split, jax.device_count())
+    builder = training_data.build_dataset(config)
+  except (resolve.ConfigError, custom.LabelFileError) as e:  # bad input: the message says it all
+    print(f"mst-eval: error: {e}", file=sys.stderr)
+    return 2
   mesh = sharding.make_mesh()
-  builder = training_data.build_dataset(config)
   chief = jax.process_index() == 0
   paths = [args.checkpoint] if args.checkpoint else args.runs
   per_run = []

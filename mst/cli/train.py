@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Sequence
 
 from mst.cli import flags
@@ -39,10 +40,17 @@ def main(argv: Sequence[str] | None = None) -> int:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from absl import logging  # pylint: disable=g-import-not-at-top
   from mst import sharding  # pylint: disable=g-import-not-at-top
+  from mst.config import resolve  # pylint: disable=g-import-not-at-top
+  from mst.data.datasets import custom  # pylint: disable=g-import-not-at-top
   from mst.training import trainer  # pylint: disable=g-import-not-at-top
 
   tf.config.set_visible_devices([], "GPU")  # TensorFlow only feeds data: keep it off accelerators
   sharding.initialize_distributed()
   logging.info("Process %d of %d", jax.process_index(), jax.process_count())
-  trainer.train_and_evaluate(config, args.workdir)
+  try:
+    resolve.validate(config, num_devices=jax.device_count())
+    trainer.train_and_evaluate(config, args.workdir)
+  except (resolve.ConfigError, custom.LabelFileError) as e:  # bad input: the message says it all
+    print(f"mst-train: error: {e}", file=sys.stderr)
+    return 2
   return 0

@@ -5,11 +5,14 @@ Library code reads configs through these helpers, never by importing `configs/`,
 works wherever the config files live.
 """
 
+from collections.abc import Callable, Sequence
 import dataclasses
+from typing import Any
 
 import ml_collections
 
 from mst.data import augmentation
+from mst.data import datasets
 from mst.data import preprocess
 from mst.models import musiq
 from mst.training import losses
@@ -17,6 +20,7 @@ from mst.training import optim
 
 # Copied from `preprocess` or derived from it, so they cannot disagree with the data.
 DERIVED_MODEL_FIELDS = ("patch_size", "grid_size", "num_scales")
+SPLIT_KEYS = ("dataset.train_split", "dataset.eval_split", "dataset.test_split")
 
 
 def model_config(config: ml_collections.ConfigDict) -> musiq.ModelConfig:
@@ -63,11 +67,111 @@ def augment_config(config: ml_collections.ConfigDict) -> augmentation.Augment:
       randaugment_magnitude=augment.randaugment_magnitude, mixup_alpha=augment.mixup_alpha)
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
-  """Raises ValueError naming the keys of the first inconsistency: a loss that does not suit the
-  label or head (or mixup with hard class labels), an unknown optimizer or schedule, or
-  out-of-range numbers. Also builds the model, preprocessing and augmentation configs, which check
-  their own fields."""
+class ConfigError(ValueError):
+  """A config value that cannot work; the message names the key, the value and the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+  """A single key's requirement: `holds(value)` or a ConfigError saying `need` and `fix`."""
+  key: str
+  holds: Callable[[Any], bool]
+  need: str
+  fix: str
+
+
+RULES = (
+    Rule("preprocess.patch_size", lambda p: p >= 1, "P, a patch's side in pixels, must be >= 1",
+         "32 (the paper's)"),
+    Rule("preprocess.grid_size", lambda g: g >= 1,
+         "G must be >= 1 (the spatial embedding is a G x G grid)", "10 (the paper's)"),
+    Rule("preprocess.max_seq_len", lambda l: l >= 0,
+         "l, the native-image tokens in training, must be >= 0", "512 (the paper's) or 0 (none)"),
+    Rule("optim.learning_rate", lambda lr: lr > 0, "the peak learning rate must be > 0",
+         "e.g. 2e-3 (KonIQ's)"),
+    Rule("optim.warmup_steps", lambda n: n >= 0, "warm-up steps must be >= 0", "0 (none) or more"),
+    Rule("optim.end_learning_rate_factor", lambda f: f >= 0, "the factor must be >= 0",
+         "0 (decay to 0) or more"),
+    Rule("dataset.mos_scale", lambda s: s > 0, "MOS is divided by it: it must be positive",
+         "100 for 0-100 MOS, 1 for 1-5"),
+    Rule("train.batch_size", lambda n: n >= 1, "must be >= 1", "e.g. 96"),
+    Rule("eval.batch_size", lambda n: n >= 1, "must be >= 1", "e.g. 32"),
+    Rule("optim.grad_accum_steps", lambda n: n >= 1, "must be >= 1", "1 (no accumulation)"),
+    Rule("train.log_every_steps", lambda n: n >= 1, "must be >= 1", "e.g. 100"),
+    Rule("train.eval_every_steps", lambda n: n >= 1, "must be >= 1", "e.g. 1000"),
+    Rule("train.checkpoint_every_steps", lambda n: n >= 1, "must be >= 1", "e.g. 1000"),
+)
+
+
+def _get(config: ml_collections.ConfigDict, key: str) -> Any:
+  section, _, field = key.rpartition(".")
+  return config[section][field] if section else config[field]
+
+
+def _error(key: str, value: Any, problem: str, fix: str) -> ConfigError:
+  return ConfigError(f"{key}={value!r}: {problem}; fix: {fix}")
+
+
+def check_rules(config: ml_collections.ConfigDict, rules: Sequence[Rule] = RULES) -> None:
+  """Raises a ConfigError for the first key of `rules` whose value does not hold."""
+  for rule in rules:
+    value = _get(config, rule.key)
+    if not rule.holds(value):
+      raise _error(rule.key, value, rule.need, f"set --config.{rule.key} to {rule.fix}")
+
+
+def check_patch_fits(config: ml_collections.ConfigDict) -> None:
+  """Every resized copy must hold at least one whole patch: L_k >= P."""
+  pp = config.preprocess
+  small = [length for length in pp.longer_side_lengths if length < pp.patch_size]
+  if small:
+    raise _error("preprocess.longer_side_lengths", tuple(pp.longer_side_lengths),
+                 f"side(s) {small} cannot hold one preprocess.patch_size={pp.patch_size} patch",
+                 f"drop them or make them >= {pp.patch_size}, or lower preprocess.patch_size")
+
+
+def check_batch_sizes(config: ml_collections.ConfigDict, num_devices: int,
+                      keys: Sequence[str] = ("train.batch_size", "eval.batch_size")) -> None:
+  """Global batches are split evenly over all devices of all hosts (jax.device_count())."""
+  for key in keys:
+    value = _get(config, key)
+    if value % num_devices:
+      multiple = -(-value // num_devices) * num_devices
+      raise _error(key, value, f"a global batch must split evenly over the {num_devices} "
+                   "devices (jax.device_count())", f"use a multiple of {num_devices}, e.g. "
+                   f"--config.{key}={multiple}")
+
+
+def check_splits(dataset: str, splits: dict[str, str]) -> None:
+  """The splits named by `splits` (config key -> split; '' = none) exist in `dataset`, by its
+  builder's declared splits: nothing is prepared (tfds catalogue datasets are checked once
+  prepared)."""
+  declared = datasets.declared_splits(dataset)
+  for key, value in splits.items():
+    if declared is not None and value and value not in declared:
+      raise _error(key, value, f"dataset {dataset!r} has only the splits {list(declared)}",
+                   "name one of them" + (" or ''" if key in SPLIT_KEYS[1:] else ""))
+
+
+def validate_eval(config: ml_collections.ConfigDict, split: str, num_devices: int) -> None:
+  """What mst-eval needs of a config before it builds the dataset: the split exists and the
+  eval batch splits over the devices (the model comes from the checkpoint)."""
+  check_rules(config, [rule for rule in RULES if rule.key == "eval.batch_size"])
+  check_batch_sizes(config, num_devices, ["eval.batch_size"])
+  check_splits(config.dataset.name, {"--split": split})
+
+
+def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
+  """Raises ValueError naming the keys of the first inconsistency: a value out of range (RULES,
+  with the fix), a resized side smaller than a patch, a split the dataset lacks, a loss that does
+  not suit the label or head (or mixup with hard class labels), an unknown optimizer or schedule;
+  with `num_devices` (jax.device_count()), a global batch size that does not split over them.
+  Also builds the model, preprocessing and augmentation configs, which check their own fields."""
+  check_rules(config)
+  check_patch_fits(config)
+  check_splits(config.dataset.name, {key: _get(config, key) for key in SPLIT_KEYS})
+  if num_devices is not None:
+    check_batch_sizes(config, num_devices)
   model = model_config(config)
   preprocess_config(config, train=True)
   name, label = config.loss.name, config.dataset.label
@@ -91,22 +195,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.optim.name == "adam" and config.optim.weight_decay:
     raise ValueError("optim.name='adam' has no weight decay: use 'adamw'")
   optim.parse_lr_multipliers(config.optim.lr_multipliers)
-  if config.dataset.mos_scale <= 0:
-    raise ValueError(f"dataset.mos_scale must be positive, got {config.dataset.mos_scale}")
-  if config.preprocess.max_seq_len < 0:
-    raise ValueError("preprocess.max_seq_len (l) must be >= 0 for training, got "
-                     f"{config.preprocess.max_seq_len}")
   if config.preprocess.max_seq_len == 0 and not config.preprocess.longer_side_lengths:
     raise ValueError("preprocess.max_seq_len=0 drops the native image and "
                      "preprocess.longer_side_lengths=() has no resized copy: no tokens are left")
-  positive = {"train.batch_size": config.train.batch_size,
-              "eval.batch_size": config.eval.batch_size,
-              "optim.grad_accum_steps": config.optim.grad_accum_steps,
-              "train.log_every_steps": config.train.log_every_steps,
-              "train.eval_every_steps": config.train.eval_every_steps,
-              "train.checkpoint_every_steps": config.train.checkpoint_every_steps}
-  for key, value in positive.items():
-    if value < 1:
-      raise ValueError(f"{key} must be >= 1, got {value}")
   if config.train.num_steps <= 0 and config.train.num_epochs <= 0:
     raise ValueError("set train.num_steps > 0 or train.num_epochs > 0")

@@ -29,6 +29,9 @@ def build_dataset(config: ml_collections.ConfigDict):
     if not spec.csv:
       raise ValueError("dataset 'custom' needs config.dataset.csv (and config.dataset.image_dir)")
     kwargs = dict(csv=spec.csv, image_dir=spec.image_dir or None, split_seed=spec.split_seed)
+    # Every host reads the labels (cheap): a bad CSV stops them all with its problems, rather than
+    # process 0 alone while the others wait below for a dataset that never comes.
+    datasets.custom.read_labels(os.path.expanduser(spec.csv), spec.split_seed)
   data_dir = _expand(spec.data_dir)
   manual_dir = _expand(spec.manual_dir) or None
   build = datasets.build if spec.name.partition("/")[0] in datasets.DATASETS else _tfds_build

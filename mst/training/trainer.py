@@ -99,7 +99,7 @@ def _check_finite(losses_by_step: list[tuple[int, Any]], last_saved: int | None,
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Trains (or resumes training) in `workdir`; returns the final test metrics."""
   workdir = workdirs.absolute(workdir)
-  resolve.validate(config)
+  resolve.validate(config, num_devices=jax.device_count())
   mesh = sharding.make_mesh()
   is_chief = jax.process_index() == 0
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)

@@ -44,7 +44,14 @@ DATASETS = {
     "demo": demo.Demo,
 }
 
-__all__ = ["DATASETS", "build", "read_skipped", "SKIPPED_FILE"]
+__all__ = ["DATASETS", "build", "declared_splits", "read_skipped", "SKIPPED_FILE"]
+
+
+def declared_splits(name: str) -> tuple[str, ...] | None:
+  """The splits dataset `name` (optionally "name/config") can have, read from its builder class
+  without preparing anything; None for a dataset of tfds's own catalogue."""
+  cls = DATASETS.get(name.partition("/")[0])
+  return None if cls is None else tuple(cls.SPLITS)
 
 
 def build(name: str, data_dir: str, manual_dir: str | None = None, overwrite: bool = False,

@@ -133,13 +133,18 @@ def seeded_split(names: Sequence[str], fractions: Sequence[tuple[str, float]],
 
 def read_csv(path: str, required: Sequence[str]) -> list[dict[str, str]]:
   """Rows of a CSV file with a header (BOM and surrounding spaces tolerated), each row carrying its
-  1-based file line as `_line`; fails naming the file if a required column is absent."""
+  1-based file line as `_line`; fails naming the file (and line 1) if it is empty or a required
+  column is absent."""
   with open(path, newline="", encoding="utf-8-sig") as f:
     reader = csv.DictReader(f, skipinitialspace=True)
-    header = [h.strip() for h in reader.fieldnames or []]
+    if reader.fieldnames is None:
+      raise ValueError(f"{path}:1: the file is empty; its first line must be a header naming "
+                       f"the columns {list(required)}")
+    header = [h.strip() for h in reader.fieldnames]
     missing = [c for c in required if c not in header]
     if missing:
-      raise ValueError(f"{path}: missing column(s) {missing}; the header is {header}")
+      raise ValueError(f"{path}:1: missing column(s) {missing}; the header is {header} (the "
+                       f"first line must name the columns {list(required)})")
     rows = []
     for row in reader:
       clean = {(k or "").strip(): (v or "").strip() for k, v in row.items()
@@ -190,6 +195,7 @@ class ImageQualityBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
   """
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "First release."}
+  SPLITS = SPLITS  # the splits it can have, known before preparing (configs are checked on them)
   DESCRIPTION = ""
   HOMEPAGE = ""
   CITATION = ""

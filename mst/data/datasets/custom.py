@@ -8,8 +8,10 @@ again with `mst.data.datasets.build` and the same paths (the name is recomputed 
 `tfds.builder_from_directory(<that folder>)`.
 """
 
+from collections.abc import Sequence
 import dataclasses
 import hashlib
+import math
 import os
 
 import tensorflow_datasets as tfds
@@ -18,6 +20,7 @@ from mst.data.datasets import common
 
 DEFAULT_CSV = "labels.csv"
 FRACTIONS = (("train", 0.8), ("validation", 0.1), ("test", 0.1))
+MAX_PROBLEMS = 50  # listed in one error; the count says how many more
 
 _INSTRUCTIONS = f"""\
 Give the CSV and the image folder as a config: mst.data.datasets.build("custom", data_dir,
@@ -76,7 +79,9 @@ Your own images with mean opinion scores from a CSV `image,mos[,split]`. `mos` i
 scale; `name` is the CSV's `image` value. Splits: the `split` column (train / validation / test)
 when there is one, else a seeded 80/10/10 train / validation / test split (numpy
 RandomState(split_seed) permutation of the sorted image names; split_seed defaults to 0). Missing
-and undecodable images are skipped and listed in skipped_images.txt."""
+and undecodable images are skipped and listed in skipped_images.txt. Bad rows (an empty image
+name, a MOS that is not a finite number, an image listed twice, an unknown split) stop the
+preparation with one error listing each of them as `file:line: problem`."""
 
   @classmethod
   def config_from_kwargs(cls, config=None, csv=None, image_dir=None, split_seed=0):
@@ -104,23 +109,68 @@ and undecodable images are skipped and listed in skipped_images.txt."""
     else:
       csv_path = common.require(manual_dir, DEFAULT_CSV, _INSTRUCTIONS)
       image_dir = os.path.dirname(csv_path)
-    rows = common.read_csv(csv_path, ["image", "mos"])
-    split_of = _splits(rows, csv_path, config.split_seed)
+    entries = read_labels(csv_path, config.split_seed)
     splits = {split: [] for split in common.SPLITS}
-    for row in rows:
-      labels = {"mos": common.to_float(row, "mos", csv_path)}
-      splits[split_of[row["image"]]].append(common.Entry(name=row["image"], labels=labels))
+    for name, mos, split in entries:
+      splits[split].append(common.Entry(name=name, labels={"mos": mos}))
     return common.FolderSource(image_dir), splits
 
 
-def _splits(rows: list[dict[str, str]], path: str, seed: int) -> dict[str, str]:
-  """image -> split: the `split` column where the CSV has one, else seeded 80/10/10."""
-  if not rows or "split" not in rows[0]:
-    return common.seeded_split([row["image"] for row in rows], FRACTIONS, seed)
-  out = {}
+class LabelFileError(ValueError):
+  """A labels CSV mst cannot use. For bad rows the message lists each problem as
+  `file:line: what` (the first MAX_PROBLEMS of them, then how many more), so one pass fixes them
+  all; `problems` holds the (line, what) pairs."""
+
+  def __init__(self, message: str, problems: Sequence[tuple[int, str]] = ()):
+    super().__init__(message)
+    self.problems = list(problems)
+
+  @classmethod
+  def of_rows(cls, path: str, problems: list[tuple[int, str]]) -> "LabelFileError":
+    lines = [f"{path}:{line}: {what}" for line, what in problems[:MAX_PROBLEMS]]
+    if len(problems) > MAX_PROBLEMS:
+      lines.append(f"... and {len(problems) - MAX_PROBLEMS} more problem(s)")
+    return cls(f"{len(problems)} problem(s) in the labels CSV {path} (columns "
+               "image,mos[,split]):\n" + "\n".join(lines), problems)
+
+
+def read_labels(path: str, split_seed: int) -> list[tuple[str, float, str]]:
+  """(image, mos, split) of every row of the CSV, the split from its `split` column or seeded
+  80/10/10. Raises LabelFileError for an empty file, a header without `image` and `mos`, no
+  rows, or, listing them all, every empty image name, MOS that is not a finite number, image
+  listed twice and unknown split value. Missing images are not checked here: preparing skips and
+  lists them."""
+  try:
+    rows = common.read_csv(path, ["image", "mos"])
+  except FileNotFoundError:
+    raise LabelFileError(f"{path}: no such labels CSV file") from None
+  except ValueError as e:
+    raise LabelFileError(str(e), [(1, str(e))]) from None
+  if not rows:
+    raise LabelFileError(f"{path}:2: no label rows below the header", [(2, "no label rows")])
+  problems, first_line, out = [], {}, []
+  with_split = "split" in rows[0]
   for row in rows:
-    if row["split"] not in common.SPLITS:
-      raise ValueError(f"{path}:{row['_line']}: split {row['split']!r} is not one of "
-                       f"{list(common.SPLITS)}")
-    out.setdefault(row["image"], row["split"])
+    line, name = int(row["_line"]), row["image"]
+    if not name:
+      problems.append((line, "empty `image` value"))
+    elif name in first_line:
+      problems.append((line, f"image {name!r} is listed again (first on line {first_line[name]})"))
+    else:
+      first_line[name] = line
+    try:
+      mos = float(row["mos"])
+    except ValueError:
+      mos = math.nan
+    if not math.isfinite(mos):
+      problems.append((line, f"mos {row['mos']!r} is not a finite number"))
+    split = row["split"] if with_split else ""
+    if with_split and split not in common.SPLITS:
+      problems.append((line, f"split {split!r} is not one of {list(common.SPLITS)}"))
+    out.append((name, mos, split))
+  if problems:
+    raise LabelFileError.of_rows(path, problems)
+  if not with_split:
+    split_of = common.seeded_split([name for name, _, _ in out], FRACTIONS, split_seed)
+    out = [(name, mos, split_of[name]) for name, mos, _ in out]
   return out

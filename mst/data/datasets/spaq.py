@@ -37,6 +37,7 @@ class SpaqConfig(tfds.core.BuilderConfig):
 class Spaq(common.ImageQualityBuilder):
   """SPAQ with a seeded 80/20 train/test split; originals or shorter side resized to 512."""
   name = "spaq"
+  SPLITS = ("train", "test")
   MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS
   HOMEPAGE = "https://github.com/h4nwei/SPAQ"
   BUILDER_CONFIGS = [
