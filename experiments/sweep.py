@@ -4,13 +4,17 @@
     python experiments/sweep.py run spatial_embedding --root /tmp/se [--config configs/ava.py]
         [--arg runlocal] [--set dataset.data_dir=/data/tfds ...] [--seeds 0,1,2] [--only none,fixed]
         [--dry-run]
+    python experiments/sweep.py setup --tpu my-pod --zone us-central2-b [--dry-run]
     python experiments/sweep.py pod multiscale --tpu my-pod --zone us-central2-b
-        --root gs://bucket/multiscale [--remote-dir mst] [--dry-run]
+        --root gs://bucket/multiscale [--dry-run]
+    python experiments/sweep.py status multiscale --root gs://bucket/multiscale
     python experiments/sweep.py collect --root /tmp/se --name spatial_embedding
 
 Each run trains in its own workdir `ROOT/<run>` (`ROOT/<run>-seed<k>` with --seeds). Every run's
 config is built and validated before the first one starts, so a typo'd key or a bad value fails
-at once, naming the key.
+at once, naming the key. Starting a sweep again (`run` or `pod`) skips the finished runs (their
+test metrics exist) and resumes the others from their latest checkpoints; `status` shows where each
+run is.
 
 `run` trains in this process, one run after another, through `mst.trainer.train_and_evaluate`
 (what mst-train calls), rather than one `mst-train` subprocess per run: Python,
@@ -18,28 +22,32 @@ TensorFlow and JAX start once, and the many small programs JAX compiles for eage
 (parameter init, checkpoint copies) are compiled once for the whole sweep (on CPU a second run
 compiled 9 programs instead of 144). A run keeps no state of its own after it ends (its jitted
 functions go with it), a failing run (a diverging learning rate, say) is reported and the sweep
-goes on, and runs that already have their test metrics are skipped, so re-running a sweep
-finishes what is left. What a subprocess would add, isolation from a crash that kills the
-process, matters on a pod, where `pod` runs each run's mst-train command on every worker of a
-TPU VM (gcloud ... ssh --worker=all), one run after another.
+goes on. What a subprocess would add, isolation from a crash that kills the process, matters on a
+pod: `setup` installs this checkout on every worker of a TPU VM, and `pod` starts the unfinished
+runs there, detached, one after another (see experiments/pod.py).
 """
 
 import argparse
 import dataclasses
+import importlib.metadata
 import os
 import pathlib
 import shlex
 import subprocess
 import sys
+import tempfile
 from typing import Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+REPO = pathlib.Path(__file__).resolve().parents[1]  # the checkout `setup` ships
+sys.path.insert(0, str(REPO))
 
 import ml_collections  # pylint: disable=g-import-not-at-top
 
 from experiments import collect  # pylint: disable=g-import-not-at-top
+from experiments import pod as pod_lib  # pylint: disable=g-import-not-at-top
+from experiments import progress  # pylint: disable=g-import-not-at-top
 from mst.config import overrides as overrides_lib  # pylint: disable=g-import-not-at-top
 from experiments.sweeps import Run  # pylint: disable=g-import-not-at-top
 from experiments.sweeps import SWEEPS  # pylint: disable=g-import-not-at-top
@@ -103,10 +111,12 @@ def run_locally(planned: Sequence[Planned], root: str) -> list[str]:
   failed = []
   for i, item in enumerate(planned, 1):
     workdir = os.path.join(root, item.name)
-    if os.path.exists(os.path.join(workdir, f"{item.config.dataset.test_split}_metrics.json")):
+    state = progress.read(item.name, workdir, item.config)
+    if state.finished:
       print(f"[{i}/{len(planned)}] {item.name}: finished before, skipped", flush=True)
       continue
-    print(f"[{i}/{len(planned)}] {item.name}: {item.overrides}", flush=True)
+    resuming = f" (resuming: {state.describe()})" if state.state == "started" else ""
+    print(f"[{i}/{len(planned)}] {item.name}: {item.overrides}{resuming}", flush=True)
     try:
       trainer.train_and_evaluate(item.config, workdir)
     except Exception as e:  # pylint: disable=broad-except  # one bad setting must not end a sweep
@@ -115,19 +125,17 @@ def run_locally(planned: Sequence[Planned], root: str) -> list[str]:
   return failed
 
 
-def pod_command(item: Planned, *, config_spec: str, root: str, tpu: str, zone: str,
-                project: str = "", remote_dir: str = "") -> list[str]:
-  """The gcloud argv that runs `item` with mst-train on every worker of TPU VM `tpu`.
+def remote_run(item: Planned, *, config_spec: str, root: str) -> pod_lib.RemoteRun:
+  """`item` as the workers run it: mst-train's words, each quoted for their shell, with
+  `config_spec` (FILE[:ARG]) relative to the installed checkout."""
+  workdir = overrides_lib.workdir_join(root, item.name)
+  args = [f"--config={shlex.quote(config_spec)}", f"--workdir={shlex.quote(workdir)}"]
+  return pod_lib.RemoteRun(item.name, workdir, args + overrides_lib.as_flags(item.overrides))
 
-  The `--command` value is one shell line for the workers' shell, each word quoted there.
-  """
-  words = [f"cd {shlex.quote(remote_dir)} &&"] if remote_dir else []
-  words += ["mst-train", f"--config={shlex.quote(config_spec)}",
-            f"--workdir={shlex.quote(overrides_lib.workdir_join(root, item.name))}"]
-  words += overrides_lib.as_flags(item.overrides)
-  argv = ["gcloud", "compute", "tpus", "tpu-vm", "ssh", tpu, f"--zone={zone}"]
-  argv += [f"--project={project}"] if project else []
-  return argv + ["--worker=all", f"--command={' '.join(words)}"]
+
+def read_progress(planned: Sequence[Planned], root: str) -> list[progress.Progress]:
+  return [progress.read(item.name, overrides_lib.workdir_join(root, item.name), item.config)
+          for item in planned]
 
 
 def display(argv: Sequence[str]) -> str:
@@ -152,7 +160,16 @@ def _names(text: str) -> list[str]:
   return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def _add_run_args(parser: argparse.ArgumentParser) -> None:
+def _add_pod_args(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--tpu", required=True, help="the TPU VM's name")
+  parser.add_argument("--zone", required=True, help="its zone, e.g. us-central2-b")
+  parser.add_argument("--project", default="", help="its GCP project (default: gcloud's)")
+  parser.add_argument("--remote-dir", default="mst",
+                      help="the installed checkout on the workers, relative to the home "
+                      "directory (default: mst)")
+
+
+def _add_run_args(parser: argparse.ArgumentParser, dry_run: bool = True) -> None:
   parser.add_argument("name", choices=sorted(SWEEPS), help="the sweep")
   parser.add_argument("--config", help="config file (default: the one the sweep was made for)")
   parser.add_argument("--arg", default=None,
@@ -165,7 +182,8 @@ def _add_run_args(parser: argparse.ArgumentParser) -> None:
                       help="comma-separated seeds: each run once per seed, ROOT/<run>-seed<k>")
   parser.add_argument("--only", type=_names, default=[],
                       help="comma-separated run names: run just these (see `list`)")
-  parser.add_argument("--dry-run", action="store_true", help="print the runs, start nothing")
+  if dry_run:
+    parser.add_argument("--dry-run", action="store_true", help="print the runs, start nothing")
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -178,17 +196,30 @@ def make_parser() -> argparse.ArgumentParser:
       description="Trains each run in ROOT/<run> with mst.trainer.train_and_evaluate, skips runs "
       "that already have test metrics, goes on after a failed run, then prints the table.")
   _add_run_args(run)
+  setup = commands.add_parser(
+      "setup", help="install this checkout's mst on every worker of a TPU VM",
+      description="git archive of this checkout (with uncommitted changes to tracked files) -> "
+      "gcloud ... scp --worker=all -> unpack to ~/mst-<release>, pip install it, point "
+      "~/REMOTE_DIR at it. Run it again after changing the code or configs.")
+  _add_pod_args(setup)
+  setup.add_argument("--pip-extra", action="append", metavar="SPEC",
+                     help="also pip-install this (repeatable; default: jax[tpu] at this "
+                     "machine's jax version; '' for nothing)")
+  setup.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
   pod = commands.add_parser(
-      "pod", help="run every run of a sweep on all workers of a TPU VM (or print the commands)",
-      description="For each run: gcloud compute tpus tpu-vm ssh TPU --zone ZONE --worker=all "
-      "--command='mst-train --config=... --workdir=ROOT/<run> --config.KEY=VALUE ...'.")
+      "pod", help="start a sweep's unfinished runs on all workers of a TPU VM, detached",
+      description="One gcloud compute tpus tpu-vm ssh --worker=all that starts, on each worker, "
+      "a detached shell training the unfinished runs one after another (mst-train in "
+      "~/REMOTE_DIR, installed by `setup`), and returns; logs: ~/mst-logs/<sweep>/ on the "
+      "workers, copied to ROOT/<run>/logs/ when a run ends. Finished runs are skipped, started "
+      "ones resume.")
   _add_run_args(pod)
-  pod.add_argument("--tpu", required=True, help="the TPU VM's name")
-  pod.add_argument("--zone", required=True, help="its zone, e.g. us-central2-b")
-  pod.add_argument("--project", default="", help="its GCP project (default: gcloud's)")
-  pod.add_argument("--remote-dir", default="",
-                   help="where the mst checkout is on the workers (cd there first; relative "
-                   "paths start at the home directory); --config is relative to it")
+  _add_pod_args(pod)
+  status = commands.add_parser(
+      "status", help="each run's progress, read from its workdir",
+      description="finished, the latest checkpoint step (of train.num_steps), and the exit "
+      "status of each host's last attempt, for every run of the sweep under ROOT.")
+  _add_run_args(status, dry_run=False)
   coll = commands.add_parser(
       "collect", help="tabulate the finished runs under a root (markdown)",
       description="Reads ROOT/*/config.json and *_metrics.json; one row per setting (seeds "
@@ -219,6 +250,59 @@ def _collect(args) -> None:
   print(collect.report(args.root, sweep.setting, runs))
 
 
+def _run_all(commands: Sequence[list[str]], dry_run: bool) -> int:
+  """Prints each command and runs it (unless `dry_run`); the first failure's exit status."""
+  for command in commands:
+    print(display(command), flush=True)
+    if not dry_run:
+      status = subprocess.run(command, check=False).returncode
+      if status:
+        return status
+  return 0
+
+
+def _setup(args) -> int:
+  name, commit = pod_lib.release(str(REPO))
+  archive = os.path.join(tempfile.gettempdir(), f"mst-{name}.tar.gz")
+  extra = args.pip_extra
+  if extra is None:
+    extra = [f"jax[tpu]=={importlib.metadata.version('jax')}"]  # the jax mst is tested with
+  target = pod_lib.Pod(args.tpu, args.zone, args.project)
+  commands = [pod_lib.archive_command(str(REPO), name, commit, archive)]
+  commands += pod_lib.setup_commands(target, archive, name, remote_dir=args.remote_dir,
+                                     pip_extra=[spec for spec in extra if spec])
+  return 1 if _run_all(commands, args.dry_run) else 0
+
+
+def _pod(args, planned: Sequence[Planned], config_path: str) -> int:
+  spec = pod_lib.shipped_path(str(REPO), str(overrides_lib.resolve_config_path(config_path)))
+  spec += f":{args.arg}" if args.arg else ""
+  try:
+    states = read_progress(planned, args.root)
+  except OSError as e:  # e.g. a gs:// root without credentials here: the workers may have them
+    print(f"warning: {e}; starting every run (a finished one only evaluates again)",
+          file=sys.stderr)
+    states = [progress.Progress(item.name, "unknown") for item in planned]
+  todo = []
+  for item, state in zip(planned, states):
+    print(f"{item.name}: {state.describe()}" + (", skipped" if state.finished else ""))
+    if not state.finished:
+      todo.append(remote_run(item, config_spec=spec, root=args.root))
+  if not todo:
+    print(f"all {len(planned)} runs are finished")
+    return 0
+  script = os.path.join(tempfile.gettempdir(), f"mst-sweep-{args.name}.sh")
+  with open(script, "w") as f:
+    f.write(pod_lib.run_script(args.name, todo))
+  print(f"{script}, which every worker runs:\n{pod_lib.run_script(args.name, todo)}")
+  target = pod_lib.Pod(args.tpu, args.zone, args.project)
+  status = _run_all(pod_lib.launch_commands(target, args.name, script, args.remote_dir),
+                    args.dry_run)
+  if status == pod_lib.BUSY_STATUS:
+    print("a worker is still running a sweep: see `status`, or wait", file=sys.stderr)
+  return 1 if status else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   args = make_parser().parse_args(argv)
   if args.command == "list":
@@ -227,30 +311,26 @@ def main(argv: Sequence[str] | None = None) -> int:
   if args.command == "collect":
     _collect(args)
     return 0
+  if args.command == "setup":
+    return _setup(args)
   config_path = args.config or SWEEPS[args.name].config
   try:
     planned = plan(args.name, config_path, args.arg, args.set, args.seeds, args.only)
+    if args.command == "pod":
+      return _pod(args, planned, config_path)
   except (KeyError, TypeError, ValueError) as e:  # a bad key or value: nothing has started
     print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
     return 2
-  if args.command == "pod":
-    spec = config_path + (f":{args.arg}" if args.arg else "")
-    commands = [pod_command(item, config_spec=spec, root=args.root, tpu=args.tpu,
-                            zone=args.zone, project=args.project, remote_dir=args.remote_dir)
-                for item in planned]
-    failed = []
-    for item, command in zip(planned, commands):
-      print(display(command), flush=True)
-      if not args.dry_run and subprocess.run(command, check=False).returncode:
-        failed.append(item.name)
-  elif args.dry_run:
+  if args.command == "status":
+    print(progress.table(read_progress(planned, args.root)))
+    return 0
+  if args.dry_run:
     for item in planned:
       print(f"{overrides_lib.workdir_join(args.root, item.name)}: {item.overrides}")
     return 0
-  else:
-    failed = run_locally(planned, args.root)
-    runs = list({item.run.name: item.run for item in planned}.values())
-    print(collect.report(args.root, SWEEPS[args.name].setting, runs))
+  failed = run_locally(planned, args.root)
+  runs = list({item.run.name: item.run for item in planned}.values())
+  print(collect.report(args.root, SWEEPS[args.name].setting, runs))
   if failed:
     print(f"{len(failed)} of {len(planned)} runs failed: {', '.join(failed)}", file=sys.stderr)
   return 1 if failed else 0

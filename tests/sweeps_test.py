@@ -6,10 +6,16 @@ import json
 import os
 import re
 import shlex
+import socket
+import subprocess
+import tarfile
+import tempfile
+import time
 
 import pytest
 
 from experiments import collect
+from experiments import pod
 from experiments import sweep
 from experiments.sweeps import Run
 from experiments.sweeps import SWEEPS
@@ -115,37 +121,98 @@ def test_set_values_parse_with_the_keys_types():
   assert parse("dataset.csv=123") == ("dataset.csv", "123")  # a string key keeps the text
 
 
-def test_pod_commands_are_exact_and_parse_back_to_the_planned_config(monkeypatch):
+def test_pod_runs_are_exact_and_parse_back_to_the_planned_config(monkeypatch):
   planned = {item.name: item for item in sweep.plan(
       "multiscale", "configs/paq2piq.py", sets=["dataset.data_dir=gs://b/my tfds"],
       seeds=[3])}
   item = planned["384_224-seed3"]
-  argv = sweep.pod_command(item, config_spec="configs/paq2piq.py", root="gs://b/ms/",
-                           tpu="pod-1", zone="us-central2-b", project="proj", remote_dir="mst")
-  command = ("cd mst && mst-train --config=configs/paq2piq.py --workdir=gs://b/ms/384_224-seed3 "
-             "--config.dataset.data_dir='gs://b/my tfds' "
-             "--config.preprocess.longer_side_lengths='(384, 224)' "
-             "--config.preprocess.max_seq_len=0 --config.seed=3")
-  assert argv == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "pod-1", "--zone=us-central2-b",
-                  "--project=proj", "--worker=all", f"--command={command}"]
-  assert sweep.display(argv) == (
-      "gcloud compute tpus tpu-vm ssh pod-1 --zone=us-central2-b --project=proj --worker=all "
-      f'--command="{command}"')
-  assert shlex.split(sweep.display(argv)) == argv  # the printed line is the same argv
-  full = sweep.pod_command(planned["full-seed3"], config_spec="configs/paq2piq.py:runlocal",
-                           root="gs://b/ms", tpu="p", zone="z")
-  assert full[-1] == ("--command=mst-train --config=configs/paq2piq.py:runlocal "
-                      "--workdir=gs://b/ms/full-seed3 --config.dataset.data_dir='gs://b/my tfds' "
-                      "--config.preprocess.longer_side_lengths='()' --config.seed=3")
+  run = sweep.remote_run(item, config_spec="configs/paq2piq.py", root="gs://b/ms/")
+  words = ("--config=configs/paq2piq.py --workdir=gs://b/ms/384_224-seed3 "
+           "--config.dataset.data_dir='gs://b/my tfds' "
+           "--config.preprocess.longer_side_lengths='(384, 224)' "
+           "--config.preprocess.max_seq_len=0 --config.seed=3")
+  assert (run.name, run.workdir, " ".join(run.args)) == (
+      "384_224-seed3", "gs://b/ms/384_224-seed3", words)
+  local = sweep.remote_run(planned["full-seed3"], config_spec="configs/paq2piq.py:runlocal",
+                           root="/nfs/ms")
+  log = "$HOME/mst-logs/multiscale/384_224-seed3.log"
+  local_log = "$HOME/mst-logs/multiscale/full-seed3.log"
+  assert pod.run_script("multiscale", [run, local]).splitlines() == [
+      "# sweep multiscale: started by experiments/sweep.py pod on every worker",
+      'export PATH="$HOME/.local/bin:$PATH"  # where a user\'s pip puts mst-train',
+      f'mst-train {words} > {log} 2>&1; echo "exit status $?" >> {log}; '
+      f"gcloud storage cp --quiet {log} gs://b/ms/384_224-seed3/logs/host-$(hostname).log",
+      "mst-train --config=configs/paq2piq.py:runlocal --workdir=/nfs/ms/full-seed3 "
+      "--config.dataset.data_dir='gs://b/my tfds' --config.preprocess.longer_side_lengths='()' "
+      f'--config.seed=3 > {local_log} 2>&1; echo "exit status $?" >> {local_log}; '
+      f"mkdir -p /nfs/ms/full-seed3/logs && cp {local_log} "
+      "/nfs/ms/full-seed3/logs/host-$(hostname).log"]
 
-  # What mst-train on a worker parses from the command is exactly the planned config.
+  # What mst-train on a worker parses from the script is exactly the planned config.
   monkeypatch.chdir(overrides.REPO_ROOT)
   for item in (planned["384_224-seed3"], planned["full-seed3"]):
-    words = shlex.split(sweep.pod_command(item, config_spec="configs/paq2piq.py", root="gs://b",
-                                          tpu="p", zone="z")[-1].partition("=")[2])
-    assert words[0] == "mst-train"
-    _, config = train_cli.parse_args(words[1:])
+    args = sweep.remote_run(item, config_spec="configs/paq2piq.py", root="gs://b").args
+    _, config = train_cli.parse_args(shlex.split(" ".join(args)))
     assert config.to_dict() == item.config.to_dict()
+
+
+def test_pod_launch_and_setup_commands_are_exact():
+  target = pod.Pod("pod-1", "us-central2-b", "proj")
+  scp, ssh = pod.launch_commands(target, "multiscale", "/tmp/runs.sh")
+  assert scp == ["gcloud", "compute", "tpus", "tpu-vm", "scp", "/tmp/runs.sh",
+                 "pod-1:mst-sweep-multiscale.sh", "--zone=us-central2-b", "--project=proj",
+                 "--worker=all"]
+  logs = "$HOME/mst-logs/multiscale"
+  command = (
+      f'mkdir -p {logs} && cd mst || {{ echo "$(hostname): no ~/mst: run sweep.py setup first" '
+      ">&2; exit 1; }; flock -n ~/.mst-sweep.lock true || { echo \"$(hostname): busy, a sweep "
+      'holds ~/.mst-sweep.lock" >&2; exit 75; }; '
+      f"mv ~/mst-sweep-multiscale.sh {logs}/runs.sh || exit 1; setsid nohup flock -n "
+      f"~/.mst-sweep.lock bash {logs}/runs.sh > {logs}/sweep.log 2>&1 < /dev/null & "
+      f'echo "$(hostname): started, log {logs}/sweep.log"')
+  assert ssh == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "pod-1", "--zone=us-central2-b",
+                 "--project=proj", "--worker=all", f"--command={command}"]
+  assert shlex.split(sweep.display(ssh)) == ssh  # the printed line is the same argv
+
+  scp, ssh = pod.setup_commands(pod.Pod("p", "z"), "/tmp/mst-abc.tar.gz", "abc",
+                                remote_dir="mst", pip_extra=["jax[tpu]==0.10.2"])
+  assert scp == ["gcloud", "compute", "tpus", "tpu-vm", "scp", "/tmp/mst-abc.tar.gz",
+                 "p:mst-abc.tar.gz", "--zone=z", "--worker=all"]
+  assert ssh[-1] == (
+      "--command=set -e; [ -d mst-abc ] || tar -xzf mst-abc.tar.gz; python3 -m pip install "
+      "--quiet ./mst-abc 'jax[tpu]==0.10.2'; ln -sfn mst-abc mst; "
+      'echo "$(hostname): mst abc installed, ~/mst -> mst-abc"')
+
+
+def _git(repo, *args):
+  return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t",
+                         *args], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def test_setup_ships_the_checkout_with_its_uncommitted_changes(tmp_path):
+  repo = tmp_path / "repo"
+  (repo / "configs").mkdir(parents=True)
+  (repo / "configs" / "a.py").write_text("A = 1\n")
+  _git(repo, "init", "-q")
+  _git(repo, "add", ".")
+  _git(repo, "commit", "-qm", "first")
+  head = _git(repo, "rev-parse", "--short=12", "HEAD")
+  assert pod.release(str(repo)) == (head, head)
+  (repo / "configs" / "a.py").write_text("A = 2\n")  # uncommitted: shipped all the same
+  (repo / "configs" / "new.py").write_text("")  # untracked: not shipped
+  name, commit = pod.release(str(repo))
+  assert re.fullmatch(rf"{head}-dirty-[0-9a-f]{{8}}", name) and commit.startswith(name[-8:])
+  assert _git(repo, "status", "--porcelain") == "M configs/a.py\n?? configs/new.py"  # untouched
+  archive = tmp_path / f"mst-{name}.tar.gz"
+  subprocess.run(pod.archive_command(str(repo), name, commit, str(archive)), check=True)
+  with tarfile.open(archive) as tar:
+    assert tar.extractfile(f"mst-{name}/configs/a.py").read() == b"A = 2\n"
+    assert f"mst-{name}/configs/new.py" not in tar.getnames()
+  assert pod.shipped_path(str(repo), str(repo / "configs" / "a.py")) == "configs/a.py"
+  with pytest.raises(ValueError, match="new.py is not tracked by git.*git add configs/new.py"):
+    pod.shipped_path(str(repo), str(repo / "configs" / "new.py"))
+  with pytest.raises(ValueError, match="outside the checkout"):
+    pod.shipped_path(str(repo), str(tmp_path / "elsewhere.py"))
 
 
 def _fake_run(root, name, config, **metrics_by_split):
@@ -219,3 +286,66 @@ def test_a_tiny_sweep_trains_end_to_end_and_collects(csv_dataset, tmp_path, caps
   # Running the sweep again trains nothing: both runs have their test metrics.
   assert sweep.main(args) == 0
   assert capsys.readouterr().out.count("finished before, skipped") == 2
+
+
+# Stands in for mst-train on a "worker": notes a checkpoint at step 2, takes a moment, then
+# finishes (test_metrics.json) or, for seed 1, fails with status 3.
+FAKE_MST_TRAIN = """#!/bin/bash
+for word in "$@"; do case "$word" in --workdir=*) workdir="${word#--workdir=}";; esac; done
+mkdir -p "$workdir/checkpoints/2" "$workdir/checkpoints/4.orbax-checkpoint-tmp-1"
+sleep 1
+case " $* " in *" --config.seed=1 "*) echo "diverged" >&2; exit 3;; esac
+echo '{"srcc": 0.5}' > "$workdir/test_metrics.json"
+"""
+
+
+def _launch_here(home, out: str) -> subprocess.CompletedProcess:
+  """Does what the printed gcloud scp and ssh commands do, on this machine as the worker."""
+  lines = out.strip().splitlines()
+  scp, ssh = shlex.split(lines[-2]), shlex.split(lines[-1])
+  (home / scp[-3].split(":")[1]).write_bytes(open(scp[-4], "rb").read())
+  return subprocess.run(["bash", "-c", ssh[-1].partition("=")[2]], cwd=home, text=True,
+                        capture_output=True, env={**os.environ, "HOME": str(home)}, timeout=10)
+
+
+def test_pod_runs_detached_skips_finished_runs_and_reports_status(tmp_path, capsys,
+                                                                  monkeypatch):
+  monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+  home = tmp_path / "home"
+  (home / "mst").mkdir(parents=True)  # what setup installs
+  (home / ".local" / "bin").mkdir(parents=True)
+  (home / ".local" / "bin" / "mst-train").write_text(FAKE_MST_TRAIN)
+  (home / ".local" / "bin" / "mst-train").chmod(0o755)
+  root = tmp_path / "runs"
+  args = ["scale_embedding", "--config", "configs/custom.py", "--root", str(root), "--seeds",
+          "0,1", "--only", "sce", "--set", "train.num_steps=4"]
+  pod_args = ["pod", *args, "--tpu", "p", "--zone", "z", "--dry-run"]
+  assert sweep.main(pod_args) == 0
+  out = capsys.readouterr().out
+  assert out.startswith("sce-seed0: not started\nsce-seed1: not started\n")
+
+  start = time.monotonic()
+  launch = _launch_here(home, out)
+  assert launch.returncode == 0 and time.monotonic() - start < 1.0  # detached: 2 s of runs
+  assert launch.stdout == f"{socket.gethostname()}: started, log {home}/mst-logs/" \
+      "scale_embedding/sweep.log\n"
+  busy = _launch_here(home, out)  # a second launch while the first sweep runs is refused
+  assert busy.returncode == pod.BUSY_STATUS and "busy, a sweep holds" in busy.stderr
+  logs = {seed: root / f"sce-seed{seed}" / "logs" / f"host-{socket.gethostname()}.log"
+          for seed in (0, 1)}
+  deadline = time.monotonic() + 20
+  while not logs[1].exists() and time.monotonic() < deadline:
+    time.sleep(0.2)
+  assert logs[0].read_text() == "exit status 0\n"
+  assert logs[1].read_text() == "diverged\nexit status 3\n"
+
+  assert sweep.main(["status", *args]) == 0
+  assert capsys.readouterr().out.splitlines() == [
+      "sce-seed0  finished", f"sce-seed1  step 2 of 4; last exit: {socket.gethostname()}: 3",
+      "1 of 2 runs finished"]
+  # Launched again, only the unfinished run is in the script.
+  assert sweep.main(pod_args) == 0
+  out = capsys.readouterr().out
+  assert out.startswith("sce-seed0: finished, skipped\nsce-seed1: step 2 of 4; last exit: ")
+  script = (tmp_path / "mst-sweep-scale_embedding.sh").read_text()
+  assert "--workdir=" + str(root / "sce-seed1") in script and "sce-seed0" not in script
