@@ -54,8 +54,11 @@ class Pod:
 # ------------------------------------------------------------------------------------- setup
 
 def _git(repo: str, *args: str) -> str:
-  return subprocess.run(["git", "-C", repo, *args], check=True, capture_output=True,
-                        text=True).stdout.strip()
+  done = subprocess.run(["git", "-C", repo, *args], check=False, capture_output=True, text=True)
+  if done.returncode:
+    raise ValueError(f"git {' '.join(args)} in {repo} failed (setup and pod ship a git "
+                     f"checkout): {done.stderr.strip()}")
+  return done.stdout.strip()
 
 
 def release(repo: str) -> tuple[str, str]:

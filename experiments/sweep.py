@@ -312,7 +312,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     _collect(args)
     return 0
   if args.command == "setup":
-    return _setup(args)
+    try:
+      return _setup(args)
+    except ValueError as e:  # not a git checkout
+      print(f"error: {e}", file=sys.stderr)
+      return 2
   config_path = args.config or SWEEPS[args.name].config
   try:
     planned = plan(args.name, config_path, args.arg, args.set, args.seeds, args.only)

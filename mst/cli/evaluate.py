@@ -58,10 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
   from mst.training import data as training_data  # pylint: disable=g-import-not-at-top
 
   sharding.initialize_distributed()
-  try:
+  try:  # Bad input stops here with a message that names it, not a traceback.
     resolve.validate_eval(config, args.split, jax.device_count())
     builder = training_data.build_dataset(config)
-  except (resolve.ConfigError, custom.LabelFileError) as e:  # bad input: the message says it all
+  except (resolve.ConfigError, custom.LabelFileError) as e:
     print(f"mst-eval: error: {e}", file=sys.stderr)
     return 2
   mesh = sharding.make_mesh()

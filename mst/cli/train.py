@@ -47,10 +47,17 @@ def main(argv: Sequence[str] | None = None) -> int:
   tf.config.set_visible_devices([], "GPU")  # TensorFlow only feeds data: keep it off accelerators
   sharding.initialize_distributed()
   logging.info("Process %d of %d", jax.process_index(), jax.process_count())
+  try:  # Bad input stops here with a message that names it, not a traceback.
+    resolve.validate(config, num_devices=jax.device_count())  # before anything is written
+  except ValueError as e:
+    return _fail(e)
   try:
-    resolve.validate(config, num_devices=jax.device_count())
     trainer.train_and_evaluate(config, args.workdir)
-  except (resolve.ConfigError, custom.LabelFileError) as e:  # bad input: the message says it all
-    print(f"mst-train: error: {e}", file=sys.stderr)
-    return 2
+  except custom.LabelFileError as e:
+    return _fail(e)
   return 0
+
+
+def _fail(error: Exception) -> int:
+  print(f"mst-train: error: {error}", file=sys.stderr)
+  return 2
