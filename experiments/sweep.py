@@ -326,7 +326,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
     return 2
   if args.command == "status":
-    print(progress.table(read_progress(planned, args.root)))
+    try:
+      print(progress.table(read_progress(planned, args.root)))
+    except OSError as e:
+      print(f"error: {e}", file=sys.stderr)
+      return 1
     return 0
   if args.dry_run:
     for item in planned:
