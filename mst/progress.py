@@ -33,12 +33,13 @@ class Progress:
     stream: where lines go (stderr).
     enabled: False prints nothing (`--quiet`).
     every_s: seconds between lines (default: 0.2 on a terminal, 30 in a log file).
+    initial: items done before this run (a resumed training run); not counted in the rate.
     clock: seconds since some start; replaceable in tests.
   """
 
   def __init__(self, what: str, total: int | None = None, unit: str = "images", *,
                stream: TextIO | None = None, enabled: bool = True, every_s: float | None = None,
-               clock: Callable[[], float] = time.perf_counter):
+               initial: int = 0, clock: Callable[[], float] = time.perf_counter):
     self.what, self.total, self.unit, self.enabled = what, total, unit, enabled
     self.stream = stream or sys.stderr
     self.terminal = bool(getattr(self.stream, "isatty", lambda: False)())
@@ -46,7 +47,7 @@ class Progress:
         TERMINAL_EVERY_S if self.terminal else LOG_EVERY_S)
     self.clock = clock
     self.start = self.last = clock()
-    self.done = 0
+    self.done = self.initial = initial
     self.notes: dict[str, object] = {}
     self._width = 0  # of the line on screen, so a shorter one covers it
 
@@ -62,13 +63,13 @@ class Progress:
   def line(self, now: float | None = None) -> str:
     """`predict: 120/1000 images (12%), 4.1 images/s, ETA 3:34, failed 2`."""
     elapsed = (self.clock() if now is None else now) - self.start
-    rate = self.done / elapsed if elapsed > 0 else 0.0
+    rate = (self.done - self.initial) / elapsed if elapsed > 0 else 0.0
     parts = [f"{self.what}: {self.done}/{self.total} {self.unit}" if self.total else
              f"{self.what}: {self.done} {self.unit}"]
     if self.total:
       parts[0] += f" ({100 * self.done / self.total:.0f}%)"
     parts.append(f"{rate:.3g} {self.unit}/s")
-    if self.total and rate > 0:
+    if self.total and rate > 0 and self.done < self.total:
       parts.append(f"ETA {duration(max(self.total - self.done, 0) / rate)}")
     parts += [f"{key} {_short(value)}" for key, value in self.notes.items()]
     return ", ".join(parts)
