@@ -11,6 +11,9 @@
 from __future__ import annotations
 
 import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: no C++ INFO lines
+
 from typing import TYPE_CHECKING, Iterable, Iterator, Union
 
 import numpy as np
@@ -98,7 +101,8 @@ def load(path: str | os.PathLike, dtype: str = "float32", max_tokens: int | None
 
 def as_rgb(image: ImageLike) -> np.ndarray:
   """An (H, W, 3) uint8 array, converted as the file reader converts: greyscale replicated,
-  alpha dropped, palette and CMYK to RGB, 16-bit to its top 8 bits.
+  alpha dropped, palette to RGB, 16-bit to its top 8 bits (a PIL image in another mode, such as
+  CMYK, through PIL's conversion to RGB).
 
   Raises:
     image_io.ImageError: a file that cannot be read, or an array of another shape or dtype.
