@@ -3,6 +3,8 @@ mst, gives mst-predict's scores; the TF bucket rounding equals mst's."""
 
 import json
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 
@@ -18,6 +20,7 @@ from mst.data import preprocess
 from mst import export
 from conftest import small_model_config
 from conftest import write_npz
+from readme_code import code_blocks
 
 # Runs in a fresh interpreter where importing jax, jaxlib, flax or mst fails, as if they were not
 # installed (TensorFlow itself imports jax when it can, so blocking is the honest test).
@@ -30,6 +33,7 @@ class NotInstalled(importlib.abc.MetaPathFinder):
       raise ImportError(f"{name} is not installed in this process")
 
 sys.meta_path.insert(0, NotInstalled())
+exec(open("readme_serve.py").read())  # the README's example, which prints photo.jpg's score
 import tensorflow as tf
 
 model = tf.saved_model.load(sys.argv[1])
@@ -53,38 +57,44 @@ def _images(folder):
   rng = np.random.default_rng(0)
   rgb = lambda h, w: rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
   # 197 to 210 tokens (bucket 224) and, for a.png, 263 (bucket 320).
-  images = {"a.png": (rgb(200, 300), "PNG"), "b.jpg": (rgb(45, 71), "JPEG"),
+  images = {"photo.jpg": (rgb(45, 71), "JPEG"), "a.png": (rgb(200, 300), "PNG"),
             "c.bmp": (rgb(130, 33), "BMP"), "d.gif": (rgb(50, 50), "GIF"),
             "grey.png": (rgb(37, 53)[..., 0], "PNG")}
-  paths = []
   for name, (pixels, kind) in images.items():
     Image.fromarray(pixels).save(folder / name, kind)
-    paths.append(str(folder / name))
-  return paths
+  return list(images)
 
 
-def test_saved_model_scores_equal_mst_predict_without_jax(tmp_path, capsys, small_npz):
-  paths = _images(tmp_path)
-  saved = tmp_path / "musiq" / "1"
-  assert export_cli.main(["--checkpoint", small_npz, "--output", str(saved),
-                          "--platforms", "cpu"]) == 0
+def test_readme_serve_commands_give_mst_predicts_scores_without_jax(tmp_path, monkeypatch,
+                                                                    capsys, small_npz):
+  (command,) = code_blocks("Serve it", "bash")
+  (example,) = code_blocks("Serve it", "python")
+  monkeypatch.chdir(tmp_path)
+  shutil.copy(small_npz, "koniq_ckpt.npz")
+  (tmp_path / "readme_serve.py").write_text(example)
+  images = _images(tmp_path)
+  argv = shlex.split(command)
+  assert argv[0] == "mst-export"
+  assert export_cli.main(argv[1:]) == 0
   assert "SavedModel written" in capsys.readouterr().out
-  assert not (tmp_path / "musiq" / "1.partial").exists()
+  assert not [name for name in os.listdir("exported/koniq") if "partial" in name]
 
-  predict.main(["--quiet", "--checkpoint", small_npz] + paths)
+  predict.main(["--quiet", "--checkpoint", "koniq_ckpt.npz"] + images)
   expected = [json.loads(line)["score"] for line in capsys.readouterr().out.splitlines()]
-  done = subprocess.run([sys.executable, "-c", SERVE, str(saved)] + paths, capture_output=True,
-                        text=True, timeout=300, env=dict(os.environ, PYTHONPATH=""),
-                        cwd=tmp_path)
+  done = subprocess.run([sys.executable, "-c", SERVE, "exported/koniq/1"] + images,
+                        capture_output=True, text=True, timeout=300,
+                        env=dict(os.environ, PYTHONPATH=""))
   assert done.returncode == 0, done.stderr[-3000:]
-  served = json.loads(done.stdout.splitlines()[-1])
+  readme_score, served = done.stdout.splitlines()[-2:]
+  served = json.loads(served)
   assert served["mst_or_jax"] == []
   assert served["keys"] == ["output_0"]
+  assert float(readme_score) == pytest.approx(expected[0], abs=1e-4)
   np.testing.assert_allclose(served["single"], expected, atol=1e-4)
   np.testing.assert_allclose(served["batch"], expected, atol=1e-4)
 
   # A second export to the same folder needs --overwrite.
-  assert export_cli.main(["--checkpoint", small_npz, "--output", str(saved)]) == 2
+  assert export_cli.main(argv[1:]) == 2
   assert "--overwrite" in capsys.readouterr().err
 
 
@@ -93,7 +103,7 @@ def test_distribution_head_and_one_trace_for_every_size(tmp_path):
                                                              head="distribution"))
   module = export.MusiqModule(loader.load_for_inference(ckpt), platforms=("cpu",))
   rng = np.random.default_rng(1)
-  for height, width in [(40, 40), (200, 300), (33, 129)]:  # buckets 224, 320, 224
+  for height, width in [(40, 40), (33, 129)]:  # two sizes, one traced function
     data = tf.io.encode_png(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
     out = module.score(data)
     distribution = out["distribution"].numpy()
