@@ -52,6 +52,11 @@ def test_csv_output_file_list_and_no_recursive(tmp_path, capsys, small_npz):
   assert rows[3]["score"] == "" and "no such file" in rows[3]["error"]
   assert os.listdir(tmp_path) and not [n for n in os.listdir(tmp_path) if "partial" in n]
 
+  for flag, path, named in (("--list", tmp_path / "no_list.txt", "no_list.txt"),
+                            ("--output", tmp_path / "none" / "out.csv", "no folder")):
+    assert predict.main(["--quiet", "--checkpoint", small_npz, flag, str(path), top[0]]) == 2
+    assert named in capsys.readouterr().err
+
 
 def test_distribution_csv_columns():
   assert result_files.csv_columns("distribution", 3) == ["image", "score", "p1", "p2", "p3",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import itertools
+import os
 import sys
 from typing import Iterator, Sequence
 
@@ -87,13 +88,26 @@ def count_lines(path: str) -> int | None:
     return sum(1 for line in f if line.strip())
 
 
+def _check_files(args) -> int | None:
+  """The number of paths in --list (None for stdin); fails early for a missing list or folder.
+
+  Raises:
+    OSError: the list cannot be read, or --output's folder does not exist.
+  """
+  if args.output:
+    folder = os.path.dirname(os.path.abspath(os.path.expanduser(args.output)))
+    if not os.path.isdir(folder):
+      raise FileNotFoundError(f"--output {args.output}: no folder {folder}")
+  return count_lines(args.list) if args.list else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   args = parse_args(argv)
   flags.setup_logging(args.verbosity)
   try:
+    listed = _check_files(args)
     scorer = api.load(args.checkpoint, dtype=args.dtype, max_tokens=args.max_tokens,
                       longer_side_lengths=args.longer_side_lengths)
-    listed = count_lines(args.list) if args.list else 0
   except (loader.CheckpointError, ValueError, OSError) as e:
     print(f"mst-predict: {e}", file=sys.stderr)
     return 2
