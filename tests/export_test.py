@@ -19,7 +19,7 @@ from mst.cli import predict
 from mst.data import preprocess
 from mst import export
 from conftest import small_model_config
-from conftest import write_npz
+from conftest import scoring_params
 from readme_code import code_blocks
 
 # Runs in a fresh interpreter where importing jax, jaxlib, flax or mst fails, as if they were not
@@ -98,10 +98,12 @@ def test_readme_serve_commands_give_mst_predicts_scores_without_jax(tmp_path, mo
   assert "--overwrite" in capsys.readouterr().err
 
 
-def test_distribution_head_and_one_trace_for_every_size(tmp_path):
-  ckpt = write_npz(tmp_path / "ava.npz", small_model_config(num_layers=1, num_classes=10,
-                                                             head="distribution"))
-  module = export.MusiqModule(loader.load_for_inference(ckpt), platforms=("cpu",))
+def test_distribution_head_and_one_trace_for_every_size():
+  # A linear patch encoder on the native scale: the cheapest model to convert and compile.
+  config = small_model_config(num_layers=1, num_classes=10, head="distribution",
+                              patch_encoder="linear", num_scales=1)
+  loaded = loader.Loaded(scoring_params(config), config, loader.preprocess_config_for(config))
+  module = export.MusiqModule(loaded, platforms=("cpu",))
   rng = np.random.default_rng(1)
   for height, width in [(40, 40), (33, 129)]:  # two sizes, one traced function
     data = tf.io.encode_png(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
