@@ -50,12 +50,12 @@ def csv_columns(head: str, num_classes: int) -> list[str]:
 class ResultWriter:
   """Writes result dicts (`image` plus `score`... or `error`) in one of `FORMATS`."""
 
-  def __init__(self, stream: TextIO, format: str, columns: list[str]):  # pylint: disable=redefined-builtin
-    if format not in FORMATS:
-      raise ValueError(f"unknown format {format!r}; one of {', '.join(FORMATS)}")
-    self.stream, self.format, self.columns = stream, format, columns
+  def __init__(self, stream: TextIO, kind: str, columns: list[str]):
+    if kind not in FORMATS:
+      raise ValueError(f"unknown format {kind!r}; one of {', '.join(FORMATS)}")
+    self.stream, self.kind, self.columns = stream, kind, columns
     self._csv = None
-    if format == "csv":
+    if kind == "csv":
       self._csv = csv.DictWriter(stream, columns, lineterminator="\n")
       self._csv.writeheader()
 
