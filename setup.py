@@ -46,6 +46,7 @@ setuptools.setup(
             "mst-eval=mst.cli.evaluate:main",
             "mst-visualize=mst.cli.visualize:main",
             "mst-datasets=mst.cli.datasets:main",
+            "mst-export=mst.cli.export:main",
         ],
     },
 )

@@ -1,8 +1,25 @@
 """mst: the Multi-Scale image quality Transformer (MUSIQ) in JAX/Flax.
 
+`mst.load(path)` returns a `Scorer` for an official `.npz` file or an `mst-train` workdir (see
+`mst.api`); it is imported on first use, so `import mst` stays cheap.
+
 Subpackages: `data` (images to model input, datasets), `models` (the network), `training`,
 `evaluation`, `checkpoints` (official .npz files and workdirs), `config`, `visualization`, and
-`cli` (the console scripts); `inference` scores images with a loaded checkpoint.
+`cli` (the console scripts); `inference` scores images with a loaded checkpoint, `export` writes
+a TensorFlow SavedModel.
 """
 
+from typing import TYPE_CHECKING
+
 __version__ = "0.1.0"
+__all__ = ["load", "Scorer"]
+
+if TYPE_CHECKING:
+  from mst.api import load, Scorer
+
+
+def __getattr__(name: str):
+  if name in __all__:
+    from mst import api  # pylint: disable=import-outside-toplevel
+    return getattr(api, name)
+  raise AttributeError(f"module 'mst' has no attribute {name!r}")

@@ -11,7 +11,7 @@ files; `score_files` batches them per bucket while the next images are decoded i
 import collections
 import concurrent.futures
 import dataclasses
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -151,37 +151,47 @@ def _pad_batch(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]
           for key, value in batch.items()}
 
 
-def score_files(predictor: Predictor, paths: list[str], batch_size: int,
+def score_files(predictor: Predictor, paths: Iterable[str], batch_size: int,
                 workers: int = 2) -> Iterator[tuple[str, dict]]:
   """Yields (path, result) in input order; result has `error` for images that failed.
 
-  Images are batched per sequence-length bucket; a bucket's batch runs when full, and all partial
-  batches run at the end. Preprocessing runs `workers` images ahead in threads.
+  Images are batched per sequence-length bucket; a bucket's batch runs when full, or early when
+  its oldest image holds the output back by more than `16 * batch_size` images, and all partial
+  batches run at the end. Preprocessing runs `workers` images ahead in threads. `paths` is read
+  lazily, so it may be a generator over millions of files: memory holds only the images in
+  flight, the batches filling and the results waiting for their turn, all bounded.
   """
-  pending = collections.defaultdict(list)  # bucket length -> [(index, features)]
-  done: dict[int, dict] = {}
+  pending = collections.defaultdict(list)  # bucket length -> [(index, Prepared)]
+  done: dict[int, tuple[str, dict]] = {}
   next_out = 0
+  max_lag = 16 * batch_size
 
   def run(bucket):
-    indices, features = zip(*pending.pop(bucket))
-    done.update(zip(indices, predictor.predict(list(features))))
+    indices, prepared = zip(*pending.pop(bucket))
+    results = predictor.predict([p.features for p in prepared])
+    done.update((i, (p.path, r)) for i, p, r in zip(indices, prepared, results))
+
+  def oldest_bucket():
+    return min(pending, key=lambda b: pending[b][0][0])
 
   with concurrent.futures.ThreadPoolExecutor(workers) as pool:
     for index, prepared in enumerate(_ordered_map(pool, predictor.prepare, paths, workers * 2)):
       if prepared.error:
-        done[index] = {"error": prepared.error}
+        done[index] = (prepared.path, {"error": prepared.error})
       else:
         bucket = prepared.features["patches"].shape[0]
-        pending[bucket].append((index, prepared.features))
+        pending[bucket].append((index, prepared))
         if len(pending[bucket]) >= batch_size:
           run(bucket)
+      if pending and index - next_out >= max_lag:
+        run(oldest_bucket())
       while next_out in done:
-        yield paths[next_out], done.pop(next_out)
+        yield done.pop(next_out)
         next_out += 1
   while pending:
-    run(min(pending, key=lambda b: pending[b][0][0]))  # the batch holding the oldest image first
+    run(oldest_bucket())
     while next_out in done:
-      yield paths[next_out], done.pop(next_out)
+      yield done.pop(next_out)
       next_out += 1
 
 

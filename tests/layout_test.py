@@ -85,7 +85,7 @@ def _console_scripts() -> dict[str, str]:
 def test_every_console_script_is_a_cli_module_main():
   scripts = _console_scripts()
   assert set(scripts) == {"mst-train", "mst-eval", "mst-predict", "mst-visualize",
-                          "mst-datasets"}
+                          "mst-datasets", "mst-export"}
   for target in scripts.values():
     module, function = target.split(":")
     assert module.startswith("mst.cli.") and function == "main"
@@ -93,7 +93,7 @@ def test_every_console_script_is_a_cli_module_main():
 
 
 @pytest.mark.parametrize("script", ["mst-train", "mst-eval", "mst-predict", "mst-visualize",
-                                    "mst-datasets"])
+                                    "mst-datasets", "mst-export"])
 def test_help_explains_and_states_the_flag_spelling(script, capsys):
   module = importlib.import_module(_console_scripts()[script].split(":")[0])
   with pytest.raises(SystemExit) as exit_info:

@@ -5,6 +5,7 @@
     mst-predict    mst.cli.predict     score image files and folders
     mst-visualize  mst.cli.visualize   attention rollout and HSE figures
     mst-datasets   mst.cli.datasets    prepare datasets from their original downloads
+    mst-export     mst.cli.export      a TF SavedModel that serves like TF Hub's MUSIQ
 
 Every script is `main(argv=None) -> exit status`, built on `mst.cli.flags` (argparse): flags are
 spelled with dashes (`--output-dir`); the underscore spellings of earlier versions

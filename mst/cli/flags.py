@@ -130,10 +130,11 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: Sequence[str] | Non
 # Logging.
 
 
-def add_verbosity(parser: argparse.ArgumentParser, default: str = "info") -> None:
+def add_verbosity(parser: argparse.ArgumentParser, default: str = "warning") -> None:
   parser.add_argument("--verbosity", choices=VERBOSITIES, default=default,
-                      help="how much the log says (default %(default)s; debug also shows the "
-                           "INFO lines of orbax, tfds and JAX)")
+                      help="how much the log says (default %(default)s: progress and results; "
+                           "info: mst's log lines and the libraries' warnings; debug: also the "
+                           "INFO lines of TensorFlow, tfds, orbax and JAX)")
 
 
 def _quiet_libraries(record: python_logging.LogRecord) -> bool:
@@ -141,12 +142,21 @@ def _quiet_libraries(record: python_logging.LogRecord) -> bool:
           or not any(part in record.pathname for part in _CHATTY))
 
 
-def setup_logging(verbosity: str = "info") -> None:
-  """absl logging to stderr at `verbosity`; below debug, chatty libraries say only warnings."""
+def _silent_libraries(record: python_logging.LogRecord) -> bool:
+  return (record.levelno >= python_logging.ERROR
+          or not any(part in record.pathname for part in _CHATTY))
+
+
+def setup_logging(verbosity: str = "warning") -> None:
+  """absl logging to stderr at `verbosity`; at info chatty libraries say only warnings, at
+  warning (the default) only errors: their routine warnings are not the user's business."""
   absl_flags.FLAGS.mark_as_parsed()  # else absl warns that logging precedes flag parsing
   logging.set_verbosity(verbosity)
   logging.use_absl_handler()
   handler = logging.get_absl_handler().python_handler  # ABSLHandler hands records straight to it
   handler.removeFilter(_quiet_libraries)
-  if verbosity != "debug":
+  handler.removeFilter(_silent_libraries)
+  if verbosity in ("warning", "error"):
+    handler.addFilter(_silent_libraries)
+  elif verbosity != "debug":
     handler.addFilter(_quiet_libraries)

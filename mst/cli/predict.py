@@ -1,39 +1,58 @@
-"""`mst-predict`: score image files and folders with a MUSIQ checkpoint, one JSON line per image."""
+"""`mst-predict`: score image files and folders with a MUSIQ checkpoint, one line per image."""
 
 from __future__ import annotations
 
-import json
+import argparse
+import contextlib
+import itertools
+import os
 import sys
-import time
-from typing import Sequence
+from typing import Iterator, Sequence
 
+from mst import api
 from mst.checkpoints import loader
 from mst.cli import flags
 from mst.data import image_io
 from mst import inference
 from mst.models import musiq
+from mst import progress
+from mst import result_files
 
 DESCRIPTION = """\
-Score images with a MUSIQ checkpoint. Prints one JSON object per line to stdout:
+Score images with a MUSIQ checkpoint. Prints one JSON object per line (or a CSV row) per image:
   {"image": "<path>", "score": <float>}        (distribution heads add "distribution": [...])
   {"image": "<path>", "error": "<what is wrong>"}  for a file that cannot be scored.
-Folders are searched recursively for .jpg .jpeg .png .bmp .webp files. Progress and timing go to
-stderr. The exit status is 1 if any image failed, 2 for a bad checkpoint or option."""
+Folders are searched recursively for .jpg .jpeg .png .bmp .webp files (--no-recursive: only the
+folder itself). Progress and timing go to stderr. The exit status is 1 if any image failed, 2 for
+a bad checkpoint or option."""
 
 EPILOG = """\
 examples:
   mst-predict --checkpoint koniq_ckpt.npz photo.jpg
   mst-predict --checkpoint ava_ckpt.npz --batch-size 8 photos/ > scores.jsonl
+  mst-predict --checkpoint koniq_ckpt.npz --format csv --output scores.csv photos/
+  find /data -name '*.jpg' > list.txt && mst-predict --checkpoint koniq_ckpt.npz --list list.txt
   mst-predict --checkpoint spaq_ckpt.npz --longer-side-lengths '' photos/   # native scale only"""
 
 
 def parse_args(argv: Sequence[str] | None):
   parser = flags.Parser("mst-predict", DESCRIPTION, EPILOG)
-  parser.add_argument("paths", nargs="+", metavar="IMAGE_OR_DIR", help="image files and folders")
+  parser.add_argument("paths", nargs="*", metavar="IMAGE_OR_DIR", help="image files and folders")
   parser.add_argument("--checkpoint", required=True, metavar="PATH",
                       help="an official MUSIQ .npz file (koniq_ckpt.npz, ava_ckpt.npz, ...), whose "
                            "architecture is read from the file, or an mst-train workdir (its best, "
                            "else latest, parameters)")
+  parser.add_argument("--list", metavar="FILE",
+                      help="a file of image paths, one per line ('-' for stdin), read as it is "
+                           "scored (millions of lines are fine); scored after IMAGE_OR_DIR")
+  parser.add_argument("--recursive", action=argparse.BooleanOptionalAction, default=True,
+                      help="search folders' subfolders too (default; --no-recursive: not)")
+  parser.add_argument("--format", choices=result_files.FORMATS, default="jsonl",
+                      help="jsonl: one JSON object per line (default); csv: a header, then one "
+                           "row per image (distribution heads: columns p1..pN)")
+  parser.add_argument("--output", metavar="FILE",
+                      help="write the results here instead of stdout; the file appears only "
+                           "once complete (written under a temporary name, then renamed)")
   parser.add_argument("--batch-size", type=flags.positive_int, default=1,
                       help="images of similar size scored together (default 1; more helps on GPU)")
   parser.add_argument("--longer-side-lengths", type=flags.int_list, default=None, metavar="L1,L2",
@@ -45,59 +64,74 @@ def parse_args(argv: Sequence[str] | None):
   parser.add_argument("--dtype", choices=tuple(musiq.DTYPES), default="float32",
                       help="compute dtype (bfloat16 is faster on GPU/TPU; default float32)")
   parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
-  return parser.parse_args(argv)
+  flags.add_verbosity(parser)
+  args = parser.parse_args(argv)
+  if not args.paths and not args.list:
+    parser.error("give images or folders to score, or --list FILE")
+  return args
 
 
-class Progress:
-  """Occasional progress lines and a final summary on stderr."""
+def listed_paths(path: str) -> Iterator[str]:
+  """The non-empty lines of a list file, read one at a time."""
+  with contextlib.ExitStack() as stack:
+    f = sys.stdin if path == "-" else stack.enter_context(open(path, encoding="utf-8"))
+    for line in f:
+      if line.strip():
+        yield line.rstrip("\r\n")
 
-  def __init__(self, total: int, quiet: bool, every_s: float = 2.0):
-    self.total, self.quiet, self.every_s = total, quiet, every_s
-    self.start = self.last = time.perf_counter()
-    self.done = self.failed = 0
 
-  def update(self, failed: bool):
-    self.done += 1
-    self.failed += failed
-    now = time.perf_counter()
-    if not self.quiet and (now - self.last >= self.every_s or self.done == self.total):
-      rate = self.done / (now - self.start)
-      eta = (self.total - self.done) / rate
-      print(f"[{self.done}/{self.total}] {rate:.2f} images/s, {self.failed} failed, "
-            f"ETA {eta:.0f} s", file=sys.stderr, flush=True)
-      self.last = now
+def count_lines(path: str) -> int | None:
+  """The number of paths in a list file, for the ETA (None for stdin)."""
+  if path == "-":
+    return None
+  with open(path, encoding="utf-8") as f:
+    return sum(1 for line in f if line.strip())
 
-  def summary(self, compiled: int):
-    if self.quiet:
-      return
-    elapsed = time.perf_counter() - self.start
-    scored = self.done - self.failed
-    print(f"scored {scored} of {self.total} images ({self.failed} failed) in {elapsed:.1f} s, "
-          f"{elapsed / max(self.done, 1):.3f} s/image including {compiled} compilations",
-          file=sys.stderr, flush=True)
+
+def _check_files(args) -> int | None:
+  """The number of paths in --list (None for stdin); fails early for a missing list or folder.
+
+  Raises:
+    OSError: the list cannot be read, or --output's folder does not exist.
+  """
+  if args.output:
+    folder = os.path.dirname(os.path.abspath(os.path.expanduser(args.output)))
+    if not os.path.isdir(folder):
+      raise FileNotFoundError(f"--output {args.output}: no folder {folder}")
+  return count_lines(args.list) if args.list else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = parse_args(argv)
+  flags.setup_logging(args.verbosity)
   try:
-    predictor = inference.Predictor.from_checkpoint(
-        args.checkpoint, dtype=args.dtype, longer_side_lengths=args.longer_side_lengths,
-        max_tokens=args.max_tokens)
-  except (loader.CheckpointError, ValueError) as e:
+    listed = _check_files(args)
+    scorer = api.load(args.checkpoint, dtype=args.dtype, max_tokens=args.max_tokens,
+                      longer_side_lengths=args.longer_side_lengths)
+  except (loader.CheckpointError, ValueError, OSError) as e:
     print(f"mst-predict: {e}", file=sys.stderr)
     return 2
-  paths, empty_folders = image_io.find_all(args.paths)
-  for folder in empty_folders:
-    print(json.dumps({"image": folder, "error": f"{folder}: no image files in this folder"}),
-          flush=True)
-  progress = Progress(len(paths), args.quiet)
-  failed = bool(empty_folders)
-  for path, result in inference.score_files(predictor, paths, args.batch_size):
-    print(json.dumps({"image": path, **result}), flush=True)
-    failed |= "error" in result
-    progress.update("error" in result)
-  progress.summary(len(predictor.compiled_shapes))
-  return 1 if failed else 0
+  paths, empty_folders = image_io.find_all(args.paths, args.recursive)
+  total = len(paths)
+  if args.list:
+    total = None if listed is None else total + listed
+    paths = itertools.chain(paths, listed_paths(args.list))
+  with contextlib.ExitStack() as stack:
+    out = (stack.enter_context(result_files.atomic_output(args.output)) if args.output
+           else sys.stdout)
+    writer = result_files.ResultWriter(
+        out, args.format, result_files.csv_columns(scorer.head, scorer.num_classes))
+    for folder in empty_folders:
+      writer.write({"image": folder, "error": f"{folder}: no image files in this folder"})
+    failed = 0
+    bar = progress.Progress("predict", total, "images", enabled=not args.quiet)
+    for result in scorer.iter_files(paths, args.batch_size):
+      writer.write(result)
+      failed += "error" in result
+      bar.update(failed=failed)
+    bar.close(f"{len(scorer.predictor.compiled_shapes)} compiled shapes"
+              + (f"; written to {args.output}" if args.output else ""))
+  return 1 if failed or empty_folders else 0
 
 
 if __name__ == "__main__":

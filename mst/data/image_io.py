@@ -47,24 +47,24 @@ def _short(reason: str) -> str:
   return reason.split("}} ")[-1].replace(" [Op:DecodeImage]", "")
 
 
-def find_images(path: str) -> list[str]:
-  """The image files under a folder (recursively, sorted), or the path itself if it is not a
-  folder, whatever its extension, so a mistaken file still gets its error."""
+def find_images(path: str, recursive: bool = True) -> list[str]:
+  """The image files under a folder (recursively unless `recursive` is False; sorted), or the path
+  itself if it is not a folder, whatever its extension, so a mistaken file still gets its error."""
   if not os.path.isdir(path):
     return [path]
   found = []
   for root, dirs, files in os.walk(path):
-    dirs.sort()
+    dirs[:] = sorted(dirs) if recursive else []
     found.extend(os.path.join(root, name) for name in sorted(files)
                  if name.lower().endswith(IMAGE_EXTENSIONS))
   return found
 
 
-def find_all(paths: list[str]) -> tuple[list[str], list[str]]:
+def find_all(paths: list[str], recursive: bool = True) -> tuple[list[str], list[str]]:
   """(the image files of every path, in the order given; the folders that hold none)."""
   found, empty = [], []
   for path in paths:
-    images = find_images(path)
+    images = find_images(path, recursive)
     found.extend(images)
     if not images:
       empty.append(path)

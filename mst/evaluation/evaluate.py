@@ -17,6 +17,7 @@ from mst.data import preprocess
 from mst.evaluation import metrics
 from mst import inference
 from mst.models import musiq
+from mst import progress
 from mst import sharding
 
 CI_METRICS = ("srcc", "plcc")
@@ -71,6 +72,8 @@ class Evaluator:
     seen = np.zeros(self.num_examples, bool)
     data = pipeline.eval_dataset(self.builder, self.split, batch_size=self.local_batch,
                                        pp_config=self.pp_config, plan=self.plan)
+    bar = progress.Progress(f"eval {self.split}", self.num_examples, "examples",
+                            enabled=jax.process_index() == 0)
     for local in data.as_numpy_iterator():
       out = self._predict(params, pipeline.to_global_arrays(local, self.data_sharding))
       out = jax.tree.map(np.asarray, multihost_utils.process_allgather(out, tiled=True))
@@ -80,6 +83,8 @@ class Evaluator:
       seen[index] = True
       prediction[index] = out["prediction"][out["valid"]]
       target[index] = out["target"][out["valid"]]
+      bar.update(len(index))
+    bar.close()
     if not seen.all():
       raise AssertionError(f"{(~seen).sum()} examples of {self.split} were not evaluated")
     return Predictions(prediction, target)

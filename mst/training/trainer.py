@@ -31,6 +31,7 @@ from mst.checkpoints import workdirs
 from mst.config import resolve
 from mst.evaluation import report
 from mst.models import musiq
+from mst import progress
 from mst import sharding
 from mst.training import data as training_data
 from mst.training import losses
@@ -158,16 +159,21 @@ def _train_loop(config, state, start_step, total_steps, step_fn, step_rng, data,
   workdir = manager.workdir
   train_metrics, recent_losses = None, []
   batches = data.train_batches(start_step)
+  bar = progress.Progress("train", total_steps, "steps", initial=start_step,
+                          enabled=jax.process_index() == 0)
   for step in range(start_step + 1, total_steps + 1):
     with jax.profiler.StepTraceAnnotation("train", step_num=step):
       state, metrics = step_fn(state, next(batches), step_rng)
     train_metrics = metrics if train_metrics is None else train_metrics.merge(metrics)
     recent_losses.append((step, metrics.loss.total))
     report(step)
+    bar.update()
     checkpoint_now = step % config.train.checkpoint_every_steps == 0 or step == total_steps
     if step % config.train.log_every_steps == 0 or checkpoint_now:
       _check_finite(recent_losses, manager.latest_step(), workdir)
-      writer.write_scalars(step, {f"train/{k}": v for k, v in train_metrics.compute().items()})
+      scalars = train_metrics.compute()
+      writer.write_scalars(step, {f"train/{k}": v for k, v in scalars.items()})
+      bar.notes["loss"] = float(scalars["loss"])
       train_metrics, recent_losses = None, []
     if evaluator and (step % config.train.eval_every_steps == 0 or step == total_steps):
       with report.timed("eval"):
@@ -177,6 +183,7 @@ def _train_loop(config, state, start_step, total_steps, step_fn, step_rng, data,
       manager.maybe_save_best(step, state.params, results)
     if checkpoint_now:
       manager.save(step, state)
+  bar.close()
   return state
 
 

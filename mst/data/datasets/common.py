@@ -27,6 +27,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from mst import progress
+
 SKIPPED_FILE = "skipped_images.txt"
 CHECK_THREADS = min(16, os.cpu_count() or 1)
 SPLITS = ("train", "validation", "test")
@@ -228,6 +230,13 @@ class ImageQualityBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         supervised_keys=("image", "mos"), homepage=self.HOMEPAGE, citation=self.CITATION,
         metadata=tfds.core.MetadataDict())
 
+  # tfds prints these in bold on stdout; mst reports preparation with `mst.progress` instead.
+  def _log_download_bytes(self) -> None:
+    logging.info("%s: preparing in %s", self.name, self.data_dir)
+
+  def _log_download_done(self) -> None:
+    logging.info("%s: prepared in %s", self.name, self.data_dir)
+
   def _download_and_prepare(self, dl_manager, download_config=None):
     self._skipped = SkipList()
     super()._download_and_prepare(dl_manager, download_config)
@@ -297,17 +306,21 @@ class ImageQualityBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
   def _generate_examples(self, split: str, entries: list[Entry], source) -> Iterator[tuple]:
     """Yields (name, example) for the entries whose image reads and decodes; reads and checks run
     on a thread pool, in chunks so memory stays bounded, keeping the entries' order."""
-    chunk, kept, reasons = 4 * CHECK_THREADS, 0, []
+    chunk, kept, skipped, reasons = 4 * CHECK_THREADS, 0, 0, []
+    bar = progress.Progress(f"prepare {self.name} {split}", len(entries), "images")
     with concurrent.futures.ThreadPoolExecutor(CHECK_THREADS) as pool:
       for start in range(0, len(entries), chunk):
         batch = entries[start:start + chunk]
         for entry, (data, reason) in zip(batch, pool.map(lambda e: self._load(source, e), batch)):
+          skipped += bool(reason)
+          bar.update(skipped=skipped)
           if reason:
             self._skipped.add(split, entry.name, reason)
             reasons = reasons[:2] + [f"{entry.name}: {reason}"]
             continue
           kept += 1
           yield entry.name, {"image": data, "name": entry.name, **entry.labels}
+    bar.close()
     if not kept:  # tfds cannot write an empty split; and it means the images are not there.
       raise FileNotFoundError(
           f"{self.name}: none of the {len(entries)} images of split {split!r} could be used, "
