@@ -217,20 +217,33 @@ def read_scalars(workdir: str) -> dict[str, list[tuple[int, float]]]:
   return {tag: sorted(points) for tag, points in scalars.items()}
 
 
+def constant_l1(csv_path: str) -> float:
+  """The training L1 (MOS units) of predicting the median training MOS for every image."""
+  from mst.training import collapse  # pylint: disable=g-import-not-at-top
+  with open(csv_path) as f:
+    mos = [float(row["mos"]) for row in csv.DictReader(f) if row["split"] == "train"]
+  return collapse.constant_predictor_loss(np.array(mos), "l1")
+
+
 def curves(root: str) -> str:
-  """A text table per finished workdir: step, training L1 (x 100 = MOS units), validation SRCC."""
+  """A text table per workdir under `root` (finished or not): step, training L1 in MOS units
+  (0-100), validation SRCC; test metrics and wall time when finished."""
   lines = []
-  for workdir in sorted(glob.glob(os.path.join(root, "*"))):
-    metrics_path = os.path.join(workdir, "test_metrics.json")
-    if not os.path.exists(metrics_path):
-      continue
+  for workdir in sorted(glob.glob(os.path.join(root, "*", "config.json"))):
+    workdir = os.path.dirname(workdir)
     scalars = read_scalars(workdir)
-    with open(metrics_path) as f:
-      test = json.load(f)
-    wall = open(os.path.join(workdir, "wall_seconds.txt")).read().strip() if os.path.exists(
-        os.path.join(workdir, "wall_seconds.txt")) else "?"
-    lines.append(f"## {os.path.basename(workdir)}: test SRCC {test['srcc']:.3f} PLCC "
-                 f"{test['plcc']:.3f}, {wall} s")
+    summary = "unfinished"
+    if os.path.exists(os.path.join(workdir, "test_metrics.json")):
+      with open(os.path.join(workdir, "test_metrics.json")) as f:
+        test = json.load(f)
+      summary = f"test SRCC {test['srcc']:.3f} PLCC {test['plcc']:.3f}"
+    if os.path.exists(os.path.join(workdir, "wall_seconds.txt")):
+      with open(os.path.join(workdir, "wall_seconds.txt")) as f:
+        summary += f", {f.read().strip()} s"
+    with open(os.path.join(workdir, "config.json")) as f:
+      constant = constant_l1(json.load(f)["dataset"]["csv"])
+    lines.append(f"## {os.path.basename(workdir)}: {summary}; the constant (median) predictor's "
+                 f"training L1 is {constant:.2f}")
     valid = dict(scalars.get("validation/srcc", []))
     for step, loss in scalars.get("train/loss", []):
       srcc = f"{valid[step]:.3f}" if step in valid else ""
