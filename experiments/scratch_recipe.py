@@ -17,8 +17,9 @@ seed, so each seed is a different set whose test photos are never seen in traini
 
 `run` trains each candidate recipe (CANDIDATES: overrides of `configs/custom.py:scratch`) in its own
 workdir, one after another in this process, like experiments/sweep.py. `curves` prints each
-finished workdir's validation SRCC and training L1 over steps (read from its summaries) and its
-test metrics, the numbers behind the README's "Training on your own images from scratch".
+workdir's validation SRCC and training L1 over steps (read from its summaries, also while it runs)
+and, once finished, its test metrics: the numbers behind the README's "Training on your own images
+from scratch".
 """
 
 import argparse
@@ -212,7 +213,8 @@ def read_scalars(workdir: str) -> dict[str, list[tuple[int, float]]]:
   for path in sorted(glob.glob(os.path.join(workdir, "events.out.tfevents.*"))):
     for event in tf.compat.v1.train.summary_iterator(path):
       for value in event.summary.value:
-        number = float(tf.make_ndarray(value.tensor)) if value.HasField("tensor") else value.simple_value
+        number = (float(tf.make_ndarray(value.tensor)) if value.HasField("tensor")
+                  else value.simple_value)
         scalars.setdefault(value.tag, []).append((event.step, number))
   return {tag: sorted(points) for tag, points in scalars.items()}
 
