@@ -14,10 +14,13 @@ import ml_collections
 
 from mst.config import defaults
 
+VARIANTS = defaults.VARIANTS + ("scratch",)
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  """Your own CSV and images; `arg` may be "runlocal"."""
-  args = defaults.parse_arg(arg)
+  """Your own CSV and images; `arg` may be "scratch" (no pre-trained file: a small model from
+  scratch on a CPU, see `scratch`) and/or "runlocal"."""
+  args = defaults.parse_arg(arg, VARIANTS)
   config = defaults.get_config()
   config.dataset.name = "custom"
   config.dataset.csv = ""  # required: your labels CSV (the trainer stops if it is empty)
@@ -32,6 +35,41 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.loss.name = "l1"
   config.train.batch_size = 96
   config.train.num_epochs = 30.0
+  if "scratch" in args:
+    scratch(config)
   if "runlocal" in args:
     defaults.runlocal(config)
   return config
+
+
+def scratch(config: ml_collections.ConfigDict) -> None:
+  """From scratch (no pre-trained file) on a CPU in minutes, for a few hundred to a few thousand
+  images: the demo's small model with l = 48 and a gentler AdamW (3e-4, the embedding kernel's
+  rate x 0.03), which learned where the demo's optimisation was worse or collapsed; chosen by
+  measurement (experiments/scratch_recipe.py, README "Training on your own images from scratch")."""
+  config.init.checkpoint = ""  # from scratch, on purpose: no pre-trained file needed
+  config.dataset.shuffle_buffer = 4096
+  config.preprocess.longer_side_lengths = (64,)
+  config.preprocess.max_seq_len = 48
+  config.model.hidden_size = 64
+  config.model.num_layers = 2
+  config.model.num_heads = 4
+  config.model.mlp_dim = 128
+  config.model.patch_encoder = "conv"
+  config.init.head_bias_from_train_mean = True
+  config.optim.name = "adamw"
+  config.optim.learning_rate = 3e-4
+  config.optim.weight_decay = 0.01
+  config.optim.schedule = "cosine"
+  config.optim.warmup_steps = 20
+  config.optim.lr_multipliers = (("^embedding/kernel$", 0.03),)
+  config.loss.name = "l1"
+  # Measured on 280 training images (README): 600 steps of batch 16 took about 1.1 CPU-seconds
+  # a step with the evaluations, some 11 CPU-minutes; raise num_steps for a few thousand images.
+  config.train.batch_size = 16
+  config.train.num_steps = 600
+  config.train.log_every_steps = 50
+  config.train.eval_every_steps = 100
+  config.train.checkpoint_every_steps = 200
+  config.eval.batch_size = 64
+  config.eval.bootstrap_samples = 200

@@ -105,7 +105,7 @@ def test_model_keys_mirror_model_config():
 
 @pytest.mark.parametrize("name", ("defaults",) + TASKS)
 def test_unknown_variant_raises_naming_valid_ones(name):
-  with pytest.raises(ValueError, match=r"unknown config variant.*\['runlocal'\]"):
+  with pytest.raises(ValueError, match=r"unknown config variant.*valid: \[.*'runlocal'"):
     _load(name, "runlocal,fast")
 
 

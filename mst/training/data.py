@@ -128,3 +128,13 @@ def head_bias(builder, config: ml_collections.ConfigDict, head: str) -> np.ndarr
     bias = np.log(np.maximum(values.mean(axis=0), 1e-6))
   logging.info("Head bias from the mean training label: %s", bias)
   return bias.astype(np.float32)
+
+
+def train_mos(builder, config: ml_collections.ConfigDict) -> np.ndarray | None:
+  """The training split's MOS divided by mos_scale (what a score head's loss sees), images left
+  encoded; None when the run trains on another label."""
+  if config.dataset.label != "mos":
+    return None
+  data = pipeline.read_split(builder, config.dataset.train_split, pipeline.Host()).map(
+      lambda example: example["mos"], num_parallel_calls=tf.data.AUTOTUNE)
+  return np.array(list(data.as_numpy_iterator()), np.float64) / float(config.dataset.mos_scale)

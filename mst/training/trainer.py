@@ -33,6 +33,7 @@ from mst.evaluation import report
 from mst.models import musiq
 from mst import progress
 from mst import sharding
+from mst.training import collapse
 from mst.training import data as training_data
 from mst.training import losses
 from mst.training import optim
@@ -158,6 +159,8 @@ def _train_loop(config, state, start_step, total_steps, step_fn, step_rng, data,
   """Steps start_step + 1 .. total_steps with logging, evaluation and checkpoints."""
   workdir = manager.workdir
   train_metrics, recent_losses = None, []
+  monitor = collapse.Monitor.for_config(
+      config, training_data.train_mos(data.builder, config), total_steps)
   batches = data.train_batches(start_step)
   bar = progress.Progress("train", total_steps, "steps", initial=start_step,
                           enabled=jax.process_index() == 0)
@@ -172,12 +175,15 @@ def _train_loop(config, state, start_step, total_steps, step_fn, step_rng, data,
     if step % config.train.log_every_steps == 0 or checkpoint_now:
       _check_finite(recent_losses, manager.latest_step(), workdir)
       scalars = train_metrics.compute()
+      monitor.check_loss(step, scalars["loss"])
       writer.write_scalars(step, {f"train/{k}": v for k, v in scalars.items()})
       bar.notes["loss"] = float(scalars["loss"])
       train_metrics, recent_losses = None, []
     if evaluator and (step % config.train.eval_every_steps == 0 or step == total_steps):
       with report.timed("eval"):
-        results = evaluator(state.params)
+        predictions = evaluator.predictions(state.params)
+        results = evaluator.scores(predictions)
+      monitor.check_predictions(step, predictions.prediction, predictions.target)
       writer.write_scalars(step, {f"{config.dataset.eval_split}/{k}": v
                                   for k, v in results.items()})
       manager.maybe_save_best(step, state.params, results)
