@@ -50,11 +50,13 @@ def main(argv: Sequence[str] | None = None) -> int:
   flags.setup_logging(args.verbosity)
   # Imported after parsing, so --help and usage errors are instant.
   import jax  # pylint: disable=g-import-not-at-top
+  from mst import compilation_cache  # pylint: disable=g-import-not-at-top
   from mst import sharding  # pylint: disable=g-import-not-at-top
   from mst.evaluation import evaluate  # pylint: disable=g-import-not-at-top
   from mst.evaluation import report  # pylint: disable=g-import-not-at-top
   from mst.training import data as training_data  # pylint: disable=g-import-not-at-top
 
+  compilation_cache.enable()
   sharding.initialize_distributed()
   mesh = sharding.make_mesh()
   builder = training_data.build_dataset(config)

@@ -10,6 +10,7 @@ from typing import Sequence
 from mst.checkpoints import loader
 from mst.cli import flags
 from mst.data import image_io
+from mst import compilation_cache
 from mst import inference
 from mst.models import musiq
 
@@ -79,6 +80,7 @@ class Progress:
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = parse_args(argv)
+  compilation_cache.enable()
   try:
     predictor = inference.Predictor.from_checkpoint(
         args.checkpoint, dtype=args.dtype, longer_side_lengths=args.longer_side_lengths,

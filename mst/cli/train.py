@@ -38,10 +38,12 @@ def main(argv: Sequence[str] | None = None) -> int:
   import jax  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from absl import logging  # pylint: disable=g-import-not-at-top
+  from mst import compilation_cache  # pylint: disable=g-import-not-at-top
   from mst import sharding  # pylint: disable=g-import-not-at-top
   from mst.training import trainer  # pylint: disable=g-import-not-at-top
 
   tf.config.set_visible_devices([], "GPU")  # TensorFlow only feeds data: keep it off accelerators
+  compilation_cache.enable()
   sharding.initialize_distributed()
   logging.info("Process %d of %d", jax.process_index(), jax.process_count())
   trainer.train_and_evaluate(config, args.workdir)
