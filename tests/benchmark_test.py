@@ -1,0 +1,27 @@
+"""experiments/accelerator_benchmark.py (`benchmark.py --preset gpu`) without an accelerator."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from experiments import accelerator_benchmark  # pylint: disable=wrong-import-position
+
+
+def test_gpu_preset_on_cpu_says_so_and_prints_each_rate_in_both_dtypes(capsys):
+  accelerator_benchmark.main()
+  out = capsys.readouterr().out
+  assert out.startswith("NOTE: no GPU or TPU found")
+  rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| ")]
+  assert [cell.strip() for cell in rows[0]] == ["measurement", "dtype", "images / s", "TFLOP/s",
+                                                "MFU"]
+  measured = [(row[0].strip(), row[1].strip()) for row in rows[1:]]
+  assert measured == [("inference", "float32"), ("inference", "bfloat16"),
+                      ("train step", "float32"), ("train step", "bfloat16")]
+  assert all(float(row[2]) > 0 and row[4].strip() == "n/a" for row in rows[1:])
+
+
+def test_peaks_come_from_the_device_kind():
+  assert accelerator_benchmark.peak_tflops("NVIDIA H100 PCIe") == (756.0, 378.0)
+  assert accelerator_benchmark.peak_tflops("NVIDIA H200") == (989.0, 495.0)
+  assert accelerator_benchmark.peak_tflops("TPU v5 lite") == (197.0, 197.0)
+  assert accelerator_benchmark.peak_tflops("cpu") is None
