@@ -152,12 +152,16 @@ def _pad_batch(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]
 
 
 def score_files(predictor: Predictor, paths: list[str], batch_size: int,
-                workers: int = 2) -> Iterator[tuple[str, dict]]:
+                workers: int | None = None) -> Iterator[tuple[str, dict]]:
   """Yields (path, result) in input order; result has `error` for images that failed.
 
   Images are batched per sequence-length bucket; a bucket's batch runs when full, and all partial
-  batches run at the end. Preprocessing runs `workers` images ahead in threads.
+  batches run at the end. Preprocessing runs `workers` images ahead in threads; by default 2 on
+  GPU/TPU and none on CPU, where TensorFlow's preprocessing threads would take cores from XLA's
+  and every parallel XLA op waits for its slowest thread.
   """
+  if workers is None:
+    workers = 0 if jax.default_backend() == "cpu" else 2
   pending = collections.defaultdict(list)  # bucket length -> [(index, features)]
   done: dict[int, dict] = {}
   next_out = 0
@@ -166,8 +170,10 @@ def score_files(predictor: Predictor, paths: list[str], batch_size: int,
     indices, features = zip(*pending.pop(bucket))
     done.update(zip(indices, predictor.predict(list(features))))
 
-  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-    for index, prepared in enumerate(_ordered_map(pool, predictor.prepare, paths, workers * 2)):
+  with concurrent.futures.ThreadPoolExecutor(max(workers, 1)) as pool:
+    prepared_files = (_ordered_map(pool, predictor.prepare, paths, workers * 2) if workers
+                      else map(predictor.prepare, paths))
+    for index, prepared in enumerate(prepared_files):
       if prepared.error:
         done[index] = {"error": prepared.error}
       else:
