@@ -24,7 +24,7 @@ from experiments import torch_musiq
 def read_image(path: str) -> torch.Tensor:
   """(1, 3, H, W) float32 in [0, 1], as PIL + torchvision's ToTensor give it."""
   with Image.open(path) as image:
-    pixels = np.asarray(image.convert("RGB"))
+    pixels = np.array(image.convert("RGB"))  # a copy, as ToTensor makes
   return torch.from_numpy(pixels).permute(2, 0, 1)[None].float().div(255.0)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from mst import host_memory
 from mst.cli import flags
 
 DESCRIPTION = """\
@@ -32,6 +33,7 @@ def parse_args(argv: Sequence[str] | None):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+  host_memory.keep_freed_memory()  # before JAX and TensorFlow start their threads
   args, config = parse_args(argv)
   flags.setup_logging(args.verbosity)
   # Imported after parsing, so --help is instant, and after the cluster is joined.
