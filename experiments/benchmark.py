@@ -1,13 +1,19 @@
-"""CPU inference benchmark of the paper MUSIQ model: mst's Flax model (jit) against PyTorch.
+"""What a user of the paper MUSIQ model waits for, mst (JAX) against PyTorch, in one run.
 
-    python experiments/benchmark.py [--threads N] [--repeats R]
+    python experiments/benchmark.py [--threads N] [--repeats R] [--images N]
+    python experiments/benchmark.py --preset gpu [--peak-tflops T]   # see accelerator_benchmark.py
 
-The paper model (P=32, G=10, D=384, 14 layers, 6 heads, MLP 1152, scales 224, 384 + native) scores a
-synthetic 1024x768 image, preprocessed by `mst.data.preprocess` (49 + 144 + 768 = 961 tokens). Both
-frameworks run the same random weights (`experiments.torch_musiq.random_flat_params`); one untimed
-warm-up call each also checks that their logits agree. Reported: seconds per image at batch 1,
-images/s at batch 1 and 8 (median of R timed calls), achieved GFLOP/s (XLA's FLOP count for the
-compiled program divided by each framework's time) and a float32 2048x2048 matmul ceiling.
+The paper model (P=32, G=10, D=384, 14 layers, 6 heads, MLP 1152, scales 224, 384 + native) with
+random weights (`experiments.torch_musiq.random_flat_params`, written as an official-layout .npz)
+scores a folder of real JPEGs: scikit-image's photographs, resized and cropped to 1024x768 (49 + 144
++ 768 = 961 tokens each). Rows of the markdown table:
+  end to end: seconds per image at the margin (compiled, warm) of the path `mst-predict` takes
+    (`inference.score_files`: decode, preprocess, bucket, model, JSON line) against PyTorch's own
+    path (`experiments/torch_pipeline.py`: PIL decode, pyiqa's preprocessing in torch, model);
+  model: one image's forward alone (median of R calls), also as GFLOP/s (XLA's FLOP count) and as a
+    fraction of the float32 2048x2048 matmul ceiling of the same framework;
+  cold start: wall time of `mst-predict` on one image in a fresh process, with an empty compilation
+    cache and again with the cache the first run filled (the command's persistent cache).
 
 Threads: the process is pinned to N CPUs (`os.sched_setaffinity`) before any framework creates its
 thread pools, which inherit that affinity. XLA sizes its CPU thread pool from the CPUs the process
@@ -18,26 +24,37 @@ jobs the numbers are noisy: compare ratios from the same run.
 """
 
 import argparse
+import io
+import json
 import os
 import pathlib
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from PIL import Image
+import skimage.data
 import tensorflow as tf
 import torch
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from experiments import accelerator_benchmark  # pylint: disable=g-import-not-at-top
 from experiments import torch_musiq  # pylint: disable=g-import-not-at-top
+from experiments import torch_pipeline  # pylint: disable=g-import-not-at-top
+from mst import inference  # pylint: disable=g-import-not-at-top
 from mst.data import preprocess  # pylint: disable=g-import-not-at-top
 from mst.models import musiq  # pylint: disable=g-import-not-at-top
 
 IMAGE_HW = (768, 1024)
-BATCH_SIZES = (1, 8)
+# Photographs that ship with scikit-image (nothing is downloaded).
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry",
+          "retina", "camera", "cat")
 MATMUL_SIZE = 2048
 # Idle time before each timed block, so the other framework's thread pool has stopped spinning
 # (OpenMP and Eigen workers busy-wait for a while after their last task).
@@ -120,9 +137,9 @@ def _timed(fn: Callable[[], object]) -> float:
   return time.perf_counter() - start
 
 
-def measure(flat: dict[str, np.ndarray], batch_size: int, repeats: int) -> dict[str, float]:
-  """Seconds per call for both frameworks at one batch size, XLA's FLOPs, and the logit gap."""
-  batch = image_batch(batch_size)
+def measure_model(flat: dict[str, np.ndarray], repeats: int) -> dict[str, float]:
+  """Seconds per forward at batch 1 for both frameworks, XLA's FLOPs, and the logit gap."""
+  batch = image_batch(1)
   run_jax, flops = jax_runner(flat, batch)
   run_torch = torch_runner(flat, batch)
   # The warm-up calls double as the check that both frameworks compute the same network.
@@ -131,44 +148,120 @@ def measure(flat: dict[str, np.ndarray], batch_size: int, repeats: int) -> dict[
           "flops": flops, "gap": gap, "tokens": batch["mask"].shape[1]}
 
 
-def table(results: dict[int, dict[str, float]], ceiling: tuple[float, float]) -> str:
-  """The markdown table: rows are metrics, columns JAX, PyTorch and the JAX speed-up."""
-  rows = [("| metric | JAX (XLA, jit) | PyTorch (eager) | JAX / PyTorch speed |"),
-          ("|---|---:|---:|---:|")]
-  one = results[1]
-  rows.append(f"| s / image, batch 1 | {one['jax_s']:.3f} | {one['torch_s']:.3f} | "
-              f"{one['torch_s'] / one['jax_s']:.2f}x |")
-  for size, r in results.items():
-    jax_ips, torch_ips = size / r["jax_s"], size / r["torch_s"]
-    rows.append(f"| images / s, batch {size} | {jax_ips:.2f} | {torch_ips:.2f} | "
-                f"{jax_ips / torch_ips:.2f}x |")
-  for size, r in results.items():
-    jax_gf, torch_gf = r["flops"] / r["jax_s"] / 1e9, r["flops"] / r["torch_s"] / 1e9
-    rows.append(f"| GFLOP/s, batch {size} | {jax_gf:.1f} | {torch_gf:.1f} | "
-                f"{jax_gf / torch_gf:.2f}x |")
-  rows.append(f"| f32 matmul {MATMUL_SIZE}^2 GFLOP/s (ceiling) | {ceiling[0]:.1f} | "
-              f"{ceiling[1]:.1f} | {ceiling[0] / ceiling[1]:.2f}x |")
+def write_photos(folder: pathlib.Path, count: int) -> list[str]:
+  """`count` of scikit-image's photographs as 1024x768 JPEGs (resized to cover, centre-cropped)."""
+  folder.mkdir(parents=True, exist_ok=True)
+  paths = []
+  for i, name in enumerate(PHOTOS[:count]):
+    pixels = getattr(skimage.data, name)()
+    image = Image.fromarray(pixels).convert("RGB")
+    scale = max(IMAGE_HW[1] / image.width, IMAGE_HW[0] / image.height)
+    image = image.resize((round(image.width * scale), round(image.height * scale)),
+                         Image.Resampling.BICUBIC)
+    left, top = (image.width - IMAGE_HW[1]) // 2, (image.height - IMAGE_HW[0]) // 2
+    path = folder / f"{i:02d}_{name}.jpg"
+    image.crop((left, top, left + IMAGE_HW[1], top + IMAGE_HW[0])).save(path, quality=90)
+    paths.append(str(path))
+  return paths
+
+
+def end_to_end(checkpoint: str, flat: dict[str, np.ndarray], paths: list[str]) -> dict[str, float]:
+  """Seconds per image at the margin for both paths: one warm-up image, then the whole folder."""
+  predictor = inference.Predictor.from_checkpoint(checkpoint)
+  model = torch_musiq.TorchMusiq.from_flat_params(flat)
+  sink = io.StringIO()
+
+  def run_mst(files, workers=None):
+    for path, result in inference.score_files(predictor, files, batch_size=1, workers=workers):
+      print(json.dumps({"image": path, **result}), file=sink)
+
+  def run_torch(files):
+    for path in files:
+      print(json.dumps({"image": path, "score": torch_pipeline.score_file(model, path)}), file=sink)
+
+  run_mst(paths[:1])  # compiles
+  run_torch(paths[:1])
+  time.sleep(SETTLE_S)
+  mst_s = _timed(lambda: run_mst(paths)) / len(paths)
+  time.sleep(SETTLE_S)
+  torch_s = _timed(lambda: run_torch(paths)) / len(paths)
+  time.sleep(SETTLE_S)
+  overlapped_s = _timed(lambda: run_mst(paths, workers=2)) / len(paths)
+  return {"mst_s": mst_s, "torch_s": torch_s, "overlapped_s": overlapped_s}
+
+
+def cold_start(checkpoint: str, image: str, cache: pathlib.Path) -> tuple[float, float]:
+  """Wall seconds of two `mst-predict` runs on one image in fresh processes sharing `cache`."""
+  env = dict(os.environ, MST_CACHE_DIR=str(cache))
+  env.pop("JAX_COMPILATION_CACHE_DIR", None)
+  command = [sys.executable, "-m", "mst.cli.predict", "--quiet", "--checkpoint", checkpoint, image]
+
+  def run():
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    if done.returncode:
+      raise RuntimeError(f"mst-predict failed: {done.stderr[-2000:]}")
+  return _timed(run), _timed(run)
+
+
+def table(model: dict, e2e: dict, ceiling: tuple[float, float], cold: tuple[float, float]) -> str:
+  """The markdown table: a row per measure, columns mst, PyTorch, the ratio and the target."""
+  rows = ["| measure | mst (JAX, jit) | PyTorch | ratio | target |", "|---|---:|---:|---:|---|"]
+
+  def row(name, ours, theirs, ratio, target=""):
+    rows.append(f"| {name} | {ours} | {theirs} | {ratio} | {target} |")
+  speedup = lambda a, b: f"{b / a:.2f}x"
+  row("end to end, s / image (decode, preprocess, model, output)", f"{e2e['mst_s']:.3f}",
+      f"{e2e['torch_s']:.3f}", speedup(e2e["mst_s"], e2e["torch_s"]), ">= 2x PyTorch")
+  row("end to end, preprocessing overlapped in 2 threads (GPU default), s / image",
+      f"{e2e['overlapped_s']:.3f}", f"{e2e['torch_s']:.3f}",
+      speedup(e2e["overlapped_s"], e2e["torch_s"]))
+  row("model forward, s / image (batch 1)", f"{model['jax_s']:.3f}", f"{model['torch_s']:.3f}",
+      speedup(model["jax_s"], model["torch_s"]))
+  jax_gf, torch_gf = (model["flops"] / model[k] / 1e9 for k in ("jax_s", "torch_s"))
+  row("model forward, GFLOP/s", f"{jax_gf:.1f}", f"{torch_gf:.1f}", f"{jax_gf / torch_gf:.2f}x")
+  row(f"f32 matmul {MATMUL_SIZE}^2, GFLOP/s (ceiling)", f"{ceiling[0]:.1f}", f"{ceiling[1]:.1f}",
+      f"{ceiling[0] / ceiling[1]:.2f}x")
+  row("model forward / own matmul ceiling", f"{jax_gf / ceiling[0]:.0%}",
+      f"{torch_gf / ceiling[1]:.0%}", "", ">= 80%")
+  row("cold start, one image, empty compilation cache, s", f"{cold[0]:.1f}", "", "")
+  row("cold start, one image, second run (cache filled), s", f"{cold[1]:.1f}", "", "",
+      "< 4 s")
   return "\n".join(rows)
 
 
 def main(argv: list[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--preset", choices=("cpu", "gpu"), default="cpu",
+                      help="cpu: this table; gpu: accelerator_benchmark.py's (images/s, MFU)")
   parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                       help="CPU threads for both frameworks (default: all available CPUs)")
   parser.add_argument("--repeats", type=int, default=3, help="timed calls per measurement")
+  parser.add_argument("--images", type=int, default=len(PHOTOS),
+                      help=f"photos in the end-to-end folder (at most {len(PHOTOS)})")
+  parser.add_argument("--peak-tflops", type=float, default=None,
+                      help="--preset gpu: the chip's peak TFLOP/s, if its kind is not in the table")
   args = parser.parse_args(argv)
+  if args.preset == "gpu":
+    accelerator_benchmark.main(args.peak_tflops)
+    return
   pin_threads(args.threads)
 
   flat = torch_musiq.random_flat_params(seed=0)
-  ceiling = matmul_gflops(max(args.repeats, 3))
-  results = {size: measure(flat, size, args.repeats) for size in BATCH_SIZES}
+  with tempfile.TemporaryDirectory() as tmp:
+    tmp = pathlib.Path(tmp)
+    checkpoint = str(tmp / "paper_random.npz")
+    np.savez(checkpoint, **flat)
+    paths = write_photos(tmp / "photos", args.images)
+    cold = cold_start(checkpoint, paths[0], tmp / "cache")
+    ceiling = matmul_gflops(max(args.repeats, 3))
+    model = measure_model(flat, args.repeats)
+    e2e = end_to_end(checkpoint, flat, paths)
 
-  one = results[1]
-  print(f"MUSIQ paper model, {one['tokens']} tokens per {IMAGE_HW[1]}x{IMAGE_HW[0]} image, "
-        f"{one['flops'] / 1e9:.1f} GFLOP per image (XLA cost analysis); {args.threads} threads, "
-        f"median of {args.repeats}; jax {jax.__version__}, torch {torch.__version__}; "
-        f"max |logit gap| {max(r['gap'] for r in results.values()):.1e}\n")
-  print(table(results, ceiling))
+  print(f"MUSIQ paper model, {model['tokens']} tokens per {IMAGE_HW[1]}x{IMAGE_HW[0]} photo, "
+        f"{model['flops'] / 1e9:.1f} GFLOP per image (XLA cost analysis); {len(paths)} JPEGs; "
+        f"{args.threads} threads, median of {args.repeats}; jax {jax.__version__}, "
+        f"torch {torch.__version__}; max |logit gap| {model['gap']:.1e}\n")
+  print(table(model, e2e, ceiling, cold))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8")
 # Keep TensorFlow off the device memory JAX may use, and single-threaded enough for 2 cores.
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+# The console scripts run in-process here: no persistent compilation cache in the home folder.
+os.environ.setdefault("MST_CACHE_DIR", "off")
 
 # pylint: disable=wrong-import-position  (JAX must see the flags above before it is imported)
 import csv

@@ -13,7 +13,6 @@ from absl import logging
 import flax.traverse_util
 
 from mst.checkpoints import npz
-from mst.checkpoints import workdirs
 from mst.config import resolve
 from mst.data import preprocess
 from mst.models import musiq
@@ -33,6 +32,7 @@ def load_params(path: str) -> Params:
   """The parameters of an official `.npz` file, or the best (else latest) of a workdir."""
   path = os.path.expanduser(path)
   if is_workdir(path):
+    from mst.checkpoints import workdirs  # pylint: disable=g-import-not-at-top  (orbax: slow)
     return workdirs.load_params(path)[0]
   return npz.load_official_npz(path)[0]
 
@@ -101,6 +101,7 @@ def load_for_inference(path: str, dtype: str = "float32",
   if not is_workdir(path):
     params, model_cfg = npz.load_official_npz(path, dtype=dtype)
     return Loaded(params, model_cfg, preprocess_config_for(model_cfg, longer_side_lengths))
+  from mst.checkpoints import workdirs  # pylint: disable=g-import-not-at-top  (orbax: slow)
   try:
     params, config = workdirs.load_params(path)
   except FileNotFoundError as e:

@@ -50,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   flags.setup_logging(args.verbosity)
   # Imported after parsing, so --help and usage errors are instant.
   import jax  # pylint: disable=g-import-not-at-top
+  from mst import compilation_cache  # pylint: disable=g-import-not-at-top
   from mst import sharding  # pylint: disable=g-import-not-at-top
   from mst.config import resolve  # pylint: disable=g-import-not-at-top
   from mst.data.datasets import custom  # pylint: disable=g-import-not-at-top
@@ -57,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   from mst.evaluation import report  # pylint: disable=g-import-not-at-top
   from mst.training import data as training_data  # pylint: disable=g-import-not-at-top
 
+  compilation_cache.enable()
   sharding.initialize_distributed()
   try:  # Bad input stops here with a message that names it, not a traceback.
     resolve.validate_eval(config, args.split, jax.device_count())

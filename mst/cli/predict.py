@@ -13,6 +13,7 @@ from mst import api
 from mst.checkpoints import loader
 from mst.cli import flags
 from mst.data import image_io
+from mst import compilation_cache
 from mst import inference
 from mst.models import musiq
 from mst import progress
@@ -104,6 +105,7 @@ def _check_files(args) -> int | None:
 def main(argv: Sequence[str] | None = None) -> int:
   args = parse_args(argv)
   flags.setup_logging(args.verbosity)
+  compilation_cache.enable()
   try:
     listed = _check_files(args)
     scorer = api.load(args.checkpoint, dtype=args.dtype, max_tokens=args.max_tokens,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
+from mst import host_memory
 from mst.cli import flags
 
 DESCRIPTION = """\
@@ -33,18 +34,21 @@ def parse_args(argv: Sequence[str] | None):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+  host_memory.keep_freed_memory()  # before JAX and TensorFlow start their threads
   args, config = parse_args(argv)
   flags.setup_logging(args.verbosity)
   # Imported after parsing, so --help is instant, and after the cluster is joined.
   import jax  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from absl import logging  # pylint: disable=g-import-not-at-top
+  from mst import compilation_cache  # pylint: disable=g-import-not-at-top
   from mst import sharding  # pylint: disable=g-import-not-at-top
   from mst.config import resolve  # pylint: disable=g-import-not-at-top
   from mst.data.datasets import custom  # pylint: disable=g-import-not-at-top
   from mst.training import trainer  # pylint: disable=g-import-not-at-top
 
   tf.config.set_visible_devices([], "GPU")  # TensorFlow only feeds data: keep it off accelerators
+  compilation_cache.enable()
   sharding.initialize_distributed()
   logging.info("Process %d of %d", jax.process_index(), jax.process_count())
   try:  # Bad input stops here with a message that names it, not a traceback.

@@ -8,6 +8,7 @@ import sys
 import time
 from typing import Sequence
 
+from mst import compilation_cache
 from mst.checkpoints import loader
 from mst.cli import flags
 from mst.data import image_io
@@ -71,6 +72,7 @@ def _draw_hse(visualizer: rollout.Visualizer, output_dir: str, log) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = parse_args(argv)
+  compilation_cache.enable()
 
   def log(message: str) -> None:
     if not args.quiet:

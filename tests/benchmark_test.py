@@ -1,0 +1,45 @@
+"""experiments/accelerator_benchmark.py (`benchmark.py --preset gpu`) without an accelerator."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from experiments import accelerator_benchmark  # pylint: disable=wrong-import-position
+
+
+def test_gpu_preset_on_cpu_says_so_and_prints_each_rate_in_both_dtypes(capsys):
+  accelerator_benchmark.main()
+  out = capsys.readouterr().out
+  assert out.startswith("NOTE: no GPU or TPU found")
+  rows = [line.split("|")[1:-1] for line in out.splitlines() if line.startswith("| ")]
+  assert [cell.strip() for cell in rows[0]] == ["measurement", "dtype", "images / s", "TFLOP/s",
+                                                "MFU"]
+  measured = [(row[0].strip(), row[1].strip()) for row in rows[1:]]
+  assert measured == [("inference", "float32"), ("inference", "bfloat16"),
+                      ("train step", "float32"), ("train step", "bfloat16")]
+  assert all(float(row[2]) > 0 and row[4].strip() == "n/a" for row in rows[1:])
+
+
+def test_peaks_come_from_the_device_kind():
+  assert accelerator_benchmark.peak_tflops("NVIDIA H100 PCIe") == (756.0, 378.0)
+  assert accelerator_benchmark.peak_tflops("NVIDIA H200") == (989.0, 495.0)
+  assert accelerator_benchmark.peak_tflops("TPU v5 lite") == (197.0, 197.0)
+  assert accelerator_benchmark.peak_tflops("cpu") is None
+
+
+def test_torch_pipeline_cuts_the_native_image_like_mst(tmp_path):
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from experiments import torch_pipeline  # pylint: disable=g-import-not-at-top
+  from mst.data import preprocess  # pylint: disable=g-import-not-at-top
+
+  pixels = np.random.default_rng(0).integers(0, 256, (70, 100, 3), np.uint8)
+  Image.fromarray(pixels).save(tmp_path / "photo.png")
+  ours = preprocess.multiscale_patches(tf.constant(pixels),
+                                       preprocess.MultiScaleConfig(longer_side_lengths=()))
+  theirs = torch_pipeline.multiscale_inputs(torch_pipeline.read_image(str(tmp_path / "photo.png")),
+                                            longer_sides=())
+  np.testing.assert_allclose(theirs[0][0].numpy(), ours["patches"].numpy(), atol=1e-6)
+  for got, key in zip(theirs[1:], ("spatial_idx", "scale_idx", "mask")):
+    np.testing.assert_array_equal(got[0].numpy(), ours[key].numpy())
