@@ -37,6 +37,24 @@ def load_params(path: str) -> Params:
   return npz.load_official_npz(path)[0]
 
 
+MUSIQ_RELEASE = ("https://github.com/google-research/google-research/tree/master/musiq, whose "
+                 "README links the checkpoints: "
+                 "https://console.cloud.google.com/storage/browser/gresearch/musiq")
+
+
+def require_pretrained(path: str) -> None:
+  """Raises FileNotFoundError, saying where to get the file and how to train from scratch on
+  purpose, if the pre-trained `path` (`config.init.checkpoint`) does not exist. Cloud paths
+  (gs://...) are left to the loader."""
+  if "://" in path or os.path.exists(os.path.expanduser(path)):
+    return
+  raise FileNotFoundError(
+      f"config.init.checkpoint={path!r} does not exist. The paper fine-tunes from the ImageNet "
+      f"pre-trained MUSIQ: download imagenet_pretrain.npz from the MUSIQ release, "
+      f"{MUSIQ_RELEASE}, to {path} (or pass --config.init.checkpoint=/where/it/is). To train "
+      "from scratch on purpose, pass --config.init.checkpoint=none.")
+
+
 def merge_pretrained(fresh: dict, path: str) -> dict:
   """`fresh` parameters with every one that `path` holds in the same shape replaced by its value.
 
