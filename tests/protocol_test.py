@@ -151,3 +151,22 @@ def test_a_missing_pretrained_file_stops_training_before_the_data(tmp_path):
   assert "--config.init.checkpoint=none" in message
   assert "koniq10k" not in message  # it stopped before looking for the dataset
   assert not os.path.exists(tmp_path / "tfds")
+
+
+def test_collect_puts_measured_main_results_beside_the_papers(tmp_path, capsys):
+  from experiments import sweep  # pylint: disable=g-import-not-at-top
+  for name, config_file, srcc in (("koniq-seed0", "koniq", 0.90), ("koniq-seed1", "koniq", 0.92),
+                                  ("ava", "ava", 0.70)):
+    os.makedirs(tmp_path / name)
+    config = overrides.load_config(f"configs/{config_file}.py")
+    (tmp_path / name / "config.json").write_text(json.dumps(config.to_dict()))
+    (tmp_path / name / "test_metrics.json").write_text(json.dumps({"srcc": srcc,
+                                                                   "plcc": srcc + 0.01}))
+  assert sweep.main(["collect", "--root", str(tmp_path), "--name", "main"]) == 0
+  assert capsys.readouterr().out.splitlines() == [
+      "| Dataset | runs | SRCC | PLCC | paper SRCC | paper PLCC |",
+      "|---|---:|---:|---:|---:|---:|",
+      "| KonIQ-10k | 2 | 0.910 ± 0.014 | 0.920 ± 0.014 | 0.916 | 0.928 |",
+      "| AVA | 1 | 0.700 | 0.710 | 0.726 | 0.738 |",
+      "",
+      "Not started: spaq, paq2piq"]
