@@ -140,7 +140,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval.bootstrap_samples = 1000  # for confidence intervals of SRCC/PLCC; 0 = off
   config.eval.ava_metrics = False  # add AVA's binary accuracy (threshold 5)
   # The test metrics come from the parameters of the best `eval_split` evaluation ("best", by
-  # SRCC or accuracy) or of the last step ("last"; the only choice without an eval_split).
+  # SRCC or accuracy; the last step's when there is no eval_split) or of the last step ("last").
   config.eval.select = "best"
 
   if "runlocal" in args:

@@ -121,9 +121,8 @@ def init_checkpoint(config: ml_collections.ConfigDict) -> str | None:
 
 
 def check_model_selection(config: ml_collections.ConfigDict) -> None:
-  """Raises ValueError if anything decided during training would look at the test split: an
-  evaluation of it during training, or `eval.select='best'` without a validation split to choose
-  on."""
+  """Raises ValueError if anything decided during training would look at the test split (an
+  evaluation of it during training), or for an unknown `eval.select`."""
   spec, select = config.dataset, config.eval.select
   if select not in defaults.SELECT:
     raise ValueError(f"eval.select={select!r} is not one of {defaults.SELECT}")
@@ -133,6 +132,3 @@ def check_model_selection(config: ml_collections.ConfigDict) -> None:
         f"dataset.eval_split={spec.eval_split!r} overlaps dataset.test_split="
         f"{spec.test_split!r}: evaluating the test split during training lets it choose the "
         "reported parameters. Evaluate a validation split, or set dataset.eval_split=''")
-  if select == "best" and not spec.eval_split:
-    raise ValueError("eval.select='best' chooses the parameters on dataset.eval_split, which is "
-                     "'': set a validation split or eval.select='last'")
