@@ -170,3 +170,11 @@ def test_collect_puts_measured_main_results_beside_the_papers(tmp_path, capsys):
       "| AVA | 1 | 0.700 | 0.710 | 0.726 | 0.738 |",
       "",
       "Not started: spaq, paq2piq"]
+
+
+def test_evaluation_warns_when_predictions_and_labels_are_on_different_scales():
+  from mst.evaluation import evaluate  # pylint: disable=g-import-not-at-top
+  labels_1_to_5 = np.linspace(1.5, 4.5, 20)
+  assert "different scales" in evaluate.scale_mismatch(labels_1_to_5 * 20, labels_1_to_5)
+  assert evaluate.scale_mismatch(labels_1_to_5 * 20 - 5, labels_1_to_5 * 20) is None
+  assert evaluate.scale_mismatch(np.full(20, 3.0), labels_1_to_5) is None  # a constant predictor
