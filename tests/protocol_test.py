@@ -115,7 +115,9 @@ def test_labels_stay_on_0_to_100_from_the_csv_to_metrics_json(fitted, tmp_path, 
   assert metrics["rmse"] == pytest.approx(math.sqrt(np.mean((predictions - targets) ** 2)),
                                           rel=1e-4)
   assert metrics["rmse"] < 20
-  # The workdir's own test metrics (same parameters: the last step's) agree with the .npz's.
+  # eval.select='last': no best parameters were kept, and the workdir's own test metrics (the
+  # last step's parameters) agree with the .npz's.
+  assert not os.listdir(workdir / "best")
   trained = json.load(open(workdir / "test_metrics.json"))
   for key in ("srcc", "plcc", "rmse", "plcc_logistic"):
     assert trained[key] == pytest.approx(metrics[key], rel=1e-4, abs=1e-6), key

@@ -22,6 +22,10 @@ CheckpointError = npz.CheckpointError
 Params = dict[str, Any]
 # The paper's resized longer sides for a given number of scales (resized copies + native).
 _DEFAULT_LONGER_SIDES = {1: (), 3: (224, 384)}
+# Where the released MUSIQ checkpoints are (imagenet_pretrain.npz, koniq_ckpt.npz, ...).
+MUSIQ_RELEASE = ("https://github.com/google-research/google-research/tree/master/musiq, whose "
+                 "README links the checkpoints: "
+                 "https://console.cloud.google.com/storage/browser/gresearch/musiq")
 
 
 def is_workdir(path: str) -> bool:
@@ -35,11 +39,6 @@ def load_params(path: str) -> Params:
   if is_workdir(path):
     return workdirs.load_params(path)[0]
   return npz.load_official_npz(path)[0]
-
-
-MUSIQ_RELEASE = ("https://github.com/google-research/google-research/tree/master/musiq, whose "
-                 "README links the checkpoints: "
-                 "https://console.cloud.google.com/storage/browser/gresearch/musiq")
 
 
 def require_pretrained(path: str) -> None:

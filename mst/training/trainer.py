@@ -108,8 +108,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     workdirs.write_config(workdir, config)
 
   manager = workdirs.TrainCheckpoints(workdir, config.train.keep_checkpoints)
-  if manager.latest_step() is None and resolve.init_checkpoint(config):
-    loader.require_pretrained(resolve.init_checkpoint(config))  # before preparing any data
+  pretrained = resolve.init_checkpoint(config)
+  if pretrained and manager.latest_step() is None:
+    loader.require_pretrained(pretrained)  # before preparing any data
 
   data = training_data.TrainingData(config, mesh)
   total_steps = data.total_steps
