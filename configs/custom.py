@@ -5,9 +5,10 @@
 
 Without a `split` column the builder makes a seeded 80/10/10 train/validation/test split
 (`dataset.split_seed`). The optimisation is KonIQ-10k's (SGD, cosine from 2e-3, 30 epochs,
-batch 96, L1): the closest paper setting for a few thousand photos. For small sets start from the
-ImageNet pre-trained model (`--config.init.checkpoint=/path/to/imagenet_pretrain.npz`) or from a
-released IQA checkpoint such as koniq_ckpt.npz.
+batch 96, L1): the closest paper setting for a few thousand photos. Like the paper's configs it
+starts from the ImageNet pre-trained model (`init.checkpoint`, default
+~/musiq/imagenet_pretrain.npz; a released IQA checkpoint such as koniq_ckpt.npz works too);
+`--config.init.checkpoint=none` trains from scratch on purpose.
 """
 
 import ml_collections
@@ -28,10 +29,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.dataset.label = "mos"
   # MOS on 0-100 is trained as MOS / 100; set 1 for a 1-5 or 1-10 scale.
   config.dataset.mos_scale = 100.0
+  config.init.checkpoint = defaults.IMAGENET_CHECKPOINT
   config.init.head_bias_from_train_mean = True
   config.optim.name = "sgd"
   config.optim.learning_rate = 2e-3
   config.optim.schedule = "cosine"
+  # Regularisation, which the paper does not state for fine-tuning:
+  config.model.dropout_rate = 0.0  # the released checkpoints' model config (official code)
+  config.model.attention_dropout_rate = 0.0  # the released checkpoints' model config
+  config.model.stochastic_depth = 0.0  # the official encoder's default
+  config.optim.weight_decay = 0.0  # the paper decays weights in pre-training only
+  config.optim.grad_clip_norm = 0.0  # off: neither the paper nor the official code clips
   config.loss.name = "l1"
   config.train.batch_size = 96
   config.train.num_epochs = 30.0
@@ -47,7 +55,7 @@ def scratch(config: ml_collections.ConfigDict) -> None:
   images: the demo's small model with l = 48 and a gentler AdamW (3e-4, the embedding kernel's
   rate x 0.03), which learned where the demo's optimisation was worse or collapsed; chosen by
   measurement (experiments/scratch_recipe.py, README "Training on your own images from scratch")."""
-  config.init.checkpoint = ""  # from scratch, on purpose: no pre-trained file needed
+  config.init.checkpoint = "none"  # from scratch, on purpose: no pre-trained file needed
   config.dataset.shuffle_buffer = 4096
   config.preprocess.longer_side_lengths = (64,)
   config.preprocess.max_seq_len = 48

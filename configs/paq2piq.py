@@ -1,9 +1,11 @@
 """Fine-tuning on PaQ-2-PiQ (paper: full-size test SRCC 0.646, PLCC 0.739).
 
-The paper's setting: SGD with momentum 0.9, cosine decay from 2e-4 over 10 epochs, batch 128,
-random horizontal flips, L1 loss on the MOS (0-100, trained as MOS / 100), l = 512, scales
-(224, 384, native). Validation and test are the full-size sets. The paper fine-tunes from the
-ImageNet pre-trained model: set `--config.init.checkpoint=/path/to/imagenet_pretrain.npz`.
+The paper's setting: from the ImageNet pre-trained model (`init.checkpoint`, default
+~/musiq/imagenet_pretrain.npz), SGD with momentum 0.9, cosine decay from 2e-4 over 10 epochs,
+batch 128, random horizontal flips, L1 loss on the MOS on its 0-100 scale (the scale
+paq2piq_ckpt.npz predicts on), l = 512, scales (224, 384, native). Validation and test are the
+full-size sets; the test metrics come from the parameters with the best validation SRCC
+(`--config.eval.select=last` takes the last step's).
 """
 
 import ml_collections
@@ -17,10 +19,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = defaults.get_config()
   config.dataset.name = "paq2piq"
   config.dataset.label = "mos"
-  config.dataset.mos_scale = 100.0
+  config.dataset.mos_scale = 1.0  # trained on 0-100 as it is, like the released model
+  config.init.checkpoint = defaults.IMAGENET_CHECKPOINT
   config.optim.name = "sgd"
   config.optim.learning_rate = 2e-4
   config.optim.schedule = "cosine"
+  # Regularisation, which the paper does not state for fine-tuning:
+  config.model.dropout_rate = 0.0  # the released checkpoints' model config (official code)
+  config.model.attention_dropout_rate = 0.0  # the released checkpoints' model config
+  config.model.stochastic_depth = 0.0  # the official encoder's default
+  config.optim.weight_decay = 0.0  # the paper decays weights in pre-training only
+  config.optim.grad_clip_norm = 0.0  # off: neither the paper nor the official code clips
   config.loss.name = "l1"
   config.train.batch_size = 128
   config.train.num_epochs = 10.0

@@ -1,9 +1,13 @@
-"""Finished sweep runs -> a markdown table laid out like the paper's ablation tables.
+"""Finished sweep runs -> a markdown table laid out like the paper's tables.
 
 A sweep root holds one workdir per run, named `<run>` or `<run>-seed<k>`; a workdir is finished
 when mst-train has written its `<split>_metrics.json` (test, and any other split evaluated) next to
 its `config.json`. Runs of the same setting (several seeds) become one row: mean ± sample standard
 deviation. Roots may be local folders or gs:// URLs.
+
+`MAIN_TABLE` is the paper's main results as runs: a root with workdirs `koniq`, `spaq`, `ava` and
+`paq2piq` (each trained with its configs/ file, optionally `-seed<k>`) tabulates beside the
+paper's numbers (`experiments/sweep.py collect --root R --name main`).
 """
 
 import dataclasses
@@ -20,6 +24,14 @@ CONFIG_FILE = "config.json"
 METRICS_SUFFIX = "_metrics.json"
 COLUMNS = (("srcc", "SRCC"), ("plcc", "PLCC"))
 SEED_SUFFIX = re.compile(r"-seed\d+$")
+# The paper's main results (test SRCC, PLCC; the paper averages 10 runs) as runs whose workdir
+# names are the config files' and whose one override is the dataset the config trains on.
+MAIN_TABLE = (
+    Run("koniq", {"dataset.name": "koniq10k"}, "KonIQ-10k", (0.916, 0.928)),
+    Run("spaq", {"dataset.name": "spaq/shorter_side_512"}, "SPAQ", (0.917, 0.921)),
+    Run("ava", {"dataset.name": "ava"}, "AVA", (0.726, 0.738)),
+    Run("paq2piq", {"dataset.name": "paq2piq"}, "PaQ-2-PiQ (full-size test)", (0.646, 0.739)),
+)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,6 +9,7 @@
         --root gs://bucket/multiscale [--dry-run]
     python experiments/sweep.py status multiscale --root gs://bucket/multiscale
     python experiments/sweep.py collect --root /tmp/se --name spatial_embedding
+    python experiments/sweep.py collect --root runs/paper --name main   # the main results table
 
 Each run trains in its own workdir `ROOT/<run>` (`ROOT/<run>-seed<k>` with --seeds). Every run's
 config is built and validated before the first one starts, so a typo'd key or a bad value fails
@@ -226,7 +227,9 @@ def make_parser() -> argparse.ArgumentParser:
       "averaged: mean ± std), SRCC and PLCC per split, and with --name the sweep's row order, "
       "labels and the paper's numbers.")
   coll.add_argument("--root", required=True, help="the sweep's root (a folder or gs:// URL)")
-  coll.add_argument("--name", choices=sorted(SWEEPS), help="the sweep that made the runs")
+  coll.add_argument("--name", choices=sorted(SWEEPS) + ["main"],
+                    help="the sweep that made the runs; 'main': workdirs koniq, spaq, ava, "
+                    "paq2piq (-seed<k>) beside the paper's main results")
   coll.add_argument("--config", help="with --name: the config the sweep ran on (lr_batch's "
                     "run names depend on it; default: the sweep's)")
   coll.add_argument("--arg", default=None, help="with --config: its variant")
@@ -244,6 +247,9 @@ def _list() -> None:
 def _collect(args) -> None:
   if not args.name:
     print(collect.report(args.root))
+    return
+  if args.name == "main":
+    print(collect.report(args.root, "Dataset", collect.MAIN_TABLE))
     return
   sweep = SWEEPS[args.name]
   runs = sweep.runs(overrides_lib.load_config(args.config or sweep.config, args.arg))

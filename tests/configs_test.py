@@ -3,7 +3,10 @@ paper's settings, builds valid model and preprocessing configs, and takes comman
 
 import dataclasses
 import functools
+import importlib.util
+import itertools
 import os
+import re
 
 import jax
 import ml_collections
@@ -26,6 +29,24 @@ def _load(name: str, arg=None) -> ml_collections.ConfigDict:
   if name == "defaults":  # the base every config file builds on
     return defaults.get_config(arg)
   return overrides.load_config(os.path.join(CONFIG_DIR, f"{name}.py"), arg)
+
+
+def _variants(name: str) -> tuple[str, ...]:
+  """The variants a config file declares (`VARIANTS`), else the base's."""
+  if name == "defaults":
+    return defaults.VARIANTS
+  path = os.path.join(CONFIG_DIR, f"{name}.py")
+  spec = importlib.util.spec_from_file_location(f"_variants_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return tuple(getattr(module, "VARIANTS", defaults.VARIANTS))
+
+
+def _every_variant(name: str) -> list[str | None]:
+  """None and every combination of the file's variants ("holdout", "holdout,runlocal", ...)."""
+  names = _variants(name)
+  return [None] + [",".join(c) for n in range(1, len(names) + 1)
+                   for c in itertools.combinations(names, n)]
 
 
 def _keys(config: ml_collections.ConfigDict, prefix: str = "") -> set[str]:
@@ -109,11 +130,12 @@ def test_unknown_variant_raises_naming_valid_ones(name):
     _load(name, "runlocal,fast")
 
 
-# name: (dataset, optimizer, peak lr, epochs, batch, loss, label, head, classes, mos_scale)
+# name: (dataset, optimizer, peak lr, epochs, batch, loss, label, head, classes, mos_scale):
+# every paper dataset trains on its published scale (0-100; AVA 1-10 through the distribution).
 PAPER = {
-    "paq2piq": ("paq2piq", "sgd", 2e-4, 10, 128, "l1", "mos", "score", 1, 100.0),
+    "paq2piq": ("paq2piq", "sgd", 2e-4, 10, 128, "l1", "mos", "score", 1, 1.0),
     "koniq": ("koniq10k", "sgd", 2e-3, 30, 96, "l1", "mos", "score", 1, 1.0),
-    "spaq": ("spaq/shorter_side_512", "sgd", 1e-4, 30, 128, "l1", "mos", "score", 1, 100.0),
+    "spaq": ("spaq/shorter_side_512", "sgd", 1e-4, 30, 128, "l1", "mos", "score", 1, 1.0),
     "ava": ("ava", "sgd", 0.12, 20, 512, "emd", "dist", "distribution", 10, 1.0),
     "imagenet": ("imagenet2012", "adamw", 1e-3, 300, 4096, "cross_entropy", "dist",
                  "classification", 1000, 1.0),
@@ -134,7 +156,9 @@ def test_paper_settings(name):
   assert config.dataset.mos_scale == scale
   assert config.preprocess.max_seq_len == 512
   assert tuple(config.preprocess.longer_side_lengths) == (224, 384)
-  assert config.init.checkpoint == ""  # documented: the paper starts from imagenet_pretrain.npz
+  # Fine-tuning starts from the ImageNet pre-trained model; pre-training from scratch.
+  assert config.init.checkpoint == (
+      "none" if name == "imagenet" else defaults.IMAGENET_CHECKPOINT)
   # The paper's 27.1 M-parameter model.
   assert (config.model.hidden_size, config.model.num_layers, config.model.num_heads,
           config.model.mlp_dim, config.model.patch_encoder) == (384, 14, 6, 1152, "resnet")
@@ -148,6 +172,58 @@ def test_paper_settings(name):
     assert config.augment.randaugment_layers == 0 and config.augment.mixup_alpha == 0
   if name == "ava":
     assert config.loss.emd_r == 2 and config.eval.ava_metrics
+    # The paper trains on every non-test image: no validation, the last step's parameters.
+    assert (config.dataset.train_split, config.dataset.eval_split, config.eval.select) == (
+        "train+validation", "", "last")
+    holdout = _load("ava", "holdout")
+    assert (holdout.dataset.train_split, holdout.dataset.eval_split, holdout.eval.select) == (
+        "train", "validation", "best")
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_no_config_looks_at_test_during_training(name):
+  """In every variant, nothing evaluated or chosen during training is (part of) the test split,
+  and the test split is not trained on."""
+  for arg in _every_variant(name):
+    config = _load(name, arg)
+    spec = config.dataset
+    test = set(spec.test_split.split("+")) - {""}
+    assert not test & set(spec.eval_split.split("+")), (name, arg, "evaluates test")
+    assert not test & set(spec.train_split.split("+")), (name, arg, "trains on test")
+    assert "test" not in spec.eval_split and "test" not in spec.train_split, (name, arg)
+    assert config.eval.select in ("best", "last"), (name, arg)
+    if config.eval.select == "best":
+      assert spec.eval_split, (name, arg, "selects with no validation split")
+    resolve.validate(config)
+
+
+def test_validate_refuses_selection_on_test():
+  config = _load("koniq")
+  config.dataset.eval_split = "test"
+  with pytest.raises(ValueError, match="eval_split='test' overlaps dataset.test_split"):
+    resolve.validate(config)
+  config.dataset.eval_split = "validation+test"
+  with pytest.raises(ValueError, match="overlaps"):
+    resolve.validate(config)
+  config.dataset.eval_split = ""  # no evaluation during training: nothing to choose on
+  resolve.validate(config)
+  config.eval.select = "first"
+  with pytest.raises(ValueError, match="eval.select='first'"):
+    resolve.validate(config)
+
+
+REGULARISATION = ("model.dropout_rate", "model.attention_dropout_rate", "model.stochastic_depth",
+                  "optim.weight_decay", "optim.grad_clip_norm")
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_regularisation_is_stated_with_its_source(name):
+  """Each config file sets dropout, stochastic depth, weight decay and clipping itself, each on a
+  line whose comment says where the value comes from."""
+  with open(os.path.join(CONFIG_DIR, f"{name}.py")) as f:
+    text = f.read()
+  for key in REGULARISATION:
+    assert re.search(rf"^  config\.{re.escape(key)} = [^#\n]+  # \S.+$", text, re.M), key
 
 
 def test_mixup_needs_soft_labels():
@@ -176,6 +252,10 @@ def test_demo_and_custom_settings():
   custom = _load("custom")
   assert custom.dataset.name == "custom" and custom.dataset.csv == ""
   assert custom.dataset.mos_scale == 100.0
+  assert custom.init.checkpoint == defaults.IMAGENET_CHECKPOINT  # like the paper's configs
+  assert demo.init.checkpoint == "none"  # the demo learns from scratch, offline
+  for name in TASKS:  # runlocal is from scratch by design: tiny models, offline tests
+    assert _load(name, "runlocal").init.checkpoint == "none", name
 
 
 def _parse(*args: str) -> ml_collections.ConfigDict:

@@ -168,14 +168,25 @@ def test_koniq_official_splits_and_skips(koniq):
 def test_koniq_labels_on_their_scales(koniq):
   builder, names, _ = koniq
   example = load(builder, "train")[names[3]]
-  np.testing.assert_allclose(example["mos"], 1.5 + 0.9, rtol=1e-6)  # scores file: 1-5 scale
+  np.testing.assert_allclose(example["mos"], 63)  # the sets file's MOS: 0-100, trained on
+  np.testing.assert_allclose(example["mos_1to5"], 1.5 + 0.9, rtol=1e-6)  # scores file: 1-5
   np.testing.assert_allclose(example["mos_zscore"], 35.5)
   np.testing.assert_allclose(example["sd"], 0.4, rtol=1e-6)
   np.testing.assert_array_equal(example["counts"], [4, 2, 3, 4, 7])
   np.testing.assert_allclose(example["dist"], np.array([4, 2, 3, 4, 7]) / 20, rtol=1e-6)
   for example in load(builder, "train").values():
     np.testing.assert_allclose(example["dist"].sum(), 1.0, rtol=1e-6)
-    assert 1 <= example["mos"] <= 5
+    assert 1 <= example["mos_1to5"] <= 5 and 60 <= example["mos"] <= 69
+
+
+def test_koniq_refuses_a_sets_file_on_the_1_to_5_scale(tmp_path):
+  koniq_manual(tmp_path)
+  path = tmp_path / "koniq10k_distributions_sets.csv"
+  lines = path.read_text().splitlines()
+  rows = [line.split(",") for line in lines[1:]]
+  path.write_text("\n".join([lines[0]] + [",".join(r[:7] + ["3.5"] + r[8:]) for r in rows]))
+  with pytest.raises(ValueError, match="every MOS is <= 5"):
+    mst.data.datasets.build("koniq10k", str(tmp_path / "data"), str(tmp_path))
 
 
 def test_koniq_bytes_unchanged_and_grey_kept(koniq):
@@ -245,8 +256,14 @@ def test_spaq_full_split_labels_and_bytes(spaq_manual_dir, tmp_path):
   root, images = spaq_manual_dir
   builder = mst.data.datasets.build("spaq", str(tmp_path), str(root))
   names = [f"{i:05d}.jpg" for i in range(1, 11)]
-  expected = common.seeded_split(names, [("train", 0.8), ("test", 0.2)], spaq.SPLIT_SEED)
-  loaded = {split: load(builder, split) for split in ("train", "test")}
+  expected = common.seeded_split(names, [("train", 0.72), ("validation", 0.08), ("test", 0.2)],
+                                 spaq.SPLIT_SEED)
+  # The test split is the paper-style 80/20 one: validation is held out of the 80% only.
+  assert expected == {name: "test" if split == "test" else expected[name] for name, split in
+                      common.seeded_split(names, [("train", 0.8), ("test", 0.2)],
+                                          spaq.SPLIT_SEED).items()}
+  assert list(expected.values()).count("validation") == 1
+  loaded = {split: load(builder, split) for split in ("train", "validation", "test")}
   for split, examples in loaded.items():
     assert set(examples) == {n for n in names[:9] if n != "00002.jpg" and expected[n] == split}
     for name, example in examples.items():
@@ -264,12 +281,16 @@ def test_spaq_full_split_labels_and_bytes(spaq_manual_dir, tmp_path):
 def test_spaq_shorter_side_512_resizes_large_images_only(spaq_manual_dir, tmp_path):
   root, images = spaq_manual_dir
   builder = mst.data.datasets.build("spaq/shorter_side_512", str(tmp_path), str(root))
-  assert builder.data_dir.endswith(os.path.join("spaq", "shorter_side_512", "1.0.0"))
-  examples = {**load(builder, "train"), **load(builder, "test")}
+  assert builder.data_dir.endswith(os.path.join("spaq", "shorter_side_512", "1.1.0"))
+  examples = {**load(builder, "train"), **load(builder, "validation"), **load(builder, "test")}
   for name in ("00003.jpg", "00004.jpg"):
     stored = examples[name]["image"]
-    assert stored != images[name] and stored[:2] == b"\xff\xd8"  # a new JPEG
-    assert tf.io.decode_jpeg(stored).shape == (512, 768, 3)  # 520x780 -> 512x768
+    assert stored[:8] == b"\x89PNG\r\n\x1a\n"  # lossless: no second compression
+    # The stored pixels are exactly the reference resize of the decoded original: PIL's
+    # antialiased bilinear to a 512 px shorter side (520x780 -> 512x768).
+    original = Image.fromarray(tf.io.decode_jpeg(images[name], channels=3).numpy())
+    expected = np.asarray(original.resize((768, 512), Image.BILINEAR))
+    np.testing.assert_array_equal(tf.io.decode_png(stored).numpy(), expected)
   assert examples["00005.jpg"]["image"] == images["00005.jpg"]  # already small: untouched
   assert len(examples) == 8
 

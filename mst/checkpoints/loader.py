@@ -21,6 +21,10 @@ CheckpointError = npz.CheckpointError
 Params = dict[str, Any]
 # The paper's resized longer sides for a given number of scales (resized copies + native).
 _DEFAULT_LONGER_SIDES = {1: (), 3: (224, 384)}
+# Where the released MUSIQ checkpoints are (imagenet_pretrain.npz, koniq_ckpt.npz, ...).
+MUSIQ_RELEASE = ("https://github.com/google-research/google-research/tree/master/musiq, whose "
+                 "README links the checkpoints: "
+                 "https://console.cloud.google.com/storage/browser/gresearch/musiq")
 
 
 def is_workdir(path: str) -> bool:
@@ -35,6 +39,19 @@ def load_params(path: str) -> Params:
     from mst.checkpoints import workdirs  # pylint: disable=g-import-not-at-top  (orbax: slow)
     return workdirs.load_params(path)[0]
   return npz.load_official_npz(path)[0]
+
+
+def require_pretrained(path: str) -> None:
+  """Raises FileNotFoundError, saying where to get the file and how to train from scratch on
+  purpose, if the pre-trained `path` (`config.init.checkpoint`) does not exist. Cloud paths
+  (gs://...) are left to the loader."""
+  if "://" in path or os.path.exists(os.path.expanduser(path)):
+    return
+  raise FileNotFoundError(
+      f"config.init.checkpoint={path!r} does not exist. The paper fine-tunes from the ImageNet "
+      f"pre-trained MUSIQ: download imagenet_pretrain.npz from the MUSIQ release, "
+      f"{MUSIQ_RELEASE}, to {path} (or pass --config.init.checkpoint=/where/it/is). To train "
+      "from scratch on purpose, pass --config.init.checkpoint=none.")
 
 
 def merge_pretrained(fresh: dict, path: str) -> dict:

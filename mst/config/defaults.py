@@ -12,6 +12,13 @@ variants; `runlocal` makes everything small enough for a CPU (a tiny model, a fe
 import ml_collections
 
 VARIANTS = ("runlocal",)
+# Where the paper configs take the ImageNet pre-trained MUSIQ from (`config.init.checkpoint`): the
+# released imagenet_pretrain.npz, see docs/training.md. "none" (or "") trains from scratch.
+IMAGENET_CHECKPOINT = "~/musiq/imagenet_pretrain.npz"
+FROM_SCRATCH = ("", "none")
+# What the reported test metrics are computed with: the parameters of the best evaluation of
+# `dataset.eval_split` ("best") or those of the last step ("last").
+SELECT = ("best", "last")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -30,11 +37,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.dataset.image_dir = ""  # custom only: the images (default: the CSV's folder)
   config.dataset.split_seed = 0  # custom only: seed of the 80/10/10 split when the CSV has none
   config.dataset.train_split = "train"
-  config.dataset.eval_split = "validation"  # evaluated during training ("" = none)
-  config.dataset.test_split = "test"  # evaluated after training ("" = none)
+  # Evaluated during training ("" = none); never the test split (resolve.validate refuses it).
+  config.dataset.eval_split = "validation"
+  config.dataset.test_split = "test"  # evaluated once, after training ("" = none)
   config.dataset.label = "mos"  # what the loss trains on: "mos", "dist" (bins) or "label" (class)
-  # MOS is divided by this for training so the head works on ~[0, 1]; predictions are multiplied
-  # back before metrics. 100 for 0-100 datasets, 1 for 1-5 (KonIQ) and for distributions.
+  # MOS is divided by this for training; predictions are multiplied back before metrics, so
+  # metrics and predictions.csv are always on the dataset's published scale. 1 for the paper's
+  # datasets (trained on 0-100 or 1-10, the scales the released checkpoints predict on).
   config.dataset.mos_scale = 1.0
   config.dataset.shuffle_buffer = 10_000
 
@@ -69,6 +78,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.model.max_positions = 4096  # table length for spatial_embedding="fixed"
   config.model.representation_size = 0  # width of a tanh pre_logits layer; 0 = none
   config.model.head = "score"  # one of mst.models.config.HEADS
+  # The released checkpoints' model config (musiq/run_predict_image.py) sets both dropouts to 0
+  # and the official encoder's stochastic_layer_drop_rate defaults to 0; the paper gives none.
   config.model.dropout_rate = 0.0
   config.model.attention_dropout_rate = 0.0
   config.model.stochastic_depth = 0.0
@@ -79,7 +90,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # Where the parameters start.
   config.init = ml_collections.ConfigDict()
-  config.init.checkpoint = ""  # "" = from scratch; an mst workdir or an official .npz
+  # An official .npz or an mst workdir; "none" (or "") = from scratch. The paper configs set
+  # IMAGENET_CHECKPOINT; a missing file stops training at start-up, saying where to get it.
+  config.init.checkpoint = "none"
   # Set the head bias to the mean training label (MOS / mos_scale), so training starts from the
   # constant predictor instead of spending its first steps (and the embedding's) getting there.
   config.init.head_bias_from_train_mean = False
@@ -126,6 +139,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval.batch_size = 32  # global
   config.eval.bootstrap_samples = 1000  # for confidence intervals of SRCC/PLCC; 0 = off
   config.eval.ava_metrics = False  # add AVA's binary accuracy (threshold 5)
+  # The test metrics come from the parameters of the best `eval_split` evaluation ("best", by
+  # SRCC or accuracy; the last step's when there is no eval_split) or of the last step ("last").
+  config.eval.select = "best"
 
   if "runlocal" in args:
     runlocal(config)
@@ -149,6 +165,9 @@ def runlocal(config: ml_collections.ConfigDict) -> None:
   loss), so a runlocal run takes the same code paths as the full one.
   """
   config.dataset.shuffle_buffer = 64
+  # From scratch by design: the paper-size ImageNet file would not fit the tiny model, and tests
+  # and CPUs run offline.
+  config.init.checkpoint = "none"
   config.preprocess.longer_side_lengths = (64, 128)
   config.preprocess.max_seq_len = 32
   config.model.hidden_size = 64

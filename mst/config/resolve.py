@@ -11,6 +11,7 @@ from typing import Any
 
 import ml_collections
 
+from mst.config import defaults
 from mst.data import augmentation
 from mst.data import datasets
 from mst.data import preprocess
@@ -200,3 +201,24 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
                      "preprocess.longer_side_lengths=() has no resized copy: no tokens are left")
   if config.train.num_steps <= 0 and config.train.num_epochs <= 0:
     raise ValueError("set train.num_steps > 0 or train.num_epochs > 0")
+  check_model_selection(config)
+
+
+def init_checkpoint(config: ml_collections.ConfigDict) -> str | None:
+  """The pre-trained file or workdir training starts from, or None to train from scratch."""
+  path = str(config.init.checkpoint).strip()
+  return None if path.lower() in defaults.FROM_SCRATCH else path
+
+
+def check_model_selection(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError if anything decided during training would look at the test split (an
+  evaluation of it during training), or for an unknown `eval.select`."""
+  spec, select = config.dataset, config.eval.select
+  if select not in defaults.SELECT:
+    raise ValueError(f"eval.select={select!r} is not one of {defaults.SELECT}")
+  test_parts = set(spec.test_split.split("+")) - {""}
+  if test_parts & set(spec.eval_split.split("+")):
+    raise ValueError(
+        f"dataset.eval_split={spec.eval_split!r} overlaps dataset.test_split="
+        f"{spec.test_split!r}: evaluating the test split during training lets it choose the "
+        "reported parameters. Evaluate a validation split, or set dataset.eval_split=''")

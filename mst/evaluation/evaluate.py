@@ -5,6 +5,7 @@ all patches, on any number of devices and hosts, with metrics on the gathered pr
 
 import dataclasses
 
+from absl import logging
 import jax
 from jax.experimental import multihost_utils
 import ml_collections
@@ -100,6 +101,20 @@ class Evaluator:
     return metrics.quality_metrics(result.prediction, result.target, ava=self.ava_metrics)
 
 
+def scale_mismatch(prediction: np.ndarray, target: np.ndarray) -> str | None:
+  """A warning when predictions and targets look like different scales (their middle halves lie
+  more than a whole target range apart: 0-100 scores against 1-5 labels, say), else None.
+  RMSE and the logistic fit only mean something on one scale."""
+  low, high = np.nanpercentile(prediction, [25, 75])
+  t_low, t_high = np.nanpercentile(target, [25, 75])
+  span = max(float(np.nanmax(target) - np.nanmin(target)), 1e-6)
+  if low > t_high + span or high < t_low - span:
+    return (f"predictions (middle half {low:.3g} to {high:.3g}) and targets ({t_low:.3g} to "
+            f"{t_high:.3g}) look like different scales: is the checkpoint trained on this "
+            "dataset's labels (config.dataset.mos_scale, the dataset's `mos`)?")
+  return None
+
+
 def example_names(builder: tfds.core.DatasetBuilder, split: str) -> list[str]:
   """The file name of each example, in split order (the order of evaluation indices): mst's
   builders call it `name`, tfds's catalogue `file_name`; else the position."""
@@ -123,6 +138,10 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, path: str, split: str
       ava_metrics=config.eval.ava_metrics)
   result = evaluator.predictions(jax.device_put(loaded.params))
   scores = evaluator.scores(result)
+  warning = (loaded.model_config.head != "classification" and
+             scale_mismatch(result.prediction, result.target))
+  if warning:
+    logging.warning("%s on %s: %s", path, split, warning)
   if loaded.model_config.head != "classification" and config.eval.bootstrap_samples:
     for name in CI_METRICS:
       low, high = metrics.bootstrap_ci(getattr(metrics, name), result.prediction, result.target,

@@ -66,7 +66,7 @@ class TrainingData:
     splits = self.builder.info.splits
     for split in (config.dataset.train_split, config.dataset.eval_split,
                   config.dataset.test_split):
-      if split and split not in splits:
+      if split and any(part not in splits for part in split.split("+")):
         raise ValueError(f"dataset {config.dataset.name} has no split {split!r}; it has "
                          f"{sorted(splits)}")
     self.num_train = splits[config.dataset.train_split].num_examples

@@ -77,8 +77,9 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model: musiq.M
 def _initial_params(config, model_cfg, rng, train_builder) -> dict:
   """Fresh parameters, overwritten by a pre-trained file's where the shapes agree."""
   params = jax.device_get(musiq.init_params(model_cfg, rng))
-  if config.init.checkpoint:
-    params = loader.merge_pretrained(params, config.init.checkpoint)
+  pretrained = resolve.init_checkpoint(config)
+  if pretrained:
+    params = loader.merge_pretrained(params, pretrained)
   if config.init.head_bias_from_train_mean:
     bias = training_data.head_bias(train_builder, config, model_cfg.head)
     if bias is not None:
@@ -108,6 +109,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   if is_chief:
     workdirs.write_config(workdir, config)
 
+  manager = workdirs.TrainCheckpoints(workdir, config.train.keep_checkpoints)
+  pretrained = resolve.init_checkpoint(config)
+  if pretrained and manager.latest_step() is None:
+    loader.require_pretrained(pretrained)  # before preparing any data
+
   data = training_data.TrainingData(config, mesh)
   total_steps = data.total_steps
   model_cfg = resolve.model_config(config)
@@ -116,8 +122,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   tx = optim.make_optimizer(config.optim, total_steps)
   rng = jax.random.key(config.seed)
   init_rng, step_rng = jax.random.split(rng)
-
-  manager = workdirs.TrainCheckpoints(workdir, config.train.keep_checkpoints)
 
   def make_state(params):
     return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
@@ -186,7 +190,8 @@ def _train_loop(config, state, start_step, total_steps, step_fn, step_rng, data,
       monitor.check_predictions(step, predictions.prediction, predictions.target)
       writer.write_scalars(step, {f"{config.dataset.eval_split}/{k}": v
                                   for k, v in results.items()})
-      manager.maybe_save_best(step, state.params, results)
+      if config.eval.select == "best":
+        manager.maybe_save_best(step, state.params, results)
     if checkpoint_now:
       manager.save(step, state)
   bar.close()
@@ -194,12 +199,15 @@ def _train_loop(config, state, start_step, total_steps, step_fn, step_rng, data,
 
 
 def _final_evaluation(config, data, model, manager, state, writer, step) -> dict[str, float]:
-  """Test metrics of the best checkpoint (or the last parameters), printed and saved as JSON."""
+  """Test metrics of the parameters `eval.select` chose (the best validation evaluation's, or
+  the last step's), printed and saved as JSON."""
   split = config.dataset.test_split
   evaluator = data.evaluator(split, model)
   if evaluator is None:
     return {}
-  params = manager.restore_best(state.params) or state.params
+  params = state.params
+  if config.eval.select == "best":
+    params = manager.restore_best(state.params) or state.params
   results = evaluator(params)
   writer.write_scalars(step, {f"{split}/{k}": v for k, v in results.items()})
   if jax.process_index() == 0:

@@ -26,7 +26,8 @@ Download AVA (e.g. through github.com/imfing/ava_downloader) into the manual dir
 
 
 class Ava(common.ImageQualityBuilder):
-  """AVA with the official test list and a seeded 5% validation hold-out from the rest."""
+  """AVA with the official test list and a seeded 5% validation hold-out from the rest (train on
+  `train+validation` for every non-test image, as the paper)."""
   name = "ava"
   MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS
   HOMEPAGE = "https://github.com/imfing/ava_downloader"
@@ -38,6 +39,8 @@ normalised to sum to 1, `mos` = sum(i * count_i) / sum(count_i) on the 1-10 scal
 their sum. Splits: `test` =
 the ids in `{TEST_LIST}`; of the rest, `validation` is a seeded {VALIDATION_FRACTION:.0%} hold-out
 (numpy RandomState({SPLIT_SEED}) permutation of the sorted image names) and `train` the remainder.
+The paper trains on every non-test image: the split `train+validation`, which configs/ava.py
+trains on by default (the hold-out is for a validation curve, `configs/ava.py:holdout`).
 Missing and corrupt images (there are some, e.g. ids 440774, 179118, 371434, 277832, 230701,
 729377) are skipped and listed in skipped_images.txt."""
   CITATION = """\

@@ -1,6 +1,7 @@
 """SPAQ: 11,125 smartphone photos with quality and attribute scores, built from the manual download
 (`TestImage/` and `Annotations/MOS and Image attribute scores.xlsx`); the `.xlsx` is read with
-openpyxl."""
+openpyxl. The `shorter_side_512` config stores its resized images as PNG: lossless, so resizing
+adds no compression distortion to a quality dataset."""
 
 import dataclasses
 import io
@@ -17,8 +18,11 @@ LABELS_XLSX = os.path.join("Annotations", "MOS and Image attribute scores.xlsx")
 IMAGES_DIR = "TestImage"
 ATTRIBUTES = ("Brightness", "Colorfulness", "Contrast", "Noisiness", "Sharpness")
 SPLIT_SEED = 0
-TRAIN_FRACTION = 0.8
-JPEG_QUALITY = 95
+TRAIN_FRACTION = 0.8  # train + validation; the rest is test, as the paper's random 80/20
+VALIDATION_FRACTION = 0.1  # of the 80%: a hold-out for model selection
+SPLIT_FRACTIONS = (("train", TRAIN_FRACTION * (1 - VALIDATION_FRACTION)),
+                   ("validation", TRAIN_FRACTION * VALIDATION_FRACTION),
+                   ("test", 1 - TRAIN_FRACTION))
 
 _INSTRUCTIONS = f"""\
 Download SPAQ (https://github.com/h4nwei/SPAQ) and extract it into the manual dir so that it holds
@@ -35,9 +39,15 @@ class SpaqConfig(tfds.core.BuilderConfig):
 
 
 class Spaq(common.ImageQualityBuilder):
-  """SPAQ with a seeded 80/20 train/test split; originals or shorter side resized to 512."""
+  """SPAQ with a seeded 72/8/20 train/validation/test split; originals or shorter side resized to
+  512."""
   name = "spaq"
-  SPLITS = ("train", "test")
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {
+      "1.0.0": "First release.",
+      "1.1.0": "A validation hold-out (10% of the training 80%); shorter_side_512 stored as "
+               "PNG instead of JPEG quality 95.",
+  }
   MANUAL_DOWNLOAD_INSTRUCTIONS = _INSTRUCTIONS
   HOMEPAGE = "https://github.com/h4nwei/SPAQ"
   BUILDER_CONFIGS = [
@@ -46,18 +56,19 @@ class Spaq(common.ImageQualityBuilder):
           "Resized so the shorter side is 512 px (the MUSIQ paper's preprocessing, following "
           "SPAQ's reference code: bilinear with antialiasing, PIL; the longer side is "
           "int(512 * long / short); images whose shorter side is already <= 512 keep their "
-          f"original bytes), re-encoded as JPEG quality {JPEG_QUALITY}. Decoded with TensorFlow "
-          "(EXIF orientation ignored, as the input pipeline does), so greyscale images come out "
-          "as 3-channel JPEGs.")),
+          "original bytes), stored as PNG (lossless: no second compression). Decoded with "
+          "TensorFlow (EXIF orientation ignored, as the input pipeline does), so greyscale "
+          "images come out as 3-channel PNGs.")),
   ]
   DEFAULT_CONFIG_NAME = "full"
   DESCRIPTION = f"""\
 SPAQ (Fang et al. 2020): 11,125 photos from 66 smartphones. `mos` and the attribute scores
 (`brightness`, `colorfulness`, `contrast`, `noisiness`, `sharpness`) are on a 0-100 scale, from
-`{LABELS_XLSX}`. There is no official split: `train` / `test` are a seeded
-{TRAIN_FRACTION:.0%} / {1 - TRAIN_FRACTION:.0%} split (numpy RandomState({SPLIT_SEED}) permutation
-of the sorted image names, test = the last 20%). Some files are corrupt after extraction: those are
-skipped and listed in skipped_images.txt."""
+`{LABELS_XLSX}`. There is no official split: a numpy RandomState({SPLIT_SEED}) permutation of
+the sorted image names gives `test` (the last {1 - TRAIN_FRACTION:.0%}), and of the first
+{TRAIN_FRACTION:.0%} (the paper's training share) `validation` is a {VALIDATION_FRACTION:.0%}
+hold-out and `train` the rest; `train+validation` is the whole 80%. Some files are corrupt after
+extraction: those are skipped and listed in skipped_images.txt."""
   CITATION = """\
 @inproceedings{fang2020perceptual,
   title={Perceptual quality assessment of smartphone photography},
@@ -74,10 +85,8 @@ skipped and listed in skipped_images.txt."""
     labels_path = common.require(manual_dir, LABELS_XLSX, _INSTRUCTIONS)
     images = common.require(manual_dir, IMAGES_DIR, _INSTRUCTIONS)
     rows = read_labels(labels_path)
-    split_of = common.seeded_split(
-        [name for name, _ in rows], [("train", TRAIN_FRACTION), ("test", 1 - TRAIN_FRACTION)],
-        SPLIT_SEED)
-    splits = {"train": [], "test": []}
+    split_of = common.seeded_split([name for name, _ in rows], SPLIT_FRACTIONS, SPLIT_SEED)
+    splits = {split: [] for split, _ in SPLIT_FRACTIONS}
     for name, labels in rows:
       splits[split_of[name]].append(common.Entry(name=name, labels=labels))
     return common.FolderSource(images), splits
@@ -90,8 +99,8 @@ skipped and listed in skipped_images.txt."""
 
 
 def resize_shorter_side(image: np.ndarray, side: int) -> bytes:
-  """JPEG (quality 95) of `image` resized so its shorter side is `side`, like torchvision's
-  `Resize(side)` on a PIL image (bilinear, antialiased; longer side truncated)."""
+  """PNG of `image` resized so its shorter side is `side`, like torchvision's `Resize(side)` on a
+  PIL image (bilinear, antialiased; longer side truncated)."""
   h, w = image.shape[:2]
   if h <= w:
     size = (int(side * w / h), side)
@@ -99,7 +108,7 @@ def resize_shorter_side(image: np.ndarray, side: int) -> bytes:
     size = (side, int(side * h / w))
   resized = Image.fromarray(image).resize(size, Image.BILINEAR)
   out = io.BytesIO()
-  resized.save(out, format="JPEG", quality=JPEG_QUALITY)
+  resized.save(out, format="PNG")
   return out.getvalue()
 
 
