@@ -8,7 +8,6 @@ default 0) picks the fault:
                temporary folder, its tree metadata not yet
   finalize@S   SIGKILL while step S's checkpoint is finalised: its commit file is written, the
                temporary folder not yet renamed
-  cleanup@0    SIGKILL after a checkpoint is final, before the older step it replaces is deleted
 
 The hooks wrap orbax's own functions, so each kill lands at the same point of the save every time.
 """
@@ -20,7 +19,6 @@ import sys
 import jax
 from orbax.checkpoint._src.handlers import base_pytree_checkpoint_handler
 from orbax.checkpoint._src.path import async_path
-from orbax.checkpoint._src.path import deleter
 
 from mst.checkpoints import workdirs
 from mst.cli import train
@@ -88,15 +86,6 @@ def _install():
 
     async_path.rename = die_before_rename
 
-  elif WHAT == "cleanup":
-    delete = deleter.StandardCheckpointDeleter.delete
-
-    def die_before_delete(self, step):
-      if os.path.basename(str(self._directory)) == "checkpoints":  # pylint: disable=protected-access
-        _die(f"after a new step was final, before deleting step {step}")
-      return delete(self, step)
-
-    deleter.StandardCheckpointDeleter.delete = die_before_delete
 
 
 if __name__ == "__main__":

@@ -4,9 +4,9 @@ be written.
 Each process of a run holds `<workdir>/mst-train-<process index>.lock` (JSON: pid, host, start
 time), created atomically and removed when the run ends, however it ends short of SIGKILL. A
 second run finds the lock and refuses, naming the owner. A lock left by a killed run is stale and
-taken over: its pid is gone on this host, or (owner on another host, whose processes cannot be
-seen from here) its heartbeat, the file's modification time, which the owner refreshes every
-minute, is older than `STALE_AFTER_S`.
+taken over: on this host, when its pid is gone or is this process's own (a restarted container
+reuses pids); from another host, whose processes cannot be seen, when its heartbeat (the file's
+modification time, refreshed every minute by the owner) is older than `STALE_AFTER_S`.
 
 Per-process files let every host of a pod decide for itself: process i of a second run meets
 process i of the first, which is usually on the same host. Workdirs in cloud storage (gs://) are
@@ -21,9 +21,9 @@ import json
 import os
 import socket
 import threading
+import time
 
 from absl import logging
-import tensorflow as tf
 
 HEARTBEAT_S = 60
 STALE_AFTER_S = 10 * 60
@@ -41,11 +41,18 @@ def check_writable(workdir: str) -> None:
   """Creates `workdir` and writes a file in it, so an unwritable path fails before training."""
   probe = os.path.join(workdir, f".mst-write-test-{os.getpid()}")
   try:
-    tf.io.gfile.makedirs(workdir)
-    with tf.io.gfile.GFile(probe, "w") as f:
-      f.write("")
-    tf.io.gfile.remove(probe)
-  except (OSError, tf.errors.OpError) as e:
+    if "://" in workdir:
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top  (cloud storage only)
+      tf.io.gfile.makedirs(workdir)
+      with tf.io.gfile.GFile(probe, "w") as f:
+        f.write("")
+      tf.io.gfile.remove(probe)
+    else:
+      os.makedirs(workdir, exist_ok=True)
+      with open(probe, "w"):
+        pass
+      os.remove(probe)
+  except Exception as e:  # pylint: disable=broad-except  (OSError, or tf.errors.* for gs://)
     raise WorkdirError(f"cannot write to --workdir {workdir}: {e}. Choose a directory this user "
                        "can create and write (checkpoints and summaries go there).") from None
 
@@ -69,9 +76,10 @@ def _stale(path: str, owner: dict) -> bool:
   """Whether the run that wrote `owner` is gone (see the module docstring)."""
   if owner.get("host") == socket.gethostname():
     pid = owner.get("pid")
-    return not isinstance(pid, int) or not _pid_alive(pid)
+    # Our own pid: an earlier incarnation of this process (a restarted container reuses pids).
+    return not isinstance(pid, int) or pid == os.getpid() or not _pid_alive(pid)
   try:
-    age = datetime.datetime.now().timestamp() - os.path.getmtime(path)
+    age = time.time() - os.path.getmtime(path)
   except FileNotFoundError:
     return True
   return age > STALE_AFTER_S

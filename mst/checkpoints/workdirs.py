@@ -222,16 +222,19 @@ def load_params(workdir: str) -> tuple[Any, ml_collections.ConfigDict]:
   else those of the latest train state. Parameters come back as host numpy arrays."""
   workdir = absolute(workdir)
   config = read_config(workdir)
+  # Saved on other devices (a pod, another device count): place the arrays on one local device.
+  restore = ocp.args.StandardRestore(
+      fallback_sharding=jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
   best = ocp.CheckpointManager(os.path.join(workdir, "best"),
                                options=ocp.CheckpointManagerOptions(read_only=True))
   step = best.latest_step()
   if step is not None:
-    params = best.restore(step, args=ocp.args.StandardRestore())
+    params = best.restore(step, args=restore)
   else:
     latest = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"),
                                    options=ocp.CheckpointManagerOptions(read_only=True))
     step = latest.latest_step()
     if step is None:
       raise FileNotFoundError(f"{workdir}: no checkpoint saved yet")
-    params = latest.restore(step, args=ocp.args.StandardRestore())["params"]
+    params = latest.restore(step, args=restore)["params"]
   return jax.device_get(params), config
