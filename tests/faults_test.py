@@ -26,6 +26,7 @@ import mst.data.datasets
 from mst import sharding
 from mst.checkpoints import workdir_lock
 from mst.checkpoints import workdirs
+from mst.cli import evaluate
 from mst.cli import train
 from mst.training import preemption
 
@@ -252,3 +253,13 @@ def test_an_unwritable_workdir_fails_at_start_up(run_flags, tmp_path, capsys):
   assert status == 1
   assert f"cannot write to --workdir {tmp_path}/a_file/run" in error
   assert "Traceback" not in error
+
+
+def test_an_unwritable_eval_output_dir_fails_before_evaluating(small_npz, tmp_path, capsys):
+  (tmp_path / "a_file").write_text("")
+  status = evaluate.main(["--config=configs/custom.py:runlocal", f"--checkpoint={small_npz}",
+                          f"--config.dataset.csv={tmp_path}/labels.csv",  # never read
+                          f"--output-dir={tmp_path}/a_file/out"])
+  error = capsys.readouterr().err
+  assert status == 1
+  assert f"cannot write to --output-dir {tmp_path}/a_file/out" in error

@@ -37,9 +37,10 @@ def lock_path(workdir: str, process_index: int) -> str:
   return os.path.join(workdir, f"mst-train-{process_index}.lock")
 
 
-def check_writable(workdir: str) -> None:
-  """Creates `workdir` and writes a file in it, so an unwritable path fails before training."""
-  probe = os.path.join(workdir, f".mst-write-test-{os.getpid()}")
+def check_writable(workdir: str, flag: str = "--workdir") -> None:
+  """Creates `workdir` and writes a file in it, so an unwritable path fails at start-up rather
+  than at the first save; `flag` names the path in the message."""
+  probe = os.path.join(workdir, f".mst-write-test-{socket.gethostname()}-{os.getpid()}")
   try:
     if "://" in workdir:
       import tensorflow as tf  # pylint: disable=g-import-not-at-top  (cloud storage only)
@@ -53,8 +54,8 @@ def check_writable(workdir: str) -> None:
         pass
       os.remove(probe)
   except Exception as e:  # pylint: disable=broad-except  (OSError, or tf.errors.* for gs://)
-    raise WorkdirError(f"cannot write to --workdir {workdir}: {e}. Choose a directory this user "
-                       "can create and write (checkpoints and summaries go there).") from None
+    raise WorkdirError(f"cannot write to {flag} {workdir}: {e}. Choose a directory this user "
+                       "can create and write.") from None
 
 
 def _pid_alive(pid: int) -> bool:
