@@ -13,6 +13,7 @@ deleted) fails to restore: the run warns, moves it to `<workdir>/damaged_checkpo
 from the newest step that restores.
 """
 
+import contextlib
 import json
 import os
 import time
@@ -22,6 +23,7 @@ from absl import logging
 import jax
 from jax.experimental import multihost_utils
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 import tensorflow as tf
 
@@ -69,7 +71,7 @@ def _on_every_host(ok: bool) -> bool:
   """Whether `ok` holds on every process (each may read different files of a checkpoint)."""
   if jax.process_count() == 1:
     return ok
-  return bool(multihost_utils.process_allgather(jax.numpy.array(ok)).all())
+  return bool(multihost_utils.process_allgather(np.array(ok)).all())
 
 
 def _best_metric(results: dict[str, float]) -> tuple[str, float] | None:
@@ -103,7 +105,7 @@ class TrainCheckpoints:
 
   def save(self, step: int, state: Any) -> None:
     """Starts saving `state` as `step`; an earlier save's failure (a full disk) surfaces here."""
-    with _SaveErrors(self, f"the checkpoint of step {step}"):
+    with _save_errors(self, f"the checkpoint of step {step}"):
       self.latest.save(step, args=ocp.args.StandardSave(state))
 
   def restore_latest(self, abstract_state: Any, shardings: Any) -> Any | None:
@@ -166,7 +168,7 @@ class TrainCheckpoints:
       if previous and previous["value"] >= value:
         return False
     logging.info("New best %s %.4f at step %d", name, value, step)
-    with _SaveErrors(self, f"the best parameters of step {step}"):
+    with _save_errors(self, f"the best parameters of step {step}"):
       self.best.save(step, args=ocp.args.StandardSave(params),
                      metrics={"value": value, "name": name}, force=True)
     return True
@@ -184,7 +186,7 @@ class TrainCheckpoints:
 
   def wait(self) -> None:
     """Blocks until every started save is on disk; a failed one raises `CheckpointError`."""
-    with _SaveErrors(self, "a checkpoint"):
+    with _save_errors(self, "a checkpoint"):
       self.latest.wait_until_finished()
       self.best.wait_until_finished()
 
@@ -193,28 +195,21 @@ class TrainCheckpoints:
     self.best.close()
 
 
-class _SaveErrors:
+@contextlib.contextmanager
+def _save_errors(manager: TrainCheckpoints, what: str):
   """Turns a failed save (a full disk, a lost permission) into a `CheckpointError` that says the
   earlier checkpoints are whole and how to go on."""
-
-  def __init__(self, manager: TrainCheckpoints, what: str):
-    self.manager, self.what = manager, what
-
-  def __enter__(self):
-    return self
-
-  def __exit__(self, kind, error, traceback):
-    if error is None or not isinstance(error, Exception):
-      return False
-    directory = self.manager.latest.directory
-    complete = sorted(int(name) for name in tf.io.gfile.listdir(str(directory))
+  try:
+    yield
+  except Exception as e:  # pylint: disable=broad-except  (whatever orbax's writers raise)
+    directory = str(manager.latest.directory)
+    complete = sorted(int(name.rstrip("/")) for name in tf.io.gfile.listdir(directory)
                       if name.rstrip("/").isdigit())
     kept = (f"the checkpoints saved before (steps {', '.join(map(str, complete))}) are intact"
             if complete else "no earlier checkpoint exists")
     raise CheckpointError(
-        f"saving {self.what} in {directory} failed: {type(error).__name__}: "
-        f"{error}. Stopping; {kept}. Free space or fix the path, then run the same command "
-        "again to resume.") from error
+        f"saving {what} in {directory} failed: {type(e).__name__}: {e}. Stopping; {kept}. Free "
+        "space or fix the path, then run the same command again to resume.") from e
 
 
 def load_params(workdir: str) -> tuple[Any, ml_collections.ConfigDict]:
