@@ -25,8 +25,6 @@ RUNNER = ("import jax; jax.config.update('jax_enable_preemption_service', False)
           "import sys; from mst.cli import train; sys.exit(train.main())")
 # mst-train with a SIGTERM sent to one process at a step (the preemption service on).
 INJECT = os.path.join(REPO, "tests", "fault_injection.py")
-# The 2-process runs share compiled programs: only the first run of the pair compiles.
-_COMPILATION_CACHE = {}
 
 
 def _free_port():
@@ -37,7 +35,7 @@ def _free_port():
 
 def _launch(workdir, flags, devices, process_id=None, num_processes=1, port=None, fault=None):
   env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-             PYTHONPATH=REPO, **_COMPILATION_CACHE)
+             PYTHONPATH=REPO)
   if process_id is not None:
     env.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES=str(num_processes),
                JAX_PROCESS_ID=str(process_id))
@@ -51,7 +49,11 @@ def _launch(workdir, flags, devices, process_id=None, num_processes=1, port=None
 
 
 def _wait(process, timeout=600, status=0):
-  output, _ = process.communicate(timeout=timeout)
+  try:
+    output, _ = process.communicate(timeout=timeout)
+  except subprocess.TimeoutExpired:
+    process.kill()  # SIGKILL: JAX's preemption service traps SIGTERM
+    output, _ = process.communicate()
   assert process.returncode == status, output[-3000:]
   return output
 
@@ -77,9 +79,6 @@ def _losses(workdir):
 @pytest.fixture(scope="module")
 def flags(tmp_path_factory):
   tmp_path = tmp_path_factory.mktemp("multihost")
-  _COMPILATION_CACHE.update(JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
-                            JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                            JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
   csv_path = str(write_csv_dataset(tmp_path / "images", count=20, seed=1,
                                    splits=("train",) * 12 + ("validation",) * 8, sizes=(40, 90)))
   data_dir = str(tmp_path / "tfds")
