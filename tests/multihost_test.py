@@ -1,21 +1,30 @@
-"""Two processes on localhost with 2 CPU devices each train exactly like one process with 4."""
+"""Two processes on localhost with 2 CPU devices each train exactly like one process with 4, and,
+preempted by a SIGTERM to one of them, save at the same step and resume to exactly the same
+parameters."""
 
 import glob
 import os
+import re
 import socket
 import subprocess
 import sys
 
+import flax.traverse_util
+import numpy as np
 import pytest
 import tensorflow as tf
 
 import mst.data.datasets
 from conftest import write_csv_dataset
+from mst.checkpoints import workdirs
+from mst.training import preemption
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Each process runs mst-train's main with JAX's SIGTERM-trapping preemption service off.
 RUNNER = ("import jax; jax.config.update('jax_enable_preemption_service', False); "
           "import sys; from mst.cli import train; sys.exit(train.main())")
+# mst-train with a SIGTERM sent to one process at a step (the preemption service on).
+INJECT = os.path.join(REPO, "tests", "fault_injection.py")
 
 
 def _free_port():
@@ -24,21 +33,37 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def _launch(workdir, flags, devices, process_id=None, num_processes=1, port=None):
+def _launch(workdir, flags, devices, process_id=None, num_processes=1, port=None, fault=None):
   env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
              PYTHONPATH=REPO)
   if process_id is not None:
     env.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES=str(num_processes),
                JAX_PROCESS_ID=str(process_id))
-  command = [sys.executable, "-c", RUNNER, f"--workdir={workdir}", *flags]
+  runner = ["-c", RUNNER]
+  if fault:
+    runner = [INJECT]
+    env.update(MST_FAULT=fault, MST_FAULT_PROCESS="1")
+  command = [sys.executable, *runner, f"--workdir={workdir}", *flags]
   return subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
 
 
-def _wait(process, timeout=600):
-  output, _ = process.communicate(timeout=timeout)
-  assert process.returncode == 0, output[-3000:]
+def _wait(process, timeout=600, status=0):
+  try:
+    output, _ = process.communicate(timeout=timeout)
+  except subprocess.TimeoutExpired:
+    process.kill()  # SIGKILL: JAX's preemption service traps SIGTERM
+    output, _ = process.communicate()
+  assert process.returncode == status, output[-3000:]
   return output
+
+
+def _pair(workdir, flags, fault=None, status=0):
+  """Runs 2 processes of 2 devices each; their outputs."""
+  port = _free_port()
+  processes = [_launch(workdir, flags, devices=2, process_id=i, num_processes=2, port=port,
+                       fault=fault) for i in range(2)]
+  return [_wait(process, status=status) for process in processes]
 
 
 def _losses(workdir):
@@ -51,26 +76,54 @@ def _losses(workdir):
   return values
 
 
-def test_two_processes_of_two_devices_match_one_process_of_four(tmp_path):
+@pytest.fixture(scope="module")
+def flags(tmp_path_factory):
+  tmp_path = tmp_path_factory.mktemp("multihost")
   csv_path = str(write_csv_dataset(tmp_path / "images", count=20, seed=1,
                                    splits=("train",) * 12 + ("validation",) * 8, sizes=(40, 90)))
   data_dir = str(tmp_path / "tfds")
   mst.data.datasets.build("custom", data_dir, csv=csv_path)  # prepared once, before the runs
-  flags = ["--config=configs/custom.py:runlocal", f"--config.dataset.csv={csv_path}",
-           f"--config.dataset.data_dir={data_dir}", "--config.dataset.test_split=",
-           "--config.train.num_steps=3", "--config.train.eval_every_steps=3"]
+  return ["--config=configs/custom.py:runlocal", f"--config.dataset.csv={csv_path}",
+          f"--config.dataset.data_dir={data_dir}", "--config.dataset.test_split=",
+          "--config.train.num_steps=4", "--config.train.eval_every_steps=4"]
 
+
+@pytest.fixture(scope="module")
+def pair(flags, tmp_path_factory):
+  """An uninterrupted run of 2 processes: its workdir and outputs."""
+  workdir = str(tmp_path_factory.mktemp("pair"))
+  return workdir, _pair(workdir, flags)
+
+
+def test_two_processes_of_two_devices_match_one_process_of_four(flags, pair, tmp_path):
   single = str(tmp_path / "single")
   _wait(_launch(single, flags, devices=4))
-  pair = str(tmp_path / "pair")
-  port = _free_port()
-  processes = [_launch(pair, flags, devices=2, process_id=i, num_processes=2, port=port)
-               for i in range(2)]
-  outputs = [_wait(process) for process in processes]
+  workdir, outputs = pair
   assert "Process 0 of 2" in outputs[0] and "Process 1 of 2" in outputs[1]
 
-  expected, got = _losses(single), _losses(pair)
-  assert sorted(expected) == sorted(got) == [1, 2, 3]
+  expected, got = _losses(single), _losses(workdir)
+  assert sorted(expected) == sorted(got) == [1, 2, 3, 4]
   for step in expected:
     # The same examples in every global batch; only the all-reduce order may differ.
     assert got[step] == pytest.approx(expected[step], rel=1e-5), step
+
+
+def _params(workdir):
+  return flax.traverse_util.flatten_dict(workdirs.load_params(workdir)[0], sep="/")
+
+
+def test_sigterm_to_one_process_saves_both_at_one_step_and_the_rerun_resumes_exactly(
+    flags, pair, tmp_path):
+  workdir = str(tmp_path / "preempted")
+  outputs = _pair(workdir, flags, fault="sigterm@1", status=preemption.EXIT_PREEMPTED)
+  steps = [re.findall(r"preempted: saved the checkpoint of step (\d+)", out) for out in outputs]
+  assert steps[0] == steps[1] and len(steps[0]) == 1, outputs[1][-3000:]
+  (step,) = steps[0]
+  assert int(step) < 4 and step in os.listdir(os.path.join(workdir, "checkpoints"))
+
+  outputs = _pair(workdir, flags)
+  assert all(f"Resuming from step {step}" in output for output in outputs)
+  expected, got = _params(pair[0]), _params(workdir)
+  assert sorted(expected) == sorted(got)
+  for name, value in expected.items():
+    np.testing.assert_array_equal(got[name], value, err_msg=name)

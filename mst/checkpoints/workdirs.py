@@ -6,20 +6,29 @@ config.
     <workdir>/best/<step>        the parameters with the best validation metric so far
 
 Saving is asynchronous (training goes on while files are written); `wait` before exiting, or
-only a `*.orbax-checkpoint-tmp` folder would remain.
+only a `*.orbax-checkpoint-tmp` folder would remain. A step's folder gets its final name (an atomic
+rename) only once every file is written, so a run killed at any moment leaves the earlier steps
+whole, and orbax ignores the unfinished folder. A step whose files were damaged later (truncated,
+deleted) fails to restore: the run warns, moves it to `<workdir>/damaged_checkpoints/` and resumes
+from the newest step that restores.
 """
 
+import contextlib
 import json
 import os
+import time
 from typing import Any
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 import tensorflow as tf
 
 CONFIG_FILE = "config.json"
+DAMAGED_DIR = "damaged_checkpoints"
 BEST_METRICS = {"srcc": "max", "accuracy": "max"}
 
 
@@ -41,6 +50,28 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
     raise FileNotFoundError(f"{workdir}: not an mst training workdir (no {CONFIG_FILE})")
   with tf.io.gfile.GFile(path) as f:
     return ml_collections.ConfigDict(json.load(f))
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint could not be saved, or no saved one can be restored; the message says what to
+  do."""
+
+
+# Files every finished step has; orbax restores some steps without them, but not every reader can
+# (a restore without a target needs the tree's metadata).
+STEP_METADATA = ("_CHECKPOINT_METADATA", "default/_METADATA")
+
+
+def _missing_metadata(step_dir: str) -> FileNotFoundError | None:
+  missing = [name for name in STEP_METADATA if not tf.io.gfile.exists(os.path.join(step_dir, name))]
+  return FileNotFoundError(f"missing {', '.join(missing)}") if missing else None
+
+
+def _on_every_host(ok: bool) -> bool:
+  """Whether `ok` holds on every process (each may read different files of a checkpoint)."""
+  if jax.process_count() == 1:
+    return ok
+  return bool(multihost_utils.process_allgather(np.array(ok)).all())
 
 
 def _best_metric(results: dict[str, float]) -> tuple[str, float] | None:
@@ -73,16 +104,57 @@ class TrainCheckpoints:
     return self.latest.latest_step()
 
   def save(self, step: int, state: Any) -> None:
-    self.latest.save(step, args=ocp.args.StandardSave(state))
+    """Starts saving `state` as `step`; an earlier save's failure (a full disk) surfaces here."""
+    with _save_errors(self, f"the checkpoint of step {step}"):
+      self.latest.save(step, args=ocp.args.StandardSave(state))
 
   def restore_latest(self, abstract_state: Any, shardings: Any) -> Any | None:
-    """The latest saved train state placed with `shardings`, or None in a fresh workdir."""
-    step = self.latest.latest_step()
-    if step is None:
+    """The newest train state that restores, placed with `shardings`; None in a fresh workdir.
+
+    A newer step that fails to restore is damaged: it is named in a warning and moved aside, so
+    the run resumes from the step before it and later saves that step afresh. If no step restores
+    the run stops rather than starting again from step 0.
+    """
+    steps = sorted(self.latest.all_steps(), reverse=True)
+    if not steps:
       return None
     target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                           abstract_state, shardings)
-    return self.latest.restore(step, args=ocp.args.StandardRestore(target))
+    failures = []
+    for step in steps:
+      state, error = None, _missing_metadata(os.path.join(str(self.latest.directory), str(step)))
+      if error is None:
+        try:
+          state = self.latest.restore(step, args=ocp.args.StandardRestore(target))
+        except Exception as e:  # pylint: disable=broad-except  (orbax, tensorstore raise many kinds)
+          error = e
+      if _on_every_host(error is None):
+        self._set_aside([s for s, _ in failures])
+        return state
+      logging.warning("Checkpoint step %d in %s is damaged and cannot be restored (%s: %s)",
+                      step, self.latest.directory, type(error).__name__, error)
+      failures.append((step, error))
+    damage = "; ".join(f"step {s}: {type(e).__name__}: {str(e)[:300]}" for s, e in failures)
+    raise CheckpointError(
+        f"no checkpoint in {self.latest.directory} can be restored ({damage}). If the config "
+        f"changed since they were saved, run with the original one ({self.workdir}/{CONFIG_FILE}); "
+        f"to start over from step 0, delete {self.latest.directory} or use a new --workdir.")
+
+  def _set_aside(self, steps: list[int]) -> None:
+    """Moves damaged steps to <workdir>/damaged_checkpoints/, out of orbax's sight."""
+    if not steps:
+      return
+    if jax.process_index() == 0:
+      aside = os.path.join(self.workdir, DAMAGED_DIR)
+      tf.io.gfile.makedirs(aside)
+      for step in steps:
+        destination = os.path.join(aside, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+        tf.io.gfile.rename(os.path.join(str(self.latest.directory), str(step)), destination)
+        logging.warning("Moved the damaged checkpoint step %d to %s; resuming from an earlier "
+                        "step", step, destination)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices("mst_damaged_checkpoints_moved")
+    self.latest.reload()
 
   def maybe_save_best(self, step: int, params: Any, results: dict[str, float]) -> bool:
     """Saves `params` if their validation metric beats every earlier evaluation's."""
@@ -96,8 +168,9 @@ class TrainCheckpoints:
       if previous and previous["value"] >= value:
         return False
     logging.info("New best %s %.4f at step %d", name, value, step)
-    self.best.save(step, args=ocp.args.StandardSave(params),
-                   metrics={"value": value, "name": name}, force=True)
+    with _save_errors(self, f"the best parameters of step {step}"):
+      self.best.save(step, args=ocp.args.StandardSave(params),
+                     metrics={"value": value, "name": name}, force=True)
     return True
 
   def restore_best(self, abstract_params: Any) -> Any | None:
@@ -112,12 +185,31 @@ class TrainCheckpoints:
     return self.best.restore(step, args=ocp.args.StandardRestore(target))
 
   def wait(self) -> None:
-    self.latest.wait_until_finished()
-    self.best.wait_until_finished()
+    """Blocks until every started save is on disk; a failed one raises `CheckpointError`."""
+    with _save_errors(self, "a checkpoint"):
+      self.latest.wait_until_finished()
+      self.best.wait_until_finished()
 
   def close(self) -> None:
     self.latest.close()
     self.best.close()
+
+
+@contextlib.contextmanager
+def _save_errors(manager: TrainCheckpoints, what: str):
+  """Turns a failed save (a full disk, a lost permission) into a `CheckpointError` that says the
+  earlier checkpoints are whole and how to go on."""
+  try:
+    yield
+  except Exception as e:  # pylint: disable=broad-except  (whatever orbax's writers raise)
+    directory = str(manager.latest.directory)
+    complete = sorted(int(name.rstrip("/")) for name in tf.io.gfile.listdir(directory)
+                      if name.rstrip("/").isdigit())
+    kept = (f"the checkpoints saved before (steps {', '.join(map(str, complete))}) are intact"
+            if complete else "no earlier checkpoint exists")
+    raise CheckpointError(
+        f"saving {what} in {directory} failed: {type(e).__name__}: {e}. Stopping; {kept}. Free "
+        "space or fix the path, then run the same command again to resume.") from e
 
 
 def load_params(workdir: str) -> tuple[Any, ml_collections.ConfigDict]:
@@ -125,16 +217,19 @@ def load_params(workdir: str) -> tuple[Any, ml_collections.ConfigDict]:
   else those of the latest train state. Parameters come back as host numpy arrays."""
   workdir = absolute(workdir)
   config = read_config(workdir)
+  # Saved on other devices (a pod, another device count): place the arrays on one local device.
+  restore = ocp.args.StandardRestore(
+      fallback_sharding=jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
   best = ocp.CheckpointManager(os.path.join(workdir, "best"),
                                options=ocp.CheckpointManagerOptions(read_only=True))
   step = best.latest_step()
   if step is not None:
-    params = best.restore(step, args=ocp.args.StandardRestore())
+    params = best.restore(step, args=restore)
   else:
     latest = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"),
                                    options=ocp.CheckpointManagerOptions(read_only=True))
     step = latest.latest_step()
     if step is None:
       raise FileNotFoundError(f"{workdir}: no checkpoint saved yet")
-    params = latest.restore(step, args=ocp.args.StandardRestore())["params"]
+    params = latest.restore(step, args=restore)["params"]
   return jax.device_get(params), config

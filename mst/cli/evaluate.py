@@ -52,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   import jax  # pylint: disable=g-import-not-at-top
   from mst import compilation_cache  # pylint: disable=g-import-not-at-top
   from mst import sharding  # pylint: disable=g-import-not-at-top
+  from mst.checkpoints import workdir_lock  # pylint: disable=g-import-not-at-top
   from mst.config import resolve  # pylint: disable=g-import-not-at-top
   from mst.data.datasets import custom  # pylint: disable=g-import-not-at-top
   from mst.evaluation import evaluate  # pylint: disable=g-import-not-at-top
@@ -60,6 +61,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
   compilation_cache.enable()
   sharding.initialize_distributed()
+  paths = [args.checkpoint] if args.checkpoint else args.runs
+  output_dirs = {path: (args.checkpoint and args.output_dir)
+                       or report.default_output_dir(path, args.split) for path in paths}
+  outputs = [output_dirs[path] for path in paths if os.path.exists(path)]
+  outputs += [args.output_dir] if args.runs and args.output_dir else []
+  try:  # now, not after an hour of evaluation
+    for output_dir in outputs:
+      workdir_lock.check_writable(output_dir, "--output-dir")
+  except workdir_lock.WorkdirError as e:
+    print(f"mst-eval: error: {e}", file=sys.stderr, flush=True)
+    return 1
   try:  # Bad input stops here with a message that names it, not a traceback.
     resolve.validate_eval(config, args.split, jax.device_count())
     builder = training_data.build_dataset(config)
@@ -68,13 +80,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
   mesh = sharding.make_mesh()
   chief = jax.process_index() == 0
-  paths = [args.checkpoint] if args.checkpoint else args.runs
   per_run = []
   for path in paths:
     scores, columns = evaluate.evaluate_checkpoint(config, path, args.split, builder, mesh,
                                                    dtype=args.dtype)
-    output_dir = (args.checkpoint and args.output_dir) or report.default_output_dir(
-        path, args.split)
+    output_dir = output_dirs[path]
     if chief:
       report.write_outputs(output_dir, scores, columns)
       print(f"{path}: {len(columns['name'])} images of {args.split}, written to {output_dir}")

@@ -12,9 +12,20 @@ DESCRIPTION = """\
 Train a MUSIQ model, or resume the run in --workdir from its latest checkpoint. Run the same
 command on every host of a TPU pod or GPU cluster; each host feeds its own devices. The workdir
 receives config.json, TensorBoard summaries, checkpoints, the best validation parameters and, at
-the end, the test metrics (<split>_metrics.json, also printed as a table)."""
+the end, the test metrics (<split>_metrics.json, also printed as a table).
+
+A workdir belongs to one run at a time (mst-train-<process>.lock names the owner); a lock left by
+a killed run is taken over. On SIGTERM (preemption) every host saves a checkpoint at the same
+step and the run exits with status 75; the same command resumes it."""
 
 EPILOG = """\
+exit status:
+  0   finished: trained, evaluated, test metrics written
+  1   failed: the message says why (workdir in use or unwritable, a checkpoint that cannot be
+      saved or restored, a NaN loss, ...); fix what it names, then rerun to resume
+  2   bad command line or config
+  75  preempted (SIGTERM): a checkpoint was saved; run the same command again to resume
+
 examples:
   mst-train --config configs/demo.py --workdir /tmp/mst_demo
   mst-train --config configs/koniq.py:runlocal --workdir /tmp/koniq_cpu
@@ -43,8 +54,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   from absl import logging  # pylint: disable=g-import-not-at-top
   from mst import compilation_cache  # pylint: disable=g-import-not-at-top
   from mst import sharding  # pylint: disable=g-import-not-at-top
+  from mst.checkpoints import workdir_lock  # pylint: disable=g-import-not-at-top
+  from mst.checkpoints import workdirs  # pylint: disable=g-import-not-at-top
   from mst.config import resolve  # pylint: disable=g-import-not-at-top
   from mst.data.datasets import custom  # pylint: disable=g-import-not-at-top
+  from mst.training import preemption  # pylint: disable=g-import-not-at-top
   from mst.training import trainer  # pylint: disable=g-import-not-at-top
 
   tf.config.set_visible_devices([], "GPU")  # TensorFlow only feeds data: keep it off accelerators
@@ -59,6 +73,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     trainer.train_and_evaluate(config, args.workdir)
   except custom.LabelFileError as e:
     return _fail(e)
+  except preemption.Preempted as e:
+    logging.warning("%s", e)
+    return preemption.EXIT_PREEMPTED
+  except (workdir_lock.WorkdirError, workdirs.CheckpointError, trainer.NonFiniteLossError) as e:
+    print(f"mst-train: error: {e}", file=sys.stderr, flush=True)
+    return 1
   return 0
 
 

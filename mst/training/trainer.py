@@ -27,6 +27,7 @@ import optax
 import tensorflow as tf
 
 from mst.checkpoints import loader
+from mst.checkpoints import workdir_lock
 from mst.checkpoints import workdirs
 from mst.config import resolve
 from mst.evaluation import report
@@ -37,6 +38,7 @@ from mst.training import collapse
 from mst.training import data as training_data
 from mst.training import losses
 from mst.training import optim
+from mst.training import preemption
 
 
 @flax.struct.dataclass
@@ -100,9 +102,19 @@ def _check_finite(losses_by_step: list[tuple[int, Any]], last_saved: int | None,
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Trains (or resumes training) in `workdir`; returns the final test metrics."""
+  """Trains (or resumes training) in `workdir`; returns the final test metrics.
+
+  Raises `preemption.Preempted` after saving a checkpoint when SIGTERM asks the run to stop, and
+  `workdir_lock.WorkdirError` when the workdir is another live run's or cannot be written.
+  """
   workdir = workdirs.absolute(workdir)
   resolve.validate(config, num_devices=jax.device_count())
+  with workdir_lock.lock(workdir, jax.process_index()):
+    return _train_and_evaluate_in(config, workdir)
+
+
+def _train_and_evaluate_in(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """`train_and_evaluate` in a workdir this process holds."""
   mesh = sharding.make_mesh()
   is_chief = jax.process_index() == 0
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
@@ -149,18 +161,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   evaluator = data.evaluator(config.dataset.eval_split, model)
   report = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
   try:
-    state = _train_loop(config, state, start_step, total_steps, step_fn, step_rng, data,
-                        evaluator, manager, writer, report)
+    with preemption.PreemptionWatch() as preempted:
+      state = _train_loop(config, state, start_step, total_steps, step_fn, step_rng, data,
+                          evaluator, manager, writer, report, preempted)
   finally:
     manager.wait()  # never leave a half-written checkpoint, even when stopping on an error
+    writer.flush()
   final = _final_evaluation(config, data, model, manager, state, writer, total_steps)
   writer.flush()
   return final
 
 
 def _train_loop(config, state, start_step, total_steps, step_fn, step_rng, data, evaluator,
-                manager, writer, report) -> TrainState:
-  """Steps start_step + 1 .. total_steps with logging, evaluation and checkpoints."""
+                manager, writer, report, preempted) -> TrainState:
+  """Steps start_step + 1 .. total_steps with logging, evaluation and checkpoints; on
+  preemption, a checkpoint of the step every host agreed on, then `Preempted`."""
   workdir = manager.workdir
   train_metrics, recent_losses = None, []
   monitor = collapse.Monitor.for_config(
@@ -192,8 +207,12 @@ def _train_loop(config, state, start_step, total_steps, step_fn, step_rng, data,
                                   for k, v in results.items()})
       if config.eval.select == "best":
         manager.maybe_save_best(step, state.params, results)
-    if checkpoint_now:
+    stop = preempted.reached(step)  # asked on every step by every host: how they agree
+    if checkpoint_now or stop:
       manager.save(step, state)
+    if stop:
+      bar.close()
+      raise preemption.Preempted(step, workdir)
   bar.close()
   return state
 
