@@ -111,7 +111,7 @@ class TrainingData:
     pp = resolve.preprocess_config(config, True)
     if config.data.packed_length:
       return int(config.data.packed_length)
-    sample = f"{config.dataset.train_split}[:{packing.SIZE_SAMPLE}]"
+    sample = f"{config.dataset.train_split}[:{min(packing.SIZE_SAMPLE, self.num_train)}]"
     tokens = [packing.image_tokens(int(h), int(w), pp)
               for h, w in pipeline.image_sizes(self.builder, sample)]
     length = packing.choose_row_length(tokens, self.per_device, pp.seq_len(1, 1) + 1)
