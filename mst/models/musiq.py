@@ -3,8 +3,9 @@
 The input is the multi-scale batch dict of `mst.data.preprocess` (`patches`, `spatial_idx`,
 `scale_idx`, `mask`), in training optionally with the entries of `mst.models.packing` (encode
 only the real patches; several images packed per row); the output is logits [B, num_classes].
-`scores` turns logits into quality scores. Parameter names and shapes equal the official checkpoints' (see docs/checkpoints.md), so
-`mst.checkpoints` maps the released files onto this tree directly.
+`scores` turns logits into quality scores. Parameter names and shapes equal the official
+checkpoints' (see docs/checkpoints.md), so `mst.checkpoints` maps the released files onto this
+tree directly.
 """
 
 import flax.linen as nn
