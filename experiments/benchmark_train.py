@@ -136,16 +136,17 @@ def step_seconds(model_cfg: musiq.ModelConfig, batch, repeats: int) -> float:
   return benchmark.median_seconds(run, repeats)
 
 
-def packing_report(model_name: str, batch_size: int, repeats: int) -> str:
-  """The markdown table of section 3: per mix, useful-token fraction and train images/s."""
+def packing_report(model_name: str, batch_size: int, repeats: int) -> None:
+  """Prints the markdown table of section 3 (a row per mix as it is measured): useful-token
+  fraction and train images/s."""
   model_cfg = MODELS[model_name]
   longest = PP.seq_len(1, 1) + 1
-  lines = [f"Train step of the {model_name} model, batch {batch_size}, l=512 ({longest} positions "
-           f"per padded row with CLS), one device, median of {repeats}\n",
-           "| size mix | tokens / image | packed row | useful: padded | useful: packed | "
-           "img/s padded, all patches | img/s padded, real patches | img/s packed | "
-           "packed / padded all | packed / padded real |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+  print(f"Train step of the {model_name} model, batch {batch_size}, l=512 ({longest} positions "
+        f"per padded row with CLS), one device, median of {repeats}\n\n"
+        "| size mix | tokens / image | packed rows | useful: padded | useful: packed | "
+        "img/s padded, all patches | img/s padded, real patches | img/s packed | "
+        "packed / padded all | packed / padded real |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
   for name, sizes in SIZE_MIXES.items():
     batch = mix_batch(sizes, batch_size)
     draws = np.random.default_rng(1).integers(0, len(sizes), packing.SIZE_SAMPLE)
@@ -155,12 +156,11 @@ def packing_report(model_name: str, batch_size: int, repeats: int) -> str:
     rates = [batch_size / step_seconds(model_cfg, laid, repeats)
              for laid in (batch, packing.padded_layout(batch, 1), packed)]
     tokens = float(np.mean(batch["mask"].sum(axis=1) + 1))
-    lines.append(
+    print(
         f"| {name} | {tokens:.0f} | {packed['mask'].shape[0]} x {length} | "
         f"{packing.useful_fraction(batch):.1%} | {packing.useful_fraction(packed):.1%} | "
         f"{rates[0]:.2f} | {rates[1]:.2f} | {rates[2]:.2f} | {rates[2] / rates[0]:.2f}x | "
-        f"{rates[2] / rates[1]:.2f}x |")
-  return "\n".join(lines)
+        f"{rates[2] / rates[1]:.2f}x |", flush=True)
 
 
 def jpeg_dataset(folder: str, count: int):
@@ -208,7 +208,7 @@ def main(argv=None) -> None:
   if args.part in ("all", "step", "pipeline"):
     step_and_pipeline(args)
   if args.part in ("all", "packing"):
-    print(packing_report(args.model, args.packing_batch, args.repeats))
+    packing_report(args.model, args.packing_batch, args.repeats)
 
 
 def step_and_pipeline(args) -> None:
