@@ -3,6 +3,7 @@ pipeline's rate, and what skipping padding (real-patch encoding, sequence packin
 
     python experiments/benchmark_train.py [--threads N] [--repeats R] [--batch B]
         [--part all/step/pipeline/packing] [--model paper/small] [--packing-batch B]
+        [--mixes koniq spaq ava]
 
 1. Train step (forward, L1 loss, backward, SGD with momentum) of the paper model (P=32, G=10,
    D=384, 14 layers, scales 224, 384 + the native image cut to l=512: 705 tokens) on a batch of
@@ -16,7 +17,8 @@ pipeline's rate, and what skipping padding (real-patch encoding, sequence packin
    useful-token fraction (real patches and CLS tokens over all positions) and train images/s of
    the padded path encoding every patch (as before), the padded path encoding the real patches
    only (the default now), and packed rows (`config.data.packing`), side by side with ratios.
-   `--model small` runs a 4-layer, 128-wide model for a quick look.
+   `--model small` (4 layers, 128 wide, the conv patch encoder) and `--mixes ava` give a quick
+   look.
 Threads are pinned as in experiments/benchmark.py; compare ratios from the same run.
 """
 
@@ -47,13 +49,14 @@ PP = preprocess.MultiScaleConfig(max_seq_len_from_original_res=512)
 LEARNING_RATE, MOMENTUM = 1e-4, 0.9
 # (height, width) of the images of each mix, drawn uniformly.
 SIZE_MIXES = {
-    "KonIQ-like 1024x768": ((768, 1024),),
-    "SPAQ-like 512x683, 683x512": ((512, 683), (683, 512)),
-    "AVA-like 500x333, 333x500, 500x375, 375x500": ((333, 500), (500, 333), (375, 500),
-                                                   (500, 375)),
+    "koniq": ("KonIQ-like 1024x768", ((768, 1024),)),
+    "spaq": ("SPAQ-like 512x683, 683x512", ((512, 683), (683, 512))),
+    "ava": ("AVA-like 500x333, 333x500, 500x375, 375x500",
+            ((333, 500), (500, 333), (375, 500), (500, 375))),
 }
 MODELS = {"paper": musiq.ModelConfig(),
-          "small": musiq.ModelConfig(hidden_size=128, num_layers=4, num_heads=4, mlp_dim=384)}
+          "small": musiq.ModelConfig(hidden_size=128, num_layers=4, num_heads=4, mlp_dim=384,
+                                     patch_encoder="conv")}
 
 
 def train_batch(batch_size: int) -> dict[str, np.ndarray]:
@@ -136,7 +139,8 @@ def step_seconds(model_cfg: musiq.ModelConfig, batch, repeats: int) -> float:
   return benchmark.median_seconds(run, repeats)
 
 
-def packing_report(model_name: str, batch_size: int, repeats: int) -> None:
+def packing_report(model_name: str, batch_size: int, repeats: int,
+                   mixes: tuple[str, ...] = tuple(SIZE_MIXES)) -> None:
   """Prints the markdown table of section 3 (a row per mix as it is measured): useful-token
   fraction and train images/s."""
   model_cfg = MODELS[model_name]
@@ -147,7 +151,7 @@ def packing_report(model_name: str, batch_size: int, repeats: int) -> None:
         "img/s padded, all patches | img/s padded, real patches | img/s packed | "
         "packed / padded all | packed / padded real |\n"
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
-  for name, sizes in SIZE_MIXES.items():
+  for name, sizes in (SIZE_MIXES[mix] for mix in mixes):
     batch = mix_batch(sizes, batch_size)
     draws = np.random.default_rng(1).integers(0, len(sizes), packing.SIZE_SAMPLE)
     sample = [packing.image_tokens(*sizes[i], PP) for i in draws]
@@ -203,12 +207,14 @@ def main(argv=None) -> None:
                       help="the model of the packing part")
   parser.add_argument("--packing-batch", type=int, default=8,
                       help="train batch size of the packing part")
+  parser.add_argument("--mixes", nargs="+", choices=tuple(SIZE_MIXES), default=tuple(SIZE_MIXES),
+                      help="the size mixes of the packing part")
   args = parser.parse_args(argv)
   benchmark.pin_threads(args.threads)
   if args.part in ("all", "step", "pipeline"):
     step_and_pipeline(args)
   if args.part in ("all", "packing"):
-    packing_report(args.model, args.packing_batch, args.repeats)
+    packing_report(args.model, args.packing_batch, args.repeats, tuple(args.mixes))
 
 
 def step_and_pipeline(args) -> None:
