@@ -9,6 +9,8 @@ import pytest
 import tensorflow as tf
 
 from conftest import small_model_config
+from mst.config import overrides
+from mst.config import resolve
 from mst.data import packing
 from mst.data import preprocess
 from mst.models import musiq
@@ -105,3 +107,15 @@ def test_packed_and_real_patch_paths_give_the_padded_scores_and_gradients(batch)
     assert float(got_loss) == pytest.approx(float(expected_loss), abs=1e-6)
     for name, grad in flax.traverse_util.flatten_dict(grads, sep="/").items():
       np.testing.assert_allclose(grad, expected_grads[name], atol=1e-4 * scale, err_msg=name)
+
+
+def test_config_refuses_packing_it_cannot_do():
+  config = overrides.load_config("configs/custom.py", "runlocal")
+  config.data.packing = True
+  config.model.spatial_embedding = "fixed"
+  with pytest.raises(ValueError, match="embeds the row position"):
+    resolve.validate(config)
+  config.model.spatial_embedding = "hse"
+  config.data.packed_length = 40  # runlocal: 4 + 16 + 32 tokens and CLS need 53
+  with pytest.raises(ValueError, match="packed_length=40 is shorter than the 53 tokens"):
+    resolve.validate(config)

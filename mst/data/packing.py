@@ -80,7 +80,8 @@ def fill(tokens: Sequence[int], group_size: int, row_length: int) -> float:
 
 def choose_row_length(tokens: Sequence[int], group_size: int, shortest: int) -> int:
   """The shortest row (a multiple of 8, >= `shortest`, the longest image) whose packing of
-  `tokens` in groups of `group_size` is >= 96% useful; else the best-filled up to 4x `shortest`.
+  `tokens` in groups of `group_size` is >= 96% useful; else, up to 4x `shortest`, the shortest
+  within 1% of the best fill.
 
   Longer rows pack better but cost more attention per token, hence the shortest good one.
   """
@@ -91,7 +92,8 @@ def choose_row_length(tokens: Sequence[int], group_size: int, shortest: int) -> 
     fills[length] = fill(tokens, group_size, length)
     if fills[length] >= TARGET_FILL:
       return length
-  return max(lengths, key=lambda length: (fills[length], -length))
+  best = max(fills.values())
+  return min(length for length in lengths if fills[length] >= best - 0.01)
 
 
 def patch_budget(most_real: int, shard_positions: int) -> int:
