@@ -1,7 +1,9 @@
-"""CPU training benchmark of the paper MUSIQ model: mst's train step against PyTorch, and the input
-pipeline's rate against what the train step consumes.
+"""CPU training benchmark of the paper MUSIQ model: mst's train step against PyTorch, the input
+pipeline's rate, and what skipping padding (real-patch encoding, sequence packing) gains.
 
     python experiments/benchmark_train.py [--threads N] [--repeats R] [--batch B]
+        [--part all/step/pipeline/packing] [--model paper/small] [--packing-batch B]
+        [--mixes koniq spaq ava]
 
 1. Train step (forward, L1 loss, backward, SGD with momentum) of the paper model (P=32, G=10,
    D=384, 14 layers, scales 224, 384 + the native image cut to l=512: 705 tokens) on a batch of
@@ -9,7 +11,14 @@ pipeline's rate against what the train step consumes.
    mst (JAX) and for a straightforward PyTorch implementation of the same network and step.
 2. Input pipeline (`mst.data.pipeline.train_dataset`: JPEG decode, flip, 3-scale preprocessing,
    batching) on 1024x768 JPEGs made from scikit-image's photographs: images/s with tf.data held to
-   one core, and with all cores, beside the train step's images/s.
+   one core, and with all cores (compare with the train step's images/s).
+3. Training without padding (`--part packing`): on KonIQ-like (1024x768), SPAQ-like (shorter side
+   512, both orientations) and AVA-like (about 500x333, both orientations) size mixes, the
+   useful-token fraction (real patches and CLS tokens over all positions) and train images/s of
+   the padded path encoding every patch (as before), the padded path encoding the real patches
+   only (the default now), and packed rows (`config.data.packing`), side by side with ratios.
+   `--model small` (4 layers, 128 wide, the conv patch encoder) and `--mixes ava` give a quick
+   look.
 Threads are pinned as in experiments/benchmark.py; compare ratios from the same run.
 """
 
@@ -30,6 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments import benchmark  # pylint: disable=g-import-not-at-top
 from experiments import torch_musiq  # pylint: disable=g-import-not-at-top
 import mst.data.datasets  # pylint: disable=g-import-not-at-top
+from mst.data import packing  # pylint: disable=g-import-not-at-top
 from mst.data import pipeline  # pylint: disable=g-import-not-at-top
 from mst.data import preprocess  # pylint: disable=g-import-not-at-top
 from mst.training import trainer  # pylint: disable=g-import-not-at-top
@@ -37,6 +47,16 @@ from mst.models import musiq  # pylint: disable=g-import-not-at-top
 
 PP = preprocess.MultiScaleConfig(max_seq_len_from_original_res=512)
 LEARNING_RATE, MOMENTUM = 1e-4, 0.9
+# (height, width) of the images of each mix, drawn uniformly.
+SIZE_MIXES = {
+    "koniq": ("KonIQ-like 1024x768", ((768, 1024),)),
+    "spaq": ("SPAQ-like 512x683, 683x512", ((512, 683), (683, 512))),
+    "ava": ("AVA-like 500x333, 333x500, 500x375, 375x500",
+            ((333, 500), (500, 333), (375, 500), (500, 375))),
+}
+MODELS = {"paper": musiq.ModelConfig(),
+          "small": musiq.ModelConfig(hidden_size=128, num_layers=4, num_heads=4, mlp_dim=384,
+                                     patch_encoder="conv")}
 
 
 def train_batch(batch_size: int) -> dict[str, np.ndarray]:
@@ -87,6 +107,66 @@ def torch_step(flat, batch):
   return run
 
 
+def mix_batch(sizes, batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
+  """A padded training batch (l = 512) of random images whose sizes are drawn from `sizes`."""
+  rng = np.random.default_rng(seed)
+  examples = []
+  for index in rng.integers(0, len(sizes), batch_size):
+    image = rng.integers(0, 256, sizes[index] + (3,), dtype=np.uint8)
+    examples.append(preprocess.multiscale_patches(tf.constant(image), PP))
+  batch = {k: np.stack([e[k].numpy() for e in examples]) for k in examples[0]}
+  batch["mos"] = np.linspace(0.2, 0.8, batch_size, dtype=np.float32)
+  return batch
+
+
+def step_seconds(model_cfg: musiq.ModelConfig, batch, repeats: int) -> float:
+  """Median seconds of a compiled train step (SGD with momentum, L1) of `model_cfg` on `batch`."""
+  model = musiq.Musiq(model_cfg)
+  tx = optax.sgd(LEARNING_RATE, MOMENTUM)
+  params = musiq.init_params(model_cfg, jax.random.key(0))
+  state = trainer.TrainState(jax.numpy.zeros((), jax.numpy.int32), params, tx.init(params))
+  loss_fn = lambda logits, b: jax.numpy.mean(jax.numpy.abs(logits[:, 0] - b["mos"]))
+  step = jax.jit(lambda s, b, r: trainer.train_step(s, b, r, model=model, tx=tx, loss_fn=loss_fn,
+                                                  schedule=lambda _: LEARNING_RATE),
+                 donate_argnums=0)
+  batch, rng = jax.device_put(batch), jax.random.key(0)
+  holder = {"state": state}
+
+  def run():
+    holder["state"], metrics = step(holder["state"], batch, rng)
+    return jax.block_until_ready(metrics.loss.total)
+  run()
+  return benchmark.median_seconds(run, repeats)
+
+
+def packing_report(model_name: str, batch_size: int, repeats: int,
+                   mixes: tuple[str, ...] = tuple(SIZE_MIXES)) -> None:
+  """Prints the markdown table of section 3 (a row per mix as it is measured): useful-token
+  fraction and train images/s."""
+  model_cfg = MODELS[model_name]
+  longest = PP.seq_len(1, 1) + 1
+  print(f"Train step of the {model_name} model, batch {batch_size}, l=512 ({longest} positions "
+        f"per padded row with CLS), one device, median of {repeats}\n\n"
+        "| size mix | tokens / image | packed rows | useful: padded | useful: packed | "
+        "img/s padded, all patches | img/s padded, real patches | img/s packed | "
+        "packed / padded all | packed / padded real |\n"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
+  for name, sizes in (SIZE_MIXES[mix] for mix in mixes):
+    batch = mix_batch(sizes, batch_size)
+    draws = np.random.default_rng(1).integers(0, len(sizes), packing.SIZE_SAMPLE)
+    sample = [packing.image_tokens(*sizes[i], PP) for i in draws]
+    length = packing.choose_row_length(sample, batch_size, longest)
+    packed = packing.packed_layout(batch, 1, length)
+    rates = [batch_size / step_seconds(model_cfg, laid, repeats)
+             for laid in (batch, packing.padded_layout(batch, 1), packed)]
+    tokens = float(np.mean(batch["mask"].sum(axis=1) + 1))
+    print(
+        f"| {name} | {tokens:.0f} | {packed['mask'].shape[0]} x {length} | "
+        f"{packing.useful_fraction(batch):.1%} | {packing.useful_fraction(packed):.1%} | "
+        f"{rates[0]:.2f} | {rates[1]:.2f} | {rates[2]:.2f} | {rates[2] / rates[0]:.2f}x | "
+        f"{rates[2] / rates[1]:.2f}x |", flush=True)
+
+
 def jpeg_dataset(folder: str, count: int):
   """`count` 1024x768 JPEGs from scikit-image's photographs, as a prepared `custom` dataset."""
   from mst.data.datasets import demo  # pylint: disable=g-import-not-at-top
@@ -122,36 +202,49 @@ def main(argv=None) -> None:
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--batch", type=int, default=4, help="train batch size")
   parser.add_argument("--images", type=int, default=96, help="images through the pipeline")
+  parser.add_argument("--part", choices=("all", "step", "pipeline", "packing"), default="all")
+  parser.add_argument("--model", choices=tuple(MODELS), default="paper",
+                      help="the model of the packing part")
+  parser.add_argument("--packing-batch", type=int, default=8,
+                      help="train batch size of the packing part")
+  parser.add_argument("--mixes", nargs="+", choices=tuple(SIZE_MIXES), default=tuple(SIZE_MIXES),
+                      help="the size mixes of the packing part")
   args = parser.parse_args(argv)
   benchmark.pin_threads(args.threads)
+  if args.part in ("all", "step", "pipeline"):
+    step_and_pipeline(args)
+  if args.part in ("all", "packing"):
+    packing_report(args.model, args.packing_batch, args.repeats, tuple(args.mixes))
 
-  flat = torch_musiq.random_flat_params(seed=0)
-  batch = train_batch(args.batch)
-  run_jax, flops = jax_step(flat, batch)
-  run_jax()
-  jax_s = benchmark.median_seconds(run_jax, args.repeats)
-  run_torch = torch_step(flat, batch)
-  run_torch()
-  torch_s = benchmark.median_seconds(run_torch, args.repeats)
 
-  with tempfile.TemporaryDirectory() as folder:
-    builder = jpeg_dataset(folder, 32)
-    one_core = pipeline_images_per_second(builder, 1, args.images, 8)
-    all_cores = pipeline_images_per_second(builder, args.threads, args.images, 8)
-
-  print(f"MUSIQ paper model train step, batch {args.batch} x {batch['mask'].shape[1]} tokens "
-        f"(l=512), {flops / 1e9:.0f} GFLOP per step (XLA); {args.threads} threads, median of "
-        f"{args.repeats}; jax {jax.__version__}, torch {torch.__version__}\n")
-  print("| train step | mst (JAX) | PyTorch | JAX / PyTorch speed |\n|---|---:|---:|---:|")
-  print(f"| s / step | {jax_s:.2f} | {torch_s:.2f} | {torch_s / jax_s:.2f}x |")
-  print(f"| images / s | {args.batch / jax_s:.2f} | {args.batch / torch_s:.2f} | "
-        f"{torch_s / jax_s:.2f}x |")
-  print(f"| GFLOP/s | {flops / jax_s / 1e9:.1f} | {flops / torch_s / 1e9:.1f} | "
-        f"{torch_s / jax_s:.2f}x |\n")
-  print("| input pipeline (1024x768 JPEG, 3 scales, l=512) | images / s |\n|---|---:|")
-  print(f"| tf.data on 1 core | {one_core:.1f} |")
-  print(f"| tf.data on {args.threads} cores | {all_cores:.1f} |")
-  print(f"| train step consumes (mst, {args.threads} cores) | {args.batch / jax_s:.2f} |")
+def step_and_pipeline(args) -> None:
+  """Sections 1 and 2 (`--part step` prints only the first, `pipeline` only the second)."""
+  if args.part in ("all", "step"):
+    flat = torch_musiq.random_flat_params(seed=0)
+    batch = train_batch(args.batch)
+    run_jax, flops = jax_step(flat, batch)
+    run_jax()
+    jax_s = benchmark.median_seconds(run_jax, args.repeats)
+    run_torch = torch_step(flat, batch)
+    run_torch()
+    torch_s = benchmark.median_seconds(run_torch, args.repeats)
+    print(f"MUSIQ paper model train step, batch {args.batch} x {batch['mask'].shape[1]} tokens "
+          f"(l=512), {flops / 1e9:.0f} GFLOP per step (XLA); {args.threads} threads, median of "
+          f"{args.repeats}; jax {jax.__version__}, torch {torch.__version__}\n")
+    print("| train step | mst (JAX) | PyTorch | JAX / PyTorch speed |\n|---|---:|---:|---:|")
+    print(f"| s / step | {jax_s:.2f} | {torch_s:.2f} | {torch_s / jax_s:.2f}x |")
+    print(f"| images / s | {args.batch / jax_s:.2f} | {args.batch / torch_s:.2f} | "
+          f"{torch_s / jax_s:.2f}x |")
+    print(f"| GFLOP/s | {flops / jax_s / 1e9:.1f} | {flops / torch_s / 1e9:.1f} | "
+          f"{torch_s / jax_s:.2f}x |\n")
+  if args.part in ("all", "pipeline"):
+    with tempfile.TemporaryDirectory() as folder:
+      builder = jpeg_dataset(folder, 32)
+      one_core = pipeline_images_per_second(builder, 1, args.images, 8)
+      all_cores = pipeline_images_per_second(builder, args.threads, args.images, 8)
+    print("| input pipeline (1024x768 JPEG, 3 scales, l=512) | images / s |\n|---|---:|")
+    print(f"| tf.data on 1 core | {one_core:.1f} |")
+    print(f"| tf.data on {args.threads} cores | {all_cores:.1f} |\n")
 
 
 if __name__ == "__main__":

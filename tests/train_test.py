@@ -128,6 +128,18 @@ def test_interrupted_run_resumes_to_exactly_the_same_params(finished, csv_datase
   assert losses[3] == reference[3] and losses[4] == reference[4]
 
 
+def test_packed_training_takes_the_padded_runs_steps(finished, csv_dataset, tmp_path_factory):
+  # The same batches packed into rows: the losses of the first steps equal the padded run's.
+  workdir = tmp_path_factory.mktemp("packed")
+  config = _config(csv_dataset, tmp_path_factory, data__packing=True, train__num_steps=2,
+                   dataset__eval_split="", dataset__test_split="")
+  trainer.train_and_evaluate(config, str(workdir))
+  losses, reference = _scalars(str(workdir), "train/loss"), _scalars(str(finished[0]), "train/loss")
+  assert sorted(losses) == [1, 2]
+  for step in (1, 2):
+    assert losses[step] == pytest.approx(reference[step], rel=1e-4), step
+
+
 def test_non_finite_loss_stops_naming_the_step(csv_dataset, tmp_path_factory):
   workdir = tmp_path_factory.mktemp("nan")
   config = _config(csv_dataset, tmp_path_factory, optim__name="sgd", optim__learning_rate=1e30,

@@ -54,6 +54,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.preprocess.longer_side_lengths = (224, 384)  # resized copies; () for the native image only
   config.preprocess.max_seq_len = 512  # l: native-image tokens at training time (eval keeps all)
 
+  # How training batches are laid out (mst.data.packing). Training always encodes only the real
+  # patches; packing also packs several images into each row, with attention kept within each
+  # image, so small images (AVA, SPAQ) stop paying for the padding of rows sized for l.
+  config.data = ml_collections.ConfigDict()
+  config.data.packing = False
+  config.data.packed_length = 0  # tokens per packed row; 0 = chosen from training image sizes
+
   # Training-time augmentation (mst.data.augmentation.Augment). Fine-tuning uses the flip alone.
   config.augment = ml_collections.ConfigDict()
   config.augment.flip_prob = 0.5

@@ -196,6 +196,15 @@ def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) 
   if config.optim.name == "adam" and config.optim.weight_decay:
     raise ValueError("optim.name='adam' has no weight decay: use 'adamw'")
   optim.parse_lr_multipliers(config.optim.lr_multipliers)
+  if config.data.packing and model.spatial_embedding == "fixed":
+    raise ValueError("data.packing=True puts several images in a row, but "
+                     "model.spatial_embedding='fixed' embeds the row position: use 'hse' or "
+                     "'sinusoid', or data.packing=False")
+  longest = preprocess_config(config, train=True).seq_len(1, 1) + 1  # every scale full, and CLS
+  if config.data.packed_length and config.data.packed_length < longest:
+    raise ValueError(f"data.packed_length={config.data.packed_length} is shorter than the "
+                     f"{longest} tokens an image can take (sum of m_k, l and the CLS token): "
+                     "raise it, or 0 to choose it from the training images")
   if config.preprocess.max_seq_len == 0 and not config.preprocess.longer_side_lengths:
     raise ValueError("preprocess.max_seq_len=0 drops the native image and "
                      "preprocess.longer_side_lengths=() has no resized copy: no tokens are left")

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 from mst.models.config import ModelConfig
 from mst.models import embeddings
+from mst.models import packing
 
 XAVIER = nn.initializers.xavier_uniform()
 
@@ -37,10 +38,12 @@ class SelfAttention(nn.Module):
     project = lambda name: nn.DenseGeneral(
         (heads, dim // heads), kernel_init=XAVIER, dtype=dtype, name=name)(x)
     q, k, v = project("query"), project("key"), project("value")
-    key_mask = mask[:, None, None, :]  # (B, heads, T, S) by broadcasting
+    # (B, heads, T, S) by broadcasting, from a key mask [B, S] or a pair mask [B, T, S] (packed)
+    key_mask = mask[:, None, None, :] if mask.ndim == 2 else mask[:, None]
     if self.is_mutable_collection("intermediates") or self._drops_weights(deterministic):
       out = self._explicit_attention(q, k, v, key_mask, deterministic)
-    elif self.config.chunked_on_cpu and deterministic and jax.default_backend() == "cpu":
+    elif (self.config.chunked_on_cpu and deterministic and mask.ndim == 2
+          and jax.default_backend() == "cpu"):
       out = chunked_attention(q, k, v, mask)
     else:
       out = jax.nn.dot_product_attention(q, k, v, mask=key_mask)
@@ -107,15 +110,21 @@ class MlpBlock(nn.Module):
     return dropout(y)
 
 
-def drop_path(x: jax.Array, rate: float, module: nn.Module, deterministic: bool) -> jax.Array:
-  """Stochastic depth: zeroes a residual branch per example with probability `rate`.
+def drop_path(x: jax.Array, rate: float, module: nn.Module, deterministic: bool,
+              segment_ids: jax.Array | None = None) -> jax.Array:
+  """Stochastic depth: zeroes a residual branch per example (per packed image, when
+  `segment_ids` are given) with probability `rate`.
 
   As in the official code the kept branches are not rescaled, so evaluation needs no correction
   only when rate is small; it is 0 in every released configuration.
   """
   if deterministic or rate == 0.0:
     return x
-  keep = jax.random.bernoulli(module.make_rng("dropout"), 1.0 - rate, (x.shape[0], 1, 1))
+  rng = module.make_rng("dropout")
+  if segment_ids is None:
+    keep = jax.random.bernoulli(rng, 1.0 - rate, (x.shape[0], 1, 1))
+  else:
+    keep = packing.per_image(jax.random.bernoulli(rng, 1.0 - rate, x.shape[:2]), segment_ids)
   return x * keep.astype(x.dtype)
 
 
@@ -129,43 +138,53 @@ class EncoderBlock(nn.Module):
   drop_path_rate: float = 0.0
 
   @nn.compact
-  def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool,
+               segment_ids: jax.Array | None = None) -> jax.Array:
     norm = lambda name: nn.LayerNorm(epsilon=1e-6, dtype=self.config.compute_dtype, name=name)
     y = norm("LayerNorm_0")(x)
     y = SelfAttention(self.config, name="SelfAttention_0")(y, mask, deterministic)
     y = nn.Dropout(self.config.dropout_rate)(y, deterministic=deterministic)
-    x = x + drop_path(y, self.drop_path_rate, self, deterministic)
+    x = x + drop_path(y, self.drop_path_rate, self, deterministic, segment_ids)
     y = norm("LayerNorm_1")(x)
     y = MlpBlock(self.config, name="MlpBlock_0")(y, deterministic)
-    return x + drop_path(y, self.drop_path_rate, self, deterministic)
+    return x + drop_path(y, self.drop_path_rate, self, deterministic, segment_ids)
 
 
 class Encoder(nn.Module):
   """Embeddings, CLS token, `num_layers` blocks and a final LayerNorm (`Transformer` in the files).
 
   The spatial and scale embeddings are added to the patch tokens only; the CLS token (zeros init)
-  is prepended after, unmasked.
+  is prepended after, unmasked. With `packed` (the batch's `segment_ids` and `cls_idx`, see
+  `mst.models.packing`) the CLS token is written into each image's CLS slot instead, and
+  attention is block-diagonal.
   """
   config: ModelConfig
 
   @nn.compact
   def __call__(self, x: jax.Array, spatial_idx: jax.Array, scale_idx: jax.Array, mask: jax.Array,
-               deterministic: bool) -> jax.Array:
+               deterministic: bool, packed: dict[str, jax.Array] | None = None) -> jax.Array:
     cfg = self.config
     x = embeddings.SPATIAL_EMBEDDINGS[cfg.spatial_embedding].add(x, spatial_idx, cfg)
     if cfg.use_scale_embedding:
       x = embeddings.ScaleEmbedding(cfg.num_scales, name="scaleembed_input")(x, scale_idx)
-    x, mask = self._prepend_cls(x, mask)
+    cls = self.param("cls", nn.initializers.zeros, (1, 1, x.shape[-1]))
+    segment_ids = None
+    if packed is None:
+      x, mask = self._prepend_cls(x, mask, cls)
+    else:
+      x = packing.place_cls(x, cls[0, 0], packed["cls_idx"])
+      segment_ids = packed["segment_ids"]
+      mask = packing.attention_mask(segment_ids)
     x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
     for layer in range(cfg.num_layers):
       x = EncoderBlock(cfg, self._drop_path_rate(layer),
-                       name=f"encoderblock_{layer}")(x, mask, deterministic)
+                       name=f"encoderblock_{layer}")(x, mask, deterministic, segment_ids)
     return nn.LayerNorm(epsilon=1e-6, dtype=cfg.compute_dtype, name="encoder_norm")(x)
 
-  def _prepend_cls(self, x: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+  def _prepend_cls(self, x: jax.Array, mask: jax.Array, cls: jax.Array
+                   ) -> tuple[jax.Array, jax.Array]:
     """The learnable `cls` token in front of every sequence, with a true mask entry."""
     batch, _, dim = x.shape
-    cls = self.param("cls", nn.initializers.zeros, (1, 1, dim))
     x = jnp.concatenate([jnp.broadcast_to(cls, (batch, 1, dim)).astype(x.dtype), x], axis=1)
     return x, jnp.concatenate([jnp.ones((batch, 1), bool), mask], axis=1)
 

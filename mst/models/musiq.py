@@ -1,9 +1,11 @@
 """MUSIQ: patch encoder -> `embedding` Dense -> masked Transformer -> head on the CLS token.
 
 The input is the multi-scale batch dict of `mst.data.preprocess` (`patches`, `spatial_idx`,
-`scale_idx`, `mask`); the output is logits [B, num_classes]. `scores` turns logits into quality
-scores. Parameter names and shapes equal the official checkpoints' (see docs/checkpoints.md), so
-`mst.checkpoints` maps the released files onto this tree directly.
+`scale_idx`, `mask`), in training optionally with the entries of `mst.models.packing` (encode
+only the real patches; several images packed per row); the output is logits [B, num_classes].
+`scores` turns logits into quality scores. Parameter names and shapes equal the official
+checkpoints' (see docs/checkpoints.md), so `mst.checkpoints` maps the released files onto this
+tree directly.
 """
 
 import flax.linen as nn
@@ -12,6 +14,7 @@ import jax.numpy as jnp
 
 from mst.models import config as model_config
 from mst.models import encoder
+from mst.models import packing
 from mst.models import patch_encoders
 
 Batch = dict[str, jax.Array]
@@ -94,12 +97,18 @@ class Musiq(nn.Module):
     embed = PatchEmbedding(cfg.patch_encoder, cfg.patch_size, cfg.hidden_size, dtype, parent=None)
     params = {name: self.param(name, _subtree_init(embed, name, cfg.patch_size))
               for name in embed.param_names()}
-    chunked = cfg.chunked_on_cpu and not train and jax.default_backend() == "cpu"
-    chunk = CPU_PATCH_CHUNK if chunked else 0
-    x = embed_patches(embed, params, batch["patches"], batch["mask"], chunk)
+    if "real_patch_idx" in batch:  # training: the host chose the (real) patches to encode
+      x = packing.embed_real_patches(lambda p: embed.apply({"params": params}, p[None])[0],
+                                     batch["patches"], batch["real_patch_idx"])
+    else:
+      chunked = cfg.chunked_on_cpu and not train and jax.default_backend() == "cpu"
+      chunk = CPU_PATCH_CHUNK if chunked else 0
+      x = embed_patches(embed, params, batch["patches"], batch["mask"], chunk)
+    packed = batch if packing.is_packed(batch) else None
     x = encoder.Encoder(cfg, name="Transformer")(
-        x, batch["spatial_idx"], batch["scale_idx"], batch["mask"], deterministic=not train)
-    x = x[:, 0]
+        x, batch["spatial_idx"], batch["scale_idx"], batch["mask"], deterministic=not train,
+        packed=packed)
+    x = packing.read_cls(x, batch["cls_idx"]) if packed else x[:, 0]
     if cfg.representation_size:
       x = jnp.tanh(nn.Dense(cfg.representation_size, dtype=dtype, name="pre_logits")(x))
     x = nn.Dense(cfg.num_classes, kernel_init=nn.initializers.zeros, dtype=dtype, name="head")(x)

@@ -15,6 +15,7 @@ import tensorflow_datasets as tfds
 
 from mst.config import resolve
 from mst.data import datasets
+from mst.data import packing
 from mst.data import pipeline
 from mst.evaluation import evaluate
 from mst import sharding
@@ -77,6 +78,7 @@ class TrainingData:
     self.per_device = config.train.batch_size // num_devices
     if self.num_train < num_devices:
       raise ValueError(f"{self.num_train} training examples cannot feed {num_devices} devices")
+    self.packed_length = self._packed_length() if config.data.packing else 0
 
   @property
   def total_steps(self) -> int:
@@ -96,10 +98,30 @@ class TrainingData:
         shuffle_buffer=config.dataset.shuffle_buffer, num_classes=config.model.num_classes)
     data_sharding = sharding.data_sharding(self.mesh)
     scale = float(config.dataset.mos_scale)
+    shards = len(sharding.local_device_positions(self.mesh))
     for batch in data.as_numpy_iterator():
       if "mos" in batch:
         batch["mos"] = batch["mos"] / scale
+      if self.packed_length:
+        batch = packing.packed_layout(batch, shards, self.packed_length, _agree_max)
+      else:
+        batch = packing.padded_layout(batch, shards, _agree_max)
       yield pipeline.to_global_arrays(batch, data_sharding)
+
+  def _packed_length(self) -> int:
+    """`data.packed_length`, or the row length that packs the first training images best."""
+    config = self.config
+    pp = resolve.preprocess_config(config, True)
+    if config.data.packed_length:
+      return int(config.data.packed_length)
+    sample = f"{config.dataset.train_split}[:{min(packing.SIZE_SAMPLE, self.num_train)}]"
+    tokens = [packing.image_tokens(int(h), int(w), pp)
+              for h, w in pipeline.image_sizes(self.builder, sample)]
+    length = packing.choose_row_length(tokens, self.per_device, pp.seq_len(1, 1) + 1)
+    logging.info("Packing %d images per device into rows of %d tokens (%.1f%% useful on the "
+                 "first %d training images)", self.per_device, length,
+                 100 * packing.fill(tokens, self.per_device, length), len(tokens))
+    return length
 
   def evaluator(self, split: str, model) -> evaluate.Evaluator | None:
     """An evaluator of `split` at native resolution; None when the config names no split."""
@@ -110,6 +132,14 @@ class TrainingData:
         self.builder, split, model=model, pp_config=resolve.preprocess_config(config, False),
         batch_size=config.eval.batch_size, mesh=self.mesh,
         mos_scale=float(config.dataset.mos_scale), ava_metrics=config.eval.ava_metrics)
+
+
+def _agree_max(values: tuple[int, ...]) -> tuple[int, ...]:
+  """The element-wise maximum of `values` over all processes (batch shapes every host shares)."""
+  if jax.process_count() == 1:
+    return values
+  gathered = multihost_utils.process_allgather(np.asarray(values, np.int64))
+  return tuple(int(v) for v in np.max(gathered, axis=0))
 
 
 def head_bias(builder, config: ml_collections.ConfigDict, head: str) -> np.ndarray | None:
