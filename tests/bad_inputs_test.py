@@ -106,8 +106,9 @@ def _koniq(**values):
     ({"dataset.eval_split": "val"},
      r"dataset.eval_split='val': dataset 'koniq10k' has only the splits \['train', "
      r"'validation', 'test'\]; fix: name one of them or ''"),
-    ({"dataset.name": "spaq", "dataset.eval_split": "validation"},
-     r"dataset.eval_split='validation': dataset 'spaq' has only the splits \['train', 'test'\]"),
+    ({"dataset.name": "ava", "dataset.train_split": "train+val"},
+     r"dataset.train_split='train\+val': dataset 'ava' has only the splits \['train', "
+     r"'validation', 'test'\]"),
 ])
 def test_config_values_that_cannot_work_name_key_value_and_fix(values, message):
   with pytest.raises(resolve.ConfigError, match=message):
@@ -137,6 +138,6 @@ def test_mst_train_and_mst_eval_stop_at_start_up(tmp_path, capsys):
   assert "mst-train: error: train.batch_size=12: " in capsys.readouterr().err
   assert not workdir.exists()  # nothing ran
   assert eval_cli.main(["--config", "configs/spaq.py", "--checkpoint", str(workdir),
-                        "--split", "validation"]) == 2
-  assert ("mst-eval: error: --split='validation': dataset 'spaq/shorter_side_512' has only the "
-          "splits ['train', 'test']; fix: name one of them") in capsys.readouterr().err
+                        "--split", "dev"]) == 2
+  assert ("mst-eval: error: --split='dev': dataset 'spaq/shorter_side_512' has only the "
+          "splits ['train', 'validation', 'test']; fix: name one of them") in capsys.readouterr().err

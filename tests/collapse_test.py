@@ -80,12 +80,13 @@ def test_monitor_for_config_reads_the_loss_name():
 
 
 def test_a_run_that_cannot_learn_warns_of_a_collapse(csv_dataset, tmp_path_factory, caplog):
-  # A zero learning rate keeps the head at the mean training MOS: the constant predictor exactly.
+  # A vanishing learning rate (0 is refused by the config checks) keeps the head at the mean
+  # training MOS: the constant predictor.
   # The scratch recipe's model: the cheapest to compile of the shipped ones.
   config = overrides.load_config("configs/custom.py", "scratch")
   config.dataset.csv = str(csv_dataset)
   config.dataset.data_dir = str(tmp_path_factory.getbasetemp() / "tfds")
-  config.optim.learning_rate = 0.0
+  config.optim.learning_rate = 1e-12
   config.optim.warmup_steps = 0
   config.train.batch_size = 8
   config.train.num_steps = 2

@@ -149,9 +149,14 @@ def check_splits(dataset: str, splits: dict[str, str]) -> None:
   prepared)."""
   declared = datasets.declared_splits(dataset)
   for key, value in splits.items():
-    if declared is not None and value and value not in declared:
+    if declared is None or not value:
+      continue
+    # tfds split arithmetic: "train+validation", "train[:90%]".
+    names = [part.split("[")[0].strip() for part in value.split("+")]
+    if any(name not in declared for name in names):
       raise _error(key, value, f"dataset {dataset!r} has only the splits {list(declared)}",
-                   "name one of them" + (" or ''" if key in SPLIT_KEYS[1:] else ""))
+                   "name one of them" + (" or ''" if key in SPLIT_KEYS[1:] else "")
+                   + " (join several with '+')")
 
 
 def validate_eval(config: ml_collections.ConfigDict, split: str, num_devices: int) -> None:
