@@ -211,7 +211,8 @@ def test_a_full_disk_stops_the_save_with_a_message_and_keeps_the_previous_checkp
 
 
 def _train(workdir, flags, capsys):
-  status = train.main([f"--workdir={workdir}", *flags])
+  # In this process there are 8 devices: a global batch of 8.
+  status = train.main([f"--workdir={workdir}", *flags, "--config.train.batch_size=8"])
   return status, capsys.readouterr().err
 
 

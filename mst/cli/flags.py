@@ -132,9 +132,9 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: Sequence[str] | Non
 
 def add_verbosity(parser: argparse.ArgumentParser, default: str = "warning") -> None:
   parser.add_argument("--verbosity", choices=VERBOSITIES, default=default,
-                      help="how much the log says (default %(default)s: progress and results; "
-                           "info: mst's log lines and the libraries' warnings; debug: also the "
-                           "INFO lines of TensorFlow, tfds, orbax and JAX)")
+                      help="how much the log says (default %(default)s; warning: progress and "
+                           "results; info: also mst's log lines and the libraries' warnings; "
+                           "debug: also the INFO lines of TensorFlow, tfds, orbax and JAX)")
 
 
 def _quiet_libraries(record: python_logging.LogRecord) -> bool:

@@ -40,7 +40,9 @@ def parse_args(argv: Sequence[str] | None):
   parser.add_argument("--workdir", required=True, metavar="DIR",
                       help="where checkpoints, summaries and config.json go (a local path or "
                            "gs://...); started again with the same workdir, a run resumes")
-  flags.add_verbosity(parser)
+  # A run's log is its record (resumed from, preempted at, evaluated): mst's own lines by default;
+  # the libraries' INFO lines stay hidden.
+  flags.add_verbosity(parser, default="info")
   return flags.parse_with_config(parser, argv)
 
 
