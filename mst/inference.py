@@ -160,8 +160,8 @@ def score_files(predictor: Predictor, paths: Iterable[str], batch_size: int,
   batches run at the end. `paths` is read lazily, so it may be a generator over millions of files:
   memory holds only the images in flight, the batches filling and the results waiting for their
   turn, all bounded. Preprocessing runs `workers` images ahead in threads, overlapping the model
-  (on a 2-core CPU this cut the command's time per 1024x768 photo from 1.25 s to 1.02 s against
-  preprocessing in line: experiments/benchmark.py).
+  (on a 2-core CPU neither this nor preprocessing in line was measurably faster:
+  experiments/benchmark.py shows both).
   """
   pending = collections.defaultdict(list)  # bucket length -> [(index, Prepared)]
   done: dict[int, tuple[str, dict]] = {}
