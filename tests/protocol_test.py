@@ -180,3 +180,15 @@ def test_evaluation_warns_when_predictions_and_labels_are_on_different_scales():
   assert "different scales" in evaluate.scale_mismatch(labels_1_to_5 * 20, labels_1_to_5)
   assert evaluate.scale_mismatch(labels_1_to_5 * 20 - 5, labels_1_to_5 * 20) is None
   assert evaluate.scale_mismatch(np.full(20, 3.0), labels_1_to_5) is None  # a constant predictor
+
+
+def test_mst_train_reports_a_missing_pretrained_file_in_one_line(tmp_path, capsys):
+  from mst.cli import train as train_cli  # pylint: disable=g-import-not-at-top
+  missing = tmp_path / "musiq" / "imagenet_pretrain.npz"
+  status = train_cli.main(["--config", "configs/koniq.py", "--workdir", str(tmp_path / "run"),
+                           f"--config.init.checkpoint={missing}",
+                           f"--config.dataset.data_dir={tmp_path / 'tfds'}"])
+  error = capsys.readouterr().err
+  assert status == 2
+  assert f"mst-train: error: config.init.checkpoint='{missing}' does not exist" in error
+  assert "Traceback" not in error

@@ -41,13 +41,17 @@ def load_params(path: str) -> Params:
   return npz.load_official_npz(path)[0]
 
 
+class PretrainedMissing(FileNotFoundError):
+  """The pre-trained checkpoint a config starts from is not there."""
+
+
 def require_pretrained(path: str) -> None:
-  """Raises FileNotFoundError, saying where to get the file and how to train from scratch on
+  """Raises PretrainedMissing, saying where to get the file and how to train from scratch on
   purpose, if the pre-trained `path` (`config.init.checkpoint`) does not exist. Cloud paths
   (gs://...) are left to the loader."""
   if "://" in path or os.path.exists(os.path.expanduser(path)):
     return
-  raise FileNotFoundError(
+  raise PretrainedMissing(
       f"config.init.checkpoint={path!r} does not exist. The paper fine-tunes from the ImageNet "
       f"pre-trained MUSIQ: download imagenet_pretrain.npz from the MUSIQ release, "
       f"{MUSIQ_RELEASE}, to {path} (or pass --config.init.checkpoint=/where/it/is). To train "

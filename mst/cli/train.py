@@ -56,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   from absl import logging  # pylint: disable=g-import-not-at-top
   from mst import compilation_cache  # pylint: disable=g-import-not-at-top
   from mst import sharding  # pylint: disable=g-import-not-at-top
+  from mst.checkpoints import loader  # pylint: disable=g-import-not-at-top
   from mst.checkpoints import workdir_lock  # pylint: disable=g-import-not-at-top
   from mst.checkpoints import workdirs  # pylint: disable=g-import-not-at-top
   from mst.config import resolve  # pylint: disable=g-import-not-at-top
@@ -73,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _fail(e)
   try:
     trainer.train_and_evaluate(config, args.workdir)
-  except custom.LabelFileError as e:
+  except (custom.LabelFileError, loader.PretrainedMissing) as e:
     return _fail(e)
   except preemption.Preempted as e:
     logging.warning("%s", e)
