@@ -68,16 +68,22 @@ def train_batch(batch_size: int) -> dict[str, np.ndarray]:
   return batch
 
 
-def jax_step(flat, batch):
-  """A compiled mst train step (donated state) and its FLOPs."""
-  model = musiq.Musiq(musiq.ModelConfig())
+def sgd_l1_step(model_cfg: musiq.ModelConfig, params):
+  """The jitted mst train step (SGD with momentum, L1, donated state) and its initial state."""
+  model = musiq.Musiq(model_cfg)
   tx = optax.sgd(LEARNING_RATE, MOMENTUM)
-  params = jax.device_put(torch_musiq.nest_flat_params(flat))
   state = trainer.TrainState(jax.numpy.zeros((), jax.numpy.int32), params, tx.init(params))
   loss_fn = lambda logits, b: jax.numpy.mean(jax.numpy.abs(logits[:, 0] - b["mos"]))
   step = jax.jit(lambda s, b, r: trainer.train_step(s, b, r, model=model, tx=tx, loss_fn=loss_fn,
                                                   schedule=lambda _: LEARNING_RATE),
                  donate_argnums=0)
+  return step, state
+
+
+def jax_step(flat, batch):
+  """A compiled mst train step (donated state) and its FLOPs."""
+  step, state = sgd_l1_step(musiq.ModelConfig(),
+                            jax.device_put(torch_musiq.nest_flat_params(flat)))
   batch, rng = jax.device_put(batch), jax.random.key(0)
   compiled = step.lower(state, batch, rng).compile()
   cost = compiled.cost_analysis()
@@ -121,14 +127,7 @@ def mix_batch(sizes, batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
 
 def step_seconds(model_cfg: musiq.ModelConfig, batch, repeats: int) -> float:
   """Median seconds of a compiled train step (SGD with momentum, L1) of `model_cfg` on `batch`."""
-  model = musiq.Musiq(model_cfg)
-  tx = optax.sgd(LEARNING_RATE, MOMENTUM)
-  params = musiq.init_params(model_cfg, jax.random.key(0))
-  state = trainer.TrainState(jax.numpy.zeros((), jax.numpy.int32), params, tx.init(params))
-  loss_fn = lambda logits, b: jax.numpy.mean(jax.numpy.abs(logits[:, 0] - b["mos"]))
-  step = jax.jit(lambda s, b, r: trainer.train_step(s, b, r, model=model, tx=tx, loss_fn=loss_fn,
-                                                  schedule=lambda _: LEARNING_RATE),
-                 donate_argnums=0)
+  step, state = sgd_l1_step(model_cfg, musiq.init_params(model_cfg, jax.random.key(0)))
   batch, rng = jax.device_put(batch), jax.random.key(0)
   holder = {"state": state}
 
