@@ -20,6 +20,7 @@ INSTALL_REQUIRES = [
     "openpyxl>=3.1",  # reads SPAQ's .xlsx labels.
     "scikit-image>=0.22",  # ships the photographs the bundled demo set is made from.
     "matplotlib>=3.8",  # mst-visualize's figures.
+    "simplejpeg>=1.7,<2",  # libjpeg-turbo with TF's default (fast integer) DCT: scoring without TF.
     "filelock>=3.12",  # JAX locks the shared compilation cache with it (mst/compilation_cache.py).
 ]
 

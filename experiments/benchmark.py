@@ -48,6 +48,7 @@ from experiments import accelerator_benchmark  # pylint: disable=g-import-not-at
 from experiments import torch_musiq  # pylint: disable=g-import-not-at-top
 from experiments import torch_pipeline  # pylint: disable=g-import-not-at-top
 from mst import inference  # pylint: disable=g-import-not-at-top
+from mst.data import multiscale  # pylint: disable=g-import-not-at-top
 from mst.data import preprocess  # pylint: disable=g-import-not-at-top
 from mst.models import musiq  # pylint: disable=g-import-not-at-top
 
@@ -83,7 +84,7 @@ def image_batch(batch_size: int) -> Batch:
   """The paper model's input for a random 1024x768 image, repeated `batch_size` times."""
   rng = np.random.default_rng(0)
   image = rng.integers(0, 256, (*IMAGE_HW, 3), dtype=np.uint8)
-  features = preprocess.multiscale_patches(tf.constant(image), preprocess.MultiScaleConfig())
+  features = preprocess.multiscale_patches(tf.constant(image), multiscale.MultiScaleConfig())
   return {k: np.repeat(v.numpy()[None], batch_size, axis=0) for k, v in features.items()}
 
 

@@ -41,11 +41,12 @@ from experiments import torch_musiq  # pylint: disable=g-import-not-at-top
 import mst.data.datasets  # pylint: disable=g-import-not-at-top
 from mst.data import packing  # pylint: disable=g-import-not-at-top
 from mst.data import pipeline  # pylint: disable=g-import-not-at-top
+from mst.data import multiscale  # pylint: disable=g-import-not-at-top
 from mst.data import preprocess  # pylint: disable=g-import-not-at-top
 from mst.training import trainer  # pylint: disable=g-import-not-at-top
 from mst.models import musiq  # pylint: disable=g-import-not-at-top
 
-PP = preprocess.MultiScaleConfig(max_seq_len_from_original_res=512)
+PP = multiscale.MultiScaleConfig(max_seq_len_from_original_res=512)
 LEARNING_RATE, MOMENTUM = 1e-4, 0.9
 # (height, width) of the images of each mix, drawn uniformly.
 SIZE_MIXES = {

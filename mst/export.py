@@ -23,6 +23,7 @@ from jax.experimental import jax2tf
 import tensorflow as tf
 
 from mst.checkpoints import loader
+from mst.data import multiscale
 from mst.data import preprocess
 from mst import inference
 from mst.models import musiq
@@ -36,12 +37,12 @@ _SEQUENCE_SPEC = {"patches": "(b, n, _)", "spatial_idx": "(b, n)", "scale_idx": 
 
 
 def bucket_length(num_tokens: tf.Tensor) -> tf.Tensor:
-  """`preprocess.bucket_length` as TF ops on an int32 scalar (4 steps per octave)."""
+  """`multiscale.bucket_length` as TF ops on an int32 scalar (4 steps per octave)."""
   powers = tf.constant([1 << k for k in range(31)], tf.int32)
   bits = tf.reduce_sum(tf.cast(powers <= num_tokens, tf.int32))  # int.bit_length()
   step = tf.bitwise.left_shift(1, tf.maximum(bits - 3, 0))
   rounded = (num_tokens + step - 1) // step * step
-  return tf.where(num_tokens <= preprocess.MIN_BUCKET, preprocess.MIN_BUCKET, rounded)
+  return tf.where(num_tokens <= multiscale.MIN_BUCKET, multiscale.MIN_BUCKET, rounded)
 
 
 def pad_tokens(features: preprocess.Features, length: tf.Tensor) -> preprocess.Features:
@@ -54,7 +55,7 @@ def pad_tokens(features: preprocess.Features, length: tf.Tensor) -> preprocess.F
   return {key: pad(key, value) for key, value in features.items()}
 
 
-def image_features(data: tf.Tensor, pp_config: preprocess.MultiScaleConfig
+def image_features(data: tf.Tensor, pp_config: multiscale.MultiScaleConfig
                    ) -> preprocess.Features:
   """Encoded bytes -> mst's model input, unpadded (decoded as `image_io.read_image` decodes)."""
   image = tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)

@@ -16,11 +16,11 @@ from typing import Iterable, Iterator
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tensorflow as tf
 
 from mst.checkpoints import loader
 from mst.data import image_io
-from mst.data import preprocess
+from mst.data import multiscale
+from mst.data import host_preprocess
 from mst.models import musiq
 
 DEFAULT_MAX_TOKENS = 16384  # about 16 megapixels at P = 32; see README for the memory it needs
@@ -63,7 +63,7 @@ class Predictor:
   """Scores preprocessed images with fixed params; compiles once per (bucket, batch size)."""
 
   def __init__(self, params, model_config: musiq.ModelConfig,
-               pp_config: preprocess.MultiScaleConfig, max_tokens: int = DEFAULT_MAX_TOKENS,
+               pp_config: multiscale.MultiScaleConfig, max_tokens: int = DEFAULT_MAX_TOKENS,
                mos_scale: float = 1.0):
     check_compatible(model_config, pp_config)
     self.model_config = model_config
@@ -107,7 +107,7 @@ class Predictor:
             for i in range(len(features))]
 
 
-def bucketed_features(image: np.ndarray, pp_config: preprocess.MultiScaleConfig,
+def bucketed_features(image: np.ndarray, pp_config: multiscale.MultiScaleConfig,
                       max_tokens: int, name: str) -> dict[str, np.ndarray]:
   """The model input of one decoded image, padded to its sequence-length bucket.
 
@@ -120,12 +120,11 @@ def bucketed_features(image: np.ndarray, pp_config: preprocess.MultiScaleConfig,
     raise image_io.ImageError(
         f"{name}: {width}x{height} makes {tokens} tokens, more than --max-tokens {max_tokens}; "
         "raise it if you have the memory, or downscale the image")
-  features = preprocess.multiscale_patches(tf.constant(image), pp_config)
-  features = preprocess.pad_to_length(features, preprocess.bucket_length(tokens))
-  return {key: value.numpy() for key, value in features.items()}
+  features = host_preprocess.multiscale_patches(image, pp_config)
+  return host_preprocess.pad_to_length(features, multiscale.bucket_length(tokens))
 
 
-def check_compatible(model_config: musiq.ModelConfig, pp_config: preprocess.MultiScaleConfig):
+def check_compatible(model_config: musiq.ModelConfig, pp_config: multiscale.MultiScaleConfig):
   """Fails early, with the fix, where the preprocessing would index past the model's tables."""
   if pp_config.patch_size != model_config.patch_size:
     raise ValueError(f"patches of {pp_config.patch_size} px, but the model takes "

@@ -32,12 +32,13 @@ def test_torch_pipeline_cuts_the_native_image_like_mst(tmp_path):
   from PIL import Image  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from experiments import torch_pipeline  # pylint: disable=g-import-not-at-top
+  from mst.data import multiscale  # pylint: disable=g-import-not-at-top
   from mst.data import preprocess  # pylint: disable=g-import-not-at-top
 
   pixels = np.random.default_rng(0).integers(0, 256, (70, 100, 3), np.uint8)
   Image.fromarray(pixels).save(tmp_path / "photo.png")
   ours = preprocess.multiscale_patches(tf.constant(pixels),
-                                       preprocess.MultiScaleConfig(longer_side_lengths=()))
+                                       multiscale.MultiScaleConfig(longer_side_lengths=()))
   theirs = torch_pipeline.multiscale_inputs(torch_pipeline.read_image(str(tmp_path / "photo.png")),
                                             longer_sides=())
   np.testing.assert_allclose(theirs[0][0].numpy(), ours["patches"].numpy(), atol=1e-6)

@@ -10,6 +10,7 @@ import pytest
 from mst.checkpoints import architecture
 from mst.checkpoints import loader
 from mst.checkpoints import npz
+from mst.data import multiscale
 from mst.models import musiq
 from conftest import small_model_config
 
@@ -281,7 +282,7 @@ def test_paper_model_inferred_from_exported_file(tmp_path):
 def test_preprocess_config_for_official_models():
   from mst.data import preprocess  # pylint: disable=g-import-not-at-top  (TensorFlow: only here)
   multi = loader.preprocess_config_for(musiq.ModelConfig())
-  assert multi == preprocess.MultiScaleConfig(
+  assert multi == multiscale.MultiScaleConfig(
       patch_size=32, grid_size=10, longer_side_lengths=(224, 384), max_seq_len_from_original_res=-1)
   single = loader.preprocess_config_for(dataclasses.replace(SMALL, num_scales=1))
   assert (single.patch_size, single.grid_size, single.longer_side_lengths) == (16, 5, ())

@@ -16,6 +16,7 @@ from mst.cli import train as train_cli
 from mst.config import defaults
 from mst.config import overrides
 from mst.config import resolve
+from mst.data import multiscale
 from mst.data import preprocess
 from mst.models import musiq
 from mst.training import optim
@@ -81,7 +82,7 @@ def test_loads_adds_no_keys_and_validates(name, arg):
                                                  config.preprocess.grid_size)
   train_pp = resolve.preprocess_config(config, train=True)
   eval_pp = resolve.preprocess_config(config, train=False)
-  assert isinstance(train_pp, preprocess.MultiScaleConfig)
+  assert isinstance(train_pp, multiscale.MultiScaleConfig)
   assert train_pp.max_seq_len_from_original_res == config.preprocess.max_seq_len
   assert eval_pp.max_seq_len_from_original_res == -1
   if arg and "runlocal" in arg:

@@ -16,7 +16,7 @@ from PIL import Image
 from mst.checkpoints import loader
 from mst.cli import export as export_cli
 from mst.cli import predict
-from mst.data import preprocess
+from mst.data import multiscale
 from mst import export
 from conftest import small_model_config
 from conftest import scoring_params
@@ -50,7 +50,7 @@ print(json.dumps({"single": single, "batch": batch["output_0"].numpy().tolist(),
 def test_bucket_length_in_tf_equals_mst():
   lengths = list(range(1, 300)) + [511, 512, 513, 1000, 1024, 1025, 11943, 65536, 65537]
   got = [int(export.bucket_length(tf.constant(n, tf.int32))) for n in lengths]
-  assert got == [preprocess.bucket_length(n) for n in lengths]
+  assert got == [multiscale.bucket_length(n) for n in lengths]
 
 
 def _images(folder):

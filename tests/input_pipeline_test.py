@@ -11,9 +11,10 @@ from PIL import Image
 
 from mst.data import augmentation
 from mst.data import pipeline as ip
+from mst.data import multiscale
 from mst.data import preprocess
 
-PP = preprocess.MultiScaleConfig(patch_size=32, grid_size=4, longer_side_lengths=(64,),
+PP = multiscale.MultiScaleConfig(patch_size=32, grid_size=4, longer_side_lengths=(64,),
                                  max_seq_len_from_original_res=10)
 SIZES = [(40, 60), (64, 64), (100, 30), (33, 97), (70, 70), (50, 120), (20, 20), (90, 64),
          (64, 40), (128, 96), (45, 45)]
@@ -106,7 +107,7 @@ def test_resume_continues_exactly_where_the_stream_was(builder, start_step):
 
 @pytest.mark.parametrize("flip_prob", [0.0, 1.0])
 def test_flip_mirrors_the_native_patches(builder, flip_prob):
-  pp = preprocess.MultiScaleConfig(patch_size=32, grid_size=4, longer_side_lengths=(),
+  pp = multiscale.MultiScaleConfig(patch_size=32, grid_size=4, longer_side_lengths=(),
                                    max_seq_len_from_original_res=16)
   (batch,) = _batches(_train(builder, batch_size=1, pp_config=pp,
                              augment=augmentation.Augment(flip_prob=flip_prob)), 1)
@@ -119,7 +120,7 @@ def test_flip_mirrors_the_native_patches(builder, flip_prob):
 
 
 def test_random_crop_keeps_pixels_unresized(builder):
-  pp = preprocess.MultiScaleConfig(patch_size=32, grid_size=4, longer_side_lengths=(),
+  pp = multiscale.MultiScaleConfig(patch_size=32, grid_size=4, longer_side_lengths=(),
                                    max_seq_len_from_original_res=16)
   augment = augmentation.Augment(flip_prob=0.0, crop=True, crop_area=(0.2, 0.5))
   for batch in _batches(_train(builder, batch_size=1, pp_config=pp, augment=augment), 6):
@@ -147,7 +148,7 @@ def test_eval_counts_every_example_once_across_two_hosts(builder):
   # Sizes come in the split's stored order (tfds shuffles at preparation); mos tells which is which.
   stored_mos = [int(e["mos"]) for e in ip.read_split(builder, "test", ip.Host()).as_numpy_iterator()]
   assert [tuple(s) for s in sizes] == [SIZES[m] for m in stored_mos]
-  pp = preprocess.MultiScaleConfig(patch_size=32, grid_size=4, longer_side_lengths=(64,))
+  pp = multiscale.MultiScaleConfig(patch_size=32, grid_size=4, longer_side_lengths=(64,))
   shapes, indices = [], []
   for index in range(2):
     host = ip.Host(index, 2)
@@ -163,11 +164,11 @@ def test_eval_counts_every_example_once_across_two_hosts(builder):
   assert shapes[0] == shapes[1]  # same steps, same shapes on every host
   assert sorted(indices) == list(range(len(SIZES)))
   lengths = {shape[1] for shape in shapes[0]}
-  assert lengths == {preprocess.bucket_length(pp.seq_len(h, w)) for h, w in SIZES}
+  assert lengths == {multiscale.bucket_length(pp.seq_len(h, w)) for h, w in SIZES}
 
 
 def test_eval_uses_native_resolution_with_all_patches(builder):
-  pp = preprocess.MultiScaleConfig(patch_size=32, grid_size=4, longer_side_lengths=())
+  pp = multiscale.MultiScaleConfig(patch_size=32, grid_size=4, longer_side_lengths=())
   plan = ip.eval_plan(ip.image_sizes(builder, "test"), pp, batch_size=1)
   for batch in ip.eval_dataset(builder, "test", batch_size=1, pp_config=pp,
                                plan=plan).as_numpy_iterator():
@@ -183,7 +184,7 @@ def test_greyscale_decodes_to_three_channels():
 
 def test_training_refuses_unbounded_native_length(builder):
   with pytest.raises(ValueError, match="fixed sequence length"):
-    _train(builder, pp_config=preprocess.MultiScaleConfig(max_seq_len_from_original_res=-1))
+    _train(builder, pp_config=multiscale.MultiScaleConfig(max_seq_len_from_original_res=-1))
 
 
 # RandAugment and mixup (ImageNet pre-training).

@@ -12,11 +12,12 @@ from conftest import small_model_config
 from mst.config import overrides
 from mst.config import resolve
 from mst.data import packing
+from mst.data import multiscale
 from mst.data import preprocess
 from mst.models import musiq
 from mst.models import packing as model_packing
 
-PP = preprocess.MultiScaleConfig(patch_size=32, longer_side_lengths=(64, 96),
+PP = multiscale.MultiScaleConfig(patch_size=32, longer_side_lengths=(64, 96),
                                  max_seq_len_from_original_res=8)
 SIZES = ((40, 100), (100, 40), (64, 64), (200, 150), (33, 90), (120, 300), (50, 50), (90, 160))
 

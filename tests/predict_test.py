@@ -12,6 +12,7 @@ from mst.checkpoints import loader
 from mst.checkpoints import npz
 from mst.cli import predict
 from mst.data import image_io
+from mst.data import multiscale
 from mst.data import preprocess
 from mst import inference
 from mst.models import musiq
@@ -36,7 +37,7 @@ def _run(capsys, argv):
 def _direct_score(ckpt, path, lengths=(224, 384)):
   """The score of the model applied to the unpadded sequence, batch of one."""
   params, config = npz.load_official_npz(ckpt)
-  pp_config = preprocess.MultiScaleConfig(patch_size=32, grid_size=10, longer_side_lengths=lengths)
+  pp_config = multiscale.MultiScaleConfig(patch_size=32, grid_size=10, longer_side_lengths=lengths)
   features = preprocess.multiscale_patches(tf.constant(image_io.read_image(path)), pp_config)
   batch = {key: value.numpy()[None] for key, value in features.items()}
   logits = musiq.Musiq(config).apply({"params": params}, batch)

@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from mst.data import multiscale
 from mst.data import preprocess as pp
 
 
 def _tokens(image, **config):
-  out = pp.multiscale_patches(tf.constant(image, tf.uint8), pp.MultiScaleConfig(**config))
+  out = pp.multiscale_patches(tf.constant(image, tf.uint8), multiscale.MultiScaleConfig(**config))
   return {k: v.numpy() for k, v in out.items()}
 
 
@@ -116,7 +117,7 @@ def test_scale_ids_and_order_resized_ascending_then_native():
   assert (out["scale_idx"][:42] == 0).all() and (out["scale_idx"][42:49] == 0).all()
   assert (out["scale_idx"][49:157] == 1).all()
   assert (out["scale_idx"][193:] == 2).all() and out["mask"][193:].all()
-  assert pp.MultiScaleConfig().seq_len(768, 1024) == out["patches"].shape[0]
+  assert multiscale.MultiScaleConfig().seq_len(768, 1024) == out["patches"].shape[0]
 
 
 def test_hse_cells_of_each_scale():
@@ -138,7 +139,7 @@ def test_extreme_aspect_ratio_keeps_at_least_one_pixel():
 
 
 def test_same_result_inside_tf_data_with_dynamic_shapes():
-  config = pp.MultiScaleConfig(max_seq_len_from_original_res=64)
+  config = multiscale.MultiScaleConfig(max_seq_len_from_original_res=64)
   images = [np.random.default_rng(i).integers(0, 256, shape, dtype=np.uint8)
             for i, shape in enumerate([(40, 300, 3), (257, 129, 3)])]
   dataset = tf.data.Dataset.from_generator(
@@ -153,22 +154,22 @@ def test_same_result_inside_tf_data_with_dynamic_shapes():
 
 
 def test_pad_to_length_and_bad_configs():
-  out = pp.multiscale_patches(tf.zeros([32, 32, 3], tf.uint8), pp.MultiScaleConfig(
+  out = pp.multiscale_patches(tf.zeros([32, 32, 3], tf.uint8), multiscale.MultiScaleConfig(
       longer_side_lengths=()))
   padded = pp.pad_to_length(out, 8)
   assert padded["mask"].numpy().tolist() == [True] + [False] * 7
   with pytest.raises(ValueError, match="longer than the bucket"):
     pp.pad_to_length(padded, 4)
   with pytest.raises(ValueError, match="makes no tokens"):
-    pp.multiscale_patches(tf.zeros([4, 4, 3], tf.uint8), pp.MultiScaleConfig(
+    pp.multiscale_patches(tf.zeros([4, 4, 3], tf.uint8), multiscale.MultiScaleConfig(
         longer_side_lengths=(), max_seq_len_from_original_res=0))
   with pytest.raises(ValueError, match="max_seq_len_from_original_res"):
-    pp.MultiScaleConfig(max_seq_len_from_original_res=-2)
+    multiscale.MultiScaleConfig(max_seq_len_from_original_res=-2)
   with pytest.raises(ValueError, match="longer_side_lengths"):
-    pp.MultiScaleConfig(longer_side_lengths=(0,))
+    multiscale.MultiScaleConfig(longer_side_lengths=(0,))
 
 
 @pytest.mark.parametrize("tokens, bucket", [(1, 64), (64, 64), (65, 80), (193, 224), (961, 1024),
                                             (1025, 1280), (12193, 12288)])
 def test_bucket_length_pads_at_most_a_quarter(tokens, bucket):
-  assert pp.bucket_length(tokens) == bucket
+  assert multiscale.bucket_length(tokens) == bucket

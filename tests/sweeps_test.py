@@ -22,6 +22,7 @@ from experiments.sweeps import SWEEPS
 from mst.cli import train as train_cli
 from mst.config import overrides
 from mst.config import resolve
+from mst.data import multiscale
 from mst.data import preprocess
 from mst.models import musiq
 
@@ -45,7 +46,7 @@ def test_every_sweep_builds_valid_configs_on_its_config(name, arg):
     assert isinstance(resolve.model_config(item.config), musiq.ModelConfig)
     for train in (True, False):
       assert isinstance(resolve.preprocess_config(item.config, train),
-                        preprocess.MultiScaleConfig)
+                        multiscale.MultiScaleConfig)
   # No two runs of a sweep train the same thing.
   configs = [json.dumps(item.config.to_dict(), sort_keys=True, default=str) for item in planned]
   assert len(set(configs)) == len(configs)

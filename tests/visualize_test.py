@@ -11,6 +11,7 @@ from PIL import Image
 
 from mst.checkpoints import npz
 from mst.cli import visualize
+from mst.data import multiscale
 from mst.data import preprocess
 from mst.models import musiq
 from mst.visualization import figures
@@ -19,7 +20,7 @@ from conftest import SMALL_MODEL
 from conftest import scoring_params
 
 # The small model's patch and grid, with resized scales small enough for tiny images.
-PP = preprocess.MultiScaleConfig(patch_size=32, grid_size=10, longer_side_lengths=(64, 96))
+PP = multiscale.MultiScaleConfig(patch_size=32, grid_size=10, longer_side_lengths=(64, 96))
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,7 @@ from absl import logging
 import flax.traverse_util
 
 from mst.checkpoints import npz
-from mst.config import resolve
-from mst.data import preprocess
+from mst.data import multiscale
 from mst.models import musiq
 
 CheckpointError = npz.CheckpointError
@@ -82,8 +81,8 @@ def merge_pretrained(fresh: dict, path: str) -> dict:
 
 def preprocess_config_for(model_cfg: musiq.ModelConfig,
                           longer_side_lengths: tuple[int, ...] | None = None
-                          ) -> preprocess.MultiScaleConfig:
-  """The `preprocess.MultiScaleConfig` an imported model expects (single-image evaluation).
+                          ) -> multiscale.MultiScaleConfig:
+  """The `multiscale.MultiScaleConfig` an imported model expects (single-image evaluation).
 
   P and G come from the model; the resized longer sides are the paper's (224, 384) for 3 scales
   and none for single-scale files. Other scale counts must pass their lengths: files don't store
@@ -99,7 +98,7 @@ def preprocess_config_for(model_cfg: musiq.ModelConfig,
   if len(longer_side_lengths) != resized:
     raise ValueError(f"num_scales={model_cfg.num_scales} needs {resized} longer_side_lengths, "
                      f"got {tuple(longer_side_lengths)}")
-  return preprocess.MultiScaleConfig(
+  return multiscale.MultiScaleConfig(
       patch_size=model_cfg.patch_size, grid_size=model_cfg.grid_size,
       longer_side_lengths=tuple(longer_side_lengths), max_seq_len_from_original_res=-1)
 
@@ -110,7 +109,7 @@ class Loaded:
   the factor that turns the model's output into the dataset's MOS scale."""
   params: Params
   model_config: musiq.ModelConfig
-  pp_config: preprocess.MultiScaleConfig
+  pp_config: multiscale.MultiScaleConfig
   mos_scale: float = 1.0
 
 
@@ -122,7 +121,10 @@ def load_for_inference(path: str, dtype: str = "float32",
   if not is_workdir(path):
     params, model_cfg = npz.load_official_npz(path, dtype=dtype)
     return Loaded(params, model_cfg, preprocess_config_for(model_cfg, longer_side_lengths))
-  from mst.checkpoints import workdirs  # pylint: disable=g-import-not-at-top  (orbax: slow)
+  # Imported here: orbax and the config rules (which import TensorFlow) are slow to import, and
+  # scoring with an .npz file needs neither.
+  from mst.checkpoints import workdirs  # pylint: disable=g-import-not-at-top
+  from mst.config import resolve  # pylint: disable=g-import-not-at-top
   try:
     params, config = workdirs.load_params(path)
   except FileNotFoundError as e:

@@ -47,7 +47,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.dataset.mos_scale = 1.0
   config.dataset.shuffle_buffer = 10_000
 
-  # The multi-scale patch representation (mst.data.preprocess.MultiScaleConfig).
+  # The multi-scale patch representation (mst.data.multiscale.MultiScaleConfig).
   config.preprocess = ml_collections.ConfigDict()
   config.preprocess.patch_size = 32  # P; also the model's patch size
   config.preprocess.grid_size = 10  # G of the hash-based spatial embedding; also the model's

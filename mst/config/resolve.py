@@ -14,6 +14,7 @@ import ml_collections
 from mst.config import defaults
 from mst.data import augmentation
 from mst.data import datasets
+from mst.data import multiscale
 from mst.data import preprocess
 from mst.models import musiq
 from mst.training import losses
@@ -43,7 +44,7 @@ def model_config(config: ml_collections.ConfigDict) -> musiq.ModelConfig:
 
 
 def preprocess_config(config: ml_collections.ConfigDict, train: bool
-                      ) -> preprocess.MultiScaleConfig:
+                      ) -> multiscale.MultiScaleConfig:
   """The multi-scale representation: l = `max_seq_len` native tokens for training (fixed shapes),
   all of them (-1) for evaluation, as the paper evaluates on the full native image.
 
@@ -53,7 +54,7 @@ def preprocess_config(config: ml_collections.ConfigDict, train: bool
   """
   pp = config.preprocess
   native = int(pp.max_seq_len)
-  return preprocess.MultiScaleConfig(
+  return multiscale.MultiScaleConfig(
       patch_size=pp.patch_size, grid_size=pp.grid_size,
       longer_side_lengths=tuple(int(x) for x in pp.longer_side_lengths),
       max_seq_len_from_original_res=native if train or native == 0 else -1)

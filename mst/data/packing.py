@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from mst.data import preprocess
+from mst.data import multiscale
 
 PATCH_BUDGET_STEPS = 8
 ROW_LENGTH_MULTIPLE = 8
@@ -58,7 +58,7 @@ def pack_rows(tokens: Sequence[int], row_length: int) -> list[list[int]]:
   return rows
 
 
-def image_tokens(height: int, width: int, pp: preprocess.MultiScaleConfig) -> int:
+def image_tokens(height: int, width: int, pp: multiscale.MultiScaleConfig) -> int:
   """Tokens a height x width image takes in a packed row: its CLS slot and its real patches."""
   count = lambda h, w: -(-h // pp.patch_size) * -(-w // pp.patch_size)
   total = 1

@@ -20,6 +20,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from mst.data import augmentation
+from mst.data import multiscale
 from mst.data import preprocess
 
 Features = dict[str, tf.Tensor]
@@ -62,7 +63,7 @@ def labels_of(example: Features) -> Features:
 
 
 def train_dataset(builder: tfds.core.DatasetBuilder, split: str, *, batch_size: int,
-                  pp_config: preprocess.MultiScaleConfig,
+                  pp_config: multiscale.MultiScaleConfig,
                   augment: augmentation.Augment = augmentation.Augment(),
                   seed: int = 0, host: Host = Host(), start_step: int = 0,
                   shuffle_buffer: int = 10_000, num_classes: int | None = None
@@ -170,14 +171,14 @@ def image_sizes(builder: tfds.core.DatasetBuilder, split: str) -> np.ndarray:
   return np.array(list(data.as_numpy_iterator()), np.int64).reshape(-1, 2)
 
 
-def eval_plan(sizes: np.ndarray, pp_config: preprocess.MultiScaleConfig, batch_size: int,
+def eval_plan(sizes: np.ndarray, pp_config: multiscale.MultiScaleConfig, batch_size: int,
               host: Host = Host()) -> list[EvalBucket]:
   """Groups a split's examples into sequence-length buckets and deals each bucket to the hosts.
 
   Every host computes the same buckets and step counts from the same sizes; host h takes every
   count-th example of a bucket, so the hosts' shares differ by at most one example.
   """
-  lengths = [preprocess.bucket_length(pp_config.seq_len(int(h), int(w))) for h, w in sizes]
+  lengths = [multiscale.bucket_length(pp_config.seq_len(int(h), int(w))) for h, w in sizes]
   plan = []
   for length in sorted(set(lengths)):
     members = [i for i, n in enumerate(lengths) if n == length]
@@ -188,7 +189,7 @@ def eval_plan(sizes: np.ndarray, pp_config: preprocess.MultiScaleConfig, batch_s
 
 
 def eval_dataset(builder: tfds.core.DatasetBuilder, split: str, *, batch_size: int,
-                 pp_config: preprocess.MultiScaleConfig, plan: list[EvalBucket]
+                 pp_config: multiscale.MultiScaleConfig, plan: list[EvalBucket]
                  ) -> tf.data.Dataset:
   """This host's evaluation batches: per bucket of the plan, its examples then masked-out padding.
 

@@ -7,59 +7,11 @@ Everything here must equal the official MUSIQ preprocessing (see docs/preprocess
 functions run eagerly and inside `tf.data` with dynamic image sizes.
 """
 
-import dataclasses
-import math
-
 import tensorflow as tf
 
+from mst.data import multiscale
+
 Features = dict[str, tf.Tensor]
-MIN_BUCKET = 64
-
-
-@dataclasses.dataclass(frozen=True)
-class MultiScaleConfig:
-  """How an image becomes tokens.
-
-  Attributes:
-    patch_size: P, the side of a square patch in pixels (also the stride).
-    grid_size: G, the hash-based spatial embedding grid is G x G.
-    longer_side_lengths: L_k of the resized copies; empty for the native image only.
-    max_seq_len_from_original_res: l, tokens kept from the native image; -1 keeps all of them
-      (single-image evaluation), 0 drops the native image.
-  """
-  patch_size: int = 32
-  grid_size: int = 10
-  longer_side_lengths: tuple[int, ...] = (224, 384)
-  max_seq_len_from_original_res: int = -1
-
-  def __post_init__(self):
-    if self.patch_size < 1 or self.grid_size < 1:
-      raise ValueError(f"patch_size and grid_size must be positive, got {self}")
-    if any(length < 1 for length in self.longer_side_lengths):
-      raise ValueError(f"longer_side_lengths must be positive, got {self.longer_side_lengths}")
-    if self.max_seq_len_from_original_res < -1:
-      raise ValueError("max_seq_len_from_original_res must be -1 (all patches) or >= 0, got "
-                       f"{self.max_seq_len_from_original_res}")
-    # Sorted here, once, so the scale ids are the same however the lengths were listed.
-    object.__setattr__(self, "longer_side_lengths",
-                       tuple(sorted(int(x) for x in self.longer_side_lengths)))
-
-  @property
-  def scaled_lengths(self) -> tuple[int, ...]:
-    """m_k, the fixed number of tokens of each resized copy: ceil(L_k / P)^2."""
-    return tuple(math.ceil(length / self.patch_size) ** 2 for length in self.longer_side_lengths)
-
-  @property
-  def num_scales(self) -> int:
-    """K + 1 rows of the scale embedding: the resized copies plus the native image."""
-    return len(self.longer_side_lengths) + 1
-
-  def seq_len(self, height: int, width: int) -> int:
-    """The number of tokens `multiscale_patches` makes from a height x width image."""
-    native = self.max_seq_len_from_original_res
-    if native < 0:
-      native = math.ceil(height / self.patch_size) * math.ceil(width / self.patch_size)
-    return sum(self.scaled_lengths) + native
 
 
 def normalize(image: tf.Tensor) -> tf.Tensor:
@@ -127,7 +79,7 @@ def _pad_or_cut(tokens: Features, length: int) -> Features:
           for key, value in tokens.items()}
 
 
-def _tokens_of(image: tf.Tensor, scale_id: int, config: MultiScaleConfig) -> Features:
+def _tokens_of(image: tf.Tensor, scale_id: int, config: multiscale.MultiScaleConfig) -> Features:
   """Patches, spatial index, scale id and mask of one (normalised) image, all patches."""
   p = config.patch_size
   shape = tf.shape(image)
@@ -143,7 +95,7 @@ def _tokens_of(image: tf.Tensor, scale_id: int, config: MultiScaleConfig) -> Fea
   }
 
 
-def multiscale_patches(image: tf.Tensor, config: MultiScaleConfig) -> Features:
+def multiscale_patches(image: tf.Tensor, config: multiscale.MultiScaleConfig) -> Features:
   """The model input for one decoded RGB image (H, W, 3) uint8.
 
   Returns a dict of `patches` [N, P*P*3] float32, `spatial_idx` [N] int32, `scale_idx` [N] int32 and
@@ -165,15 +117,6 @@ def multiscale_patches(image: tf.Tensor, config: MultiScaleConfig) -> Features:
     raise ValueError(f"{config} makes no tokens: give a longer side length or keep the native "
                      "image")
   return {key: tf.concat([part[key] for part in parts], axis=0) for key in parts[0]}
-
-
-def bucket_length(num_tokens: int) -> int:
-  """Rounds a sequence length up to one of 4 steps per octave (at most 25% padding), so inputs
-  of many sizes share a few compiled shapes."""
-  if num_tokens <= MIN_BUCKET:
-    return MIN_BUCKET
-  step = 2 ** (num_tokens.bit_length() - 3)
-  return -(-num_tokens // step) * step
 
 
 def pad_to_length(features: Features, length: int) -> Features:

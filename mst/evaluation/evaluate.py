@@ -14,7 +14,7 @@ import tensorflow_datasets as tfds
 
 from mst.checkpoints import loader
 from mst.data import pipeline
-from mst.data import preprocess
+from mst.data import multiscale
 from mst.evaluation import metrics
 from mst import inference
 from mst.models import musiq
@@ -49,7 +49,7 @@ class Evaluator:
   """Scores one split again and again (e.g. after each training interval) with a fixed plan."""
 
   def __init__(self, builder: tfds.core.DatasetBuilder, split: str, *, model: musiq.Musiq,
-               pp_config: preprocess.MultiScaleConfig, batch_size: int, mesh,
+               pp_config: multiscale.MultiScaleConfig, batch_size: int, mesh,
                mos_scale: float = 1.0, ava_metrics: bool = False):
     host = pipeline.Host(jax.process_index(), jax.process_count())
     if batch_size % jax.device_count():

@@ -19,6 +19,7 @@ from PIL import Image
 import tensorflow as tf
 
 from mst.checkpoints import loader
+from mst.data import multiscale
 from mst.data import preprocess
 from mst import inference
 from mst.models import musiq
@@ -90,7 +91,7 @@ class ScaleMap:
     return float(np.nansum(self.attention))
 
 
-def _scale_sizes(height: int, width: int, pp_config: preprocess.MultiScaleConfig
+def _scale_sizes(height: int, width: int, pp_config: multiscale.MultiScaleConfig
                  ) -> list[tuple[str, int, int]]:
   """(label, h, w) of every scale in sequence order: resized copies ascending, then native."""
   sizes = []
@@ -106,7 +107,7 @@ class Visualizer:
   """Rollout maps of images under fixed params; compiles once per sequence-length bucket."""
 
   def __init__(self, params, model_config: musiq.ModelConfig,
-               pp_config: preprocess.MultiScaleConfig, mos_scale: float = 1.0,
+               pp_config: multiscale.MultiScaleConfig, mos_scale: float = 1.0,
                max_tokens: int = DEFAULT_MAX_TOKENS):
     inference.check_compatible(model_config, pp_config)
     self.params = jax.device_put(params)
