@@ -4,6 +4,7 @@ import dataclasses
 import math
 
 import flax.linen as nn
+import flax.traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -134,6 +135,16 @@ def test_patch_encoders_give_different_outputs_and_embedding_sizes():
 
 # The top-level parameters every model has, whatever its patch encoder.
 MODEL_PARAMS = {"embedding", "Transformer", "head"}
+
+
+@pytest.mark.parametrize("config", [musiq.ModelConfig(), dataclasses.replace(SMALL, num_layers=3),
+                                    dataclasses.replace(SMALL, num_layers=1)])
+def test_expected_shapes_equal_those_of_the_whole_model(config):
+  # expected_shapes traces one encoder layer and repeats it: it must equal tracing them all.
+  params = jax.eval_shape(lambda key: musiq.init_params(config, key), jax.random.key(0))
+  whole = {"/".join(path): leaf for path, leaf in
+           flax.traverse_util.flatten_dict(params).items()}
+  assert architecture.expected_shapes(config) == whole
 
 
 @pytest.mark.parametrize("patch_size", [16, 32])

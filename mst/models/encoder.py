@@ -64,34 +64,41 @@ class SelfAttention(nn.Module):
     return jnp.einsum("bhts,bshd->bthd", weights, v)
 
 
-def _attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
-  """Softmax attention of q [T, heads, d] over k, v [S, heads, d] with a key mask [S]."""
-  logits = jnp.einsum("thd,shd->hts", q, k) / jnp.sqrt(q.shape[-1]).astype(q.dtype)
-  logits = jnp.where(mask, logits.astype(jnp.float32), jnp.finfo(jnp.float32).min)
+def _attend(q: jax.Array, k_t: jax.Array, v: jax.Array, bias: jax.Array) -> jax.Array:
+  """Softmax attention of one head: q [T, d] (already scaled) over k_t [d, S] and v [S, d], with
+  an additive key bias [S] (0, or float32 min for a masked key)."""
+  logits = (q @ k_t).astype(jnp.float32) + bias
   weights = jnp.exp(logits - jnp.max(logits, axis=-1, keepdims=True))
-  out = jnp.einsum("hts,shd->thd", weights.astype(v.dtype), v)
-  return out / jnp.sum(weights, axis=-1).T[:, :, None].astype(out.dtype)
+  out = weights.astype(v.dtype) @ v
+  return out / jnp.sum(weights, axis=-1, keepdims=True).astype(out.dtype)
 
 
 def chunked_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
                       chunk: int = 256) -> jax.Array:
-  """Masked softmax attention, one (example, block of <= `chunk` queries) at a time.
+  """Masked softmax attention, one (example, head, block of <= `chunk` queries) at a time.
 
   Equal to `jax.nn.dot_product_attention`; on CPU 2-3x faster, since each block's logits stay in
   cache, and its memory is O(chunk * S) instead of O(T * S) (a 12-megapixel image has 12k tokens).
+  Heads are laid out one after another first, so each block is two plain matrix products (about
+  1.5x faster than batching the heads inside the block).
   """
   batch, length, heads, dim = q.shape
   blocks = -(-length // chunk)
   size = -(-length // blocks)  # blocks of equal size, padded by fewer than `blocks` rows
-  q = jnp.pad(q, ((0, 0), (0, blocks * size - length), (0, 0), (0, 0)))
-  q = q.reshape(batch, blocks, size, heads, dim)
+  q = q * jnp.asarray(dim ** -0.5, q.dtype)
+  q = jnp.pad(q.transpose(0, 2, 1, 3), ((0, 0), (0, 0), (0, blocks * size - length), (0, 0)))
+  q = q.reshape(batch, heads, blocks, size, dim)
+  k_t = k.transpose(0, 2, 3, 1)  # [B, heads, d, S]
+  v = v.transpose(0, 2, 1, 3)  # [B, heads, S, d]
+  bias = jnp.where(mask, 0.0, jnp.finfo(jnp.float32).min).astype(jnp.float32)
 
   def one_block(index):
-    example, block = index // blocks, index % blocks
-    return _attend(q[example, block], k[example], v[example], mask[example])
+    example, head, block = index // (heads * blocks), index // blocks % heads, index % blocks
+    return _attend(q[example, head, block], k_t[example, head], v[example, head], bias[example])
 
-  out = jax.lax.map(one_block, jnp.arange(batch * blocks))
-  return out.reshape(batch, blocks * size, heads, dim)[:, :length]
+  out = jax.lax.map(one_block, jnp.arange(batch * heads * blocks))
+  out = out.reshape(batch, heads, blocks * size, dim)[:, :, :length]
+  return out.transpose(0, 2, 1, 3)
 
 
 class MlpBlock(nn.Module):

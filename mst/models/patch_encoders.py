@@ -40,6 +40,10 @@ class StdConv(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     shape = self.kernel_size + (x.shape[-1], self.features)
     kernel = standardize_kernel(self.param("kernel", nn.initializers.lecun_normal(), shape))
+    if self.kernel_size == (1, 1) and self.strides == (1, 1):
+      # A 1x1 convolution is a matrix product over channels; on CPU XLA runs it about 2x faster
+      # as one (same result).
+      return jnp.dot(x.astype(self.dtype), kernel[0, 0].astype(self.dtype))
     return jax.lax.conv_general_dilated(
         x.astype(self.dtype), kernel.astype(self.dtype), self.strides, "SAME",
         dimension_numbers=("NHWC", "HWIO", "NHWC"))
