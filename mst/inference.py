@@ -22,6 +22,7 @@ from mst.data import image_io
 from mst.data import multiscale
 from mst.data import host_preprocess
 from mst.models import musiq
+from mst import traced_cache
 
 DEFAULT_MAX_TOKENS = 16384  # about 16 megapixels at P = 32; see README for the memory it needs
 
@@ -74,6 +75,8 @@ class Predictor:
     model = musiq.Musiq(model_config)
     self._forward = jax.jit(lambda p, batch: outputs(
         model.apply({"params": p}, batch), model_config.head, mos_scale))
+    self._identity = (model_config, mos_scale)
+    self._programs = {}  # (batch, length) -> the forward at that shape
 
   @classmethod
   def from_checkpoint(cls, path: str, dtype: str = "float32",
@@ -101,8 +104,12 @@ class Predictor:
     """Results for images of one bucket length: score (and distribution), or class."""
     batch = {key: np.stack([f[key] for f in features]) for key in features[0]}
     batch = _pad_batch(batch, _batch_bucket(len(features)))
-    self.compiled_shapes.add(batch["patches"].shape[:2])
-    out = jax.device_get(self._forward(self.params, batch))
+    shape = batch["patches"].shape[:2]
+    self.compiled_shapes.add(shape)
+    if shape not in self._programs:  # a second start reads the traced model from the cache
+      self._programs[shape] = traced_cache.jit_cached(self._forward, self._identity,
+                                                      self.params, batch)
+    out = jax.device_get(self._programs[shape](self.params, batch))
     return [as_result({key: value[i] for key, value in out.items()})
             for i in range(len(features))]
 

@@ -42,9 +42,9 @@ class PatchEmbedding(nn.Module):
     return nn.Dense(self.hidden_size, dtype=self.dtype, name="embedding")(x)
 
   def param_names(self) -> tuple[str, ...]:
-    """The top-level parameter names (`conv_root`, ..., `embedding`), as in the official files."""
-    dummy = jnp.zeros((1, 1, self.patch_size ** 2 * 3), jnp.float32)
-    return tuple(jax.eval_shape(self.init, jax.random.key(0), dummy)["params"])
+    """The top-level parameter names (`conv_root`, ..., `embedding`), as in the official files:
+    the encoder's registered names (tested to be what it creates), read without tracing it."""
+    return patch_encoders.PATCH_ENCODERS[self.patch_encoder].param_names + ("embedding",)
 
 
 def _subtree_init(embed: PatchEmbedding, name: str, patch_size: int):
@@ -75,7 +75,7 @@ def embed_patches(embed: PatchEmbedding, params: dict, patches: jax.Array, mask:
   flat = jnp.pad(flat[order], ((0, padding), (0, 0))).reshape(blocks, chunk, features)
   real = jnp.pad(real[order], (0, padding)).reshape(blocks, chunk)
   width = embed.hidden_size
-  dtype = jax.eval_shape(apply, flat[0]).dtype
+  dtype = embed.dtype  # the `embedding` Dense computes and returns this dtype
 
   def one_block(block):
     return jax.lax.cond(real[block].any(), lambda: apply(flat[block]),

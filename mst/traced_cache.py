@@ -1,0 +1,76 @@
+"""Traced forwards, serialised with `jax.export`, in mst's user cache, so a second start of
+`mst-predict` skips tracing the Flax model (about a second for the paper model on a CPU).
+
+JAX's persistent compilation cache (`compilation_cache`) skips compiling, but its key is the
+lowered program, so every start still traces the model first. Here the traced and lowered program
+itself is stored, keyed by everything that shapes it: the model config and output scale, the
+argument shapes and dtypes, the JAX version and backend, and the source of mst's model code (an
+edit to the model makes new entries, never a stale program). The parameters are arguments, not
+part of the program, so one entry serves every checkpoint of an architecture.
+
+Files sit in `<cache>/traced/` beside the compiled programs (`MST_CACHE_DIR=off` disables both);
+each is written to a temporary name and renamed, so processes sharing the folder never read a
+half-written one; an unreadable one is traced again and replaced. Each is about 200 kB.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pathlib
+from typing import Any, Callable
+
+from absl import logging
+import jax
+from jax import export
+
+from mst import compilation_cache
+from mst.models import musiq
+
+_MODEL_SOURCES = sorted(pathlib.Path(musiq.__file__).parent.glob("*.py"))
+
+
+def folder() -> str | None:
+  """Where the traced programs go, or None when the cache is off."""
+  jax_folder = compilation_cache.cache_dir()
+  return None if jax_folder is None else os.path.join(os.path.dirname(jax_folder), "traced")
+
+
+def _key(fn_identity: Any, args: tuple) -> str:
+  digest = hashlib.sha256()
+  for path in _MODEL_SOURCES + [pathlib.Path(__file__).parent / "inference.py"]:
+    digest.update(path.read_bytes())
+  shapes = jax.tree.map(lambda x: (tuple(x.shape), str(x.dtype)), args)
+  device = jax.devices()[0]
+  digest.update(repr((fn_identity, jax.tree.structure(args), jax.tree.leaves(shapes),
+                      jax.__version__, device.platform, device.device_kind)).encode())
+  return digest.hexdigest()[:32]
+
+
+def jit_cached(fn: Callable, fn_identity: Any, *args) -> Callable:
+  """A jitted callable equal to `fn` at the shapes of `args`, from the cache when it holds one.
+
+  `fn_identity` must tell apart every `fn` that computes something different (e.g. the model
+  config and output scale); `fn` must be a `jax.jit`-ted function of arrays only.
+  """
+  root = folder()
+  if root is None:
+    return fn
+  path = os.path.join(root, _key(fn_identity, args) + ".jax_exported")
+  try:
+    with open(path, "rb") as f:
+      return jax.jit(export.deserialize(bytearray(f.read())).call)
+  except FileNotFoundError:
+    pass
+  except Exception as e:  # pylint: disable=broad-except  (a damaged entry: trace it again)
+    logging.warning("traced-program cache: %s unreadable (%s); tracing again", path, e)
+  exported = export.export(fn)(*args)
+  try:
+    os.makedirs(root, exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+      f.write(exported.serialize())
+    os.replace(tmp, path)
+  except OSError as e:  # a read-only or full disk costs the next start a trace, nothing more
+    logging.warning("traced-program cache: cannot write %s: %s", path, e)
+  return jax.jit(exported.call)

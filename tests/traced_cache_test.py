@@ -1,0 +1,67 @@
+"""The traced-program cache: a second start scores without tracing the model, and never reuses a
+program for another computation."""
+
+import numpy as np
+import pytest
+
+from mst import inference
+from mst import traced_cache
+from mst.models import musiq
+
+
+@pytest.fixture(name="features")
+def _features(small_npz):
+  image = np.random.default_rng(0).integers(0, 256, (70, 90, 3), np.uint8)
+  pp_config = inference.Predictor.from_checkpoint(small_npz).pp_config
+  return inference.bucketed_features(image, pp_config, 10_000, "photo")
+
+
+def _entries(tmp_path):
+  folder = tmp_path / "cache" / "traced"
+  return sorted(folder.iterdir()) if folder.exists() else []
+
+
+def test_a_second_predictor_scores_the_same_without_tracing_the_model(
+    tmp_path, monkeypatch, small_npz, features):
+  monkeypatch.setenv("MST_CACHE_DIR", str(tmp_path / "cache"))
+  expected = inference.Predictor.from_checkpoint(small_npz).predict([features])
+  assert len(_entries(tmp_path)) == 1
+
+  def no_tracing(*args, **kwargs):
+    raise AssertionError("the model was traced again")
+
+  second = inference.Predictor.from_checkpoint(small_npz)
+  monkeypatch.setattr(musiq.Musiq, "__call__", no_tracing)
+  assert second.predict([features]) == expected
+  with pytest.raises(AssertionError, match="traced again"):  # a new shape is traced: the patch
+    second.predict([features, features])                    # above was in force
+
+
+def test_a_new_shape_or_output_scale_gets_its_own_entry(tmp_path, monkeypatch, small_npz, features):
+  monkeypatch.setenv("MST_CACHE_DIR", str(tmp_path / "cache"))
+  plain = inference.Predictor.from_checkpoint(small_npz)
+  score = plain.predict([features])[0]["score"]
+  plain.predict([features, features])
+  assert len(_entries(tmp_path)) == 2
+  loaded = inference.Predictor.from_checkpoint(small_npz)
+  scaled = inference.Predictor(loaded.params, loaded.model_config, loaded.pp_config,
+                               mos_scale=100.0)
+  assert scaled.predict([features])[0]["score"] == pytest.approx(100 * score, rel=1e-6)
+  assert len(_entries(tmp_path)) == 3
+
+
+def test_a_damaged_entry_is_traced_again_and_replaced(tmp_path, monkeypatch, small_npz, features):
+  monkeypatch.setenv("MST_CACHE_DIR", str(tmp_path / "cache"))
+  expected = inference.Predictor.from_checkpoint(small_npz).predict([features])
+  [entry] = _entries(tmp_path)
+  entry.write_bytes(b"half a file")
+  assert inference.Predictor.from_checkpoint(small_npz).predict([features]) == expected
+  assert entry.stat().st_size > len(b"half a file")
+
+
+def test_off_writes_nothing(tmp_path, monkeypatch, small_npz, features):
+  monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # where the cache would go if on
+  monkeypatch.setenv("MST_CACHE_DIR", "off")
+  assert traced_cache.folder() is None
+  assert np.isfinite(inference.Predictor.from_checkpoint(small_npz).predict([features])[0]["score"])
+  assert not list(tmp_path.iterdir())
