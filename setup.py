@@ -15,6 +15,9 @@ INSTALL_REQUIRES = [
     "tensorboard>=2.20",  # clu's summary writers import it; TF 2.21 no longer pulls it in.
     "importlib_resources",  # tensorflow-datasets imports it.
     "numpy>=1.26",
+    # jax, TF and tensorstore need >= 0.5.1; 0.7.0 takes 0.9 s to import (0.6.0: 0.01 s), a
+    # quarter of a second mst-predict start.
+    "ml_dtypes>=0.5.1,<0.7",
     "scipy>=1.11",
     "pillow>=10.0",  # writes and resizes dataset images (SPAQ's shorter-side-512 config, demo set).
     "openpyxl>=3.1",  # reads SPAQ's .xlsx labels.

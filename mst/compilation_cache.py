@@ -9,6 +9,7 @@ Shared by concurrent processes: JAX writes a cache entry with a plain (non-atomi
 guards its reads and writes with a file lock only when the cache has a size limit, so the limit
 set here is what makes two processes filling one directory safe (one never reads another's
 half-written entry). The least recently used entries are evicted beyond it.
+`traced_cache` keeps traced programs beside it, in `$MST_CACHE_DIR/traced`.
 """
 
 from __future__ import annotations

@@ -47,13 +47,24 @@ class PatchEmbedding(nn.Module):
     return patch_encoders.PATCH_ENCODERS[self.patch_encoder].param_names + ("embedding",)
 
 
-def _subtree_init(embed: PatchEmbedding, name: str, patch_size: int):
-  """Initialises one top-level subtree of the patch embedding inside the model's own scope, so its
-  parameters keep their official names (`conv_root/kernel`, not `PatchEmbedding_0/...`)."""
-  def init(rng):
-    dummy = jnp.zeros((1, 1, patch_size ** 2 * 3), jnp.float32)
-    return embed.init(rng, dummy)["params"][name]
-  return init
+def _embedding_params(module: nn.Module, embed: PatchEmbedding, patch_size: int) -> dict:
+  """The patch embedding's parameters, held in `module`'s own scope so they keep their official
+  top-level names (`conv_root/kernel`, not `PatchEmbedding_0/...`).
+
+  At init the embedding is initialised once and split; when applying, the parameters are read
+  as they are: `self.param` would trace the initialiser again for every subtree to check shapes
+  (a quarter of a second of tracing the paper model; checkpoint shapes are checked on load).
+  """
+  names = embed.param_names()
+  if not module.is_initializing():
+    params = {name: module.get_variable("params", name) for name in names}
+    if missing := [name for name, value in params.items() if value is None]:
+      raise ValueError(f"the parameters have no {missing} (a {embed.patch_encoder!r} patch "
+                       "encoder's)")
+    return params
+  dummy = jnp.zeros((1, 1, patch_size ** 2 * 3), jnp.float32)
+  initial = embed.init(module.make_rng("params"), dummy)["params"]
+  return {name: module.param(name, lambda _, value=initial[name]: value) for name in names}
 
 
 def embed_patches(embed: PatchEmbedding, params: dict, patches: jax.Array, mask: jax.Array,
@@ -95,8 +106,7 @@ class Musiq(nn.Module):
     cfg = self.config
     dtype = cfg.compute_dtype
     embed = PatchEmbedding(cfg.patch_encoder, cfg.patch_size, cfg.hidden_size, dtype, parent=None)
-    params = {name: self.param(name, _subtree_init(embed, name, cfg.patch_size))
-              for name in embed.param_names()}
+    params = _embedding_params(self, embed, cfg.patch_size)
     if "real_patch_idx" in batch:  # training: the host chose the (real) patches to encode
       x = packing.embed_real_patches(lambda p: embed.apply({"params": params}, p[None])[0],
                                      batch["patches"], batch["real_patch_idx"])
