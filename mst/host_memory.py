@@ -6,8 +6,9 @@ threads and frees them at the end of the step. glibc serves such a request from 
 with a fresh `mmap` (an arena heap holds at most 64 MB) and unmaps it on `free`, so every step
 touched every page anew: the demo's 1500 steps took 80 million minor page faults and more than
 four minutes of system time. With one arena, no `mmap` for allocations and a high trim threshold,
-a freed buffer stays in the heap and the next step reuses it. Other allocators and platforms are
-left alone.
+a freed buffer stays in the heap and the next step reuses it. `mst-predict` uses it too (each
+forward's buffers: on 9 photos, 330k page faults became 125k and system time halved). Other
+allocators and platforms are left alone.
 """
 
 import ctypes
