@@ -174,16 +174,17 @@ CANDIDATES = {
     "scratch": {},
     # The README demo's optimisation (configs/demo.py), which the issue saw collapse.
     "demo": {"optim.learning_rate": 1e-3, "optim.lr_multipliers": (("^embedding/kernel$", 0.1),),
-             "optim.warmup_steps": 20},
+             "optim.warmup_steps": 20, "model.dropout_rate": 0.0, "augment.crop": False,
+             "optim.weight_decay": 0.01},
     "lr1e-3": {"optim.learning_rate": 1e-3},
     "emb0.1": {"optim.lr_multipliers": (("^embedding/kernel$", 0.1),)},
     "lr1e-4": {"optim.learning_rate": 1e-4},
     "l64": {"preprocess.max_seq_len": 64},
     "d128": {"model.hidden_size": 128, "model.mlp_dim": 256},
-    # Against the overfitting seen on set 1 (training L1 4, test SRCC 0): dropout, random crops
-    # (distortions survive a crop, the photo's identity less so) and more weight decay.
-    "regularised": {"model.dropout_rate": 0.1, "augment.crop": True,
-                    "augment.crop_area": (0.25, 1.0), "optim.weight_decay": 0.05},
+    # The recipe shipped before, without the regularisation: it memorised set 1 (training L1 4,
+    # test SRCC 0.03).
+    "unregularised": {"model.dropout_rate": 0.0, "augment.crop": False,
+                      "optim.weight_decay": 0.01},
 }
 
 

@@ -25,6 +25,8 @@ def test_scratch_variant_loads_validates_and_needs_no_pretrained_file():
   assert config.optim.name == "adamw" and config.optim.learning_rate == 3e-4
   assert tuple(config.optim.lr_multipliers) == (("^embedding/kernel$", 0.03),)
   assert config.init.head_bias_from_train_mean and config.model.patch_encoder == "conv"
+  assert config.model.dropout_rate == 0.1 and config.augment.crop
+  assert config.optim.weight_decay == 0.05
   both = overrides.load_config("configs/custom.py", "scratch,runlocal")
   assert both.train.num_steps <= 10 and both.init.checkpoint in ("", "none")
 
