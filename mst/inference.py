@@ -19,8 +19,8 @@ import numpy as np
 
 from mst.checkpoints import loader
 from mst.data import image_io
-from mst.data import multiscale
 from mst.data import host_preprocess
+from mst.data import multiscale
 from mst.models import musiq
 from mst import traced_cache
 
