@@ -127,18 +127,8 @@ def multiscale_patches(image: np.ndarray, config: multiscale.MultiScaleConfig) -
   `preprocess.multiscale_patches` returns, as NumPy arrays."""
   if image.ndim != 3 or image.shape[-1] != 3:
     raise ValueError(f"expected an (H, W, 3) image, got shape {image.shape}")
-  image = normalize(image)
-  parts = []
-  for scale_id, (length, m_k) in enumerate(zip(config.longer_side_lengths, config.scaled_lengths)):
-    resized = resize_longer_side(image, length)
-    parts.append(_pad_or_cut(_tokens_of(resized, scale_id, config), m_k))
-  native_len = config.max_seq_len_from_original_res
-  if native_len != 0:
-    native = _tokens_of(image, len(config.longer_side_lengths), config)
-    parts.append(native if native_len < 0 else _pad_or_cut(native, native_len))
-  if not parts:
-    raise ValueError(f"{config} makes no tokens: give a longer side length or keep the native "
-                     "image")
+  parts = multiscale.token_parts(normalize(image), config, resize_longer_side, _tokens_of,
+                                 _pad_or_cut)
   return {key: np.concatenate([part[key] for part in parts], axis=0) for key in parts[0]}
 
 

@@ -4,6 +4,7 @@ and the model all agree on."""
 
 import dataclasses
 import math
+from typing import Any, Callable
 
 MIN_BUCKET = 64
 
@@ -61,3 +62,29 @@ def bucket_length(num_tokens: int) -> int:
     return MIN_BUCKET
   step = 2 ** (num_tokens.bit_length() - 3)
   return -(-num_tokens // step) * step
+
+
+def token_parts(image: Any, config: MultiScaleConfig, resize: Callable, tokens_of: Callable,
+                fit: Callable) -> list[dict]:
+  """The token dicts of one normalised image, in sequence order: each resized copy (ascending,
+  scale id k, fitted to m_k tokens), then the native image (scale id K; fitted to l tokens unless
+  l is -1, left out when l is 0).
+
+  The one place the order, scale ids and lengths are decided: the TF and NumPy preprocessing
+  pass their own `resize(image, longer_side)`, `tokens_of(image, scale_id, config)` and
+  `fit(tokens, length)`.
+
+  Raises:
+    ValueError: the config makes no tokens.
+  """
+  parts = []
+  for scale_id, (length, m_k) in enumerate(zip(config.longer_side_lengths, config.scaled_lengths)):
+    parts.append(fit(tokens_of(resize(image, length), scale_id, config), m_k))
+  native_len = config.max_seq_len_from_original_res
+  if native_len != 0:
+    native = tokens_of(image, len(config.longer_side_lengths), config)
+    parts.append(native if native_len < 0 else fit(native, native_len))
+  if not parts:
+    raise ValueError(f"{config} makes no tokens: give a longer side length or keep the native "
+                     "image")
+  return parts
