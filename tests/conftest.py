@@ -19,6 +19,7 @@ os.environ.setdefault("MST_CACHE_DIR", "off")
 # pylint: disable=wrong-import-position  (JAX must see the flags above before it is imported)
 import csv
 import dataclasses
+import glob
 import pathlib
 
 import jax
@@ -59,6 +60,27 @@ def write_csv_dataset(root, count=24, seed=0, splits=TRAIN_VALIDATION_TEST, size
 def csv_dataset(tmp_path_factory):
   """The default `write_csv_dataset` (24 images, 16 / 4 / 4), shared by the tests that train."""
   return write_csv_dataset(tmp_path_factory.mktemp("csv_dataset"))
+
+
+def set_fields(config, **changes):
+  """Sets `section__name=value` changes on an ml_collections config (keyword arguments cannot
+  hold dots); returns the config."""
+  for key, value in changes.items():
+    section, name = key.split("__")
+    setattr(config[section], name, value)
+  return config
+
+
+def logged_scalars(workdir, tag="train/loss") -> dict[int, float]:
+  """step -> the value of `tag` in a workdir's TensorBoard event files (clu's writers)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top  (only the tests that train)
+  values = {}
+  for path in glob.glob(os.path.join(str(workdir), "events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        if value.tag == tag:
+          values[event.step] = float(tf.make_ndarray(value.tensor))
+  return values
 
 
 # The small model of the scoring and visualisation tests: patch 32 and grid 10 as the paper's, so

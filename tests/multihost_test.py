@@ -2,7 +2,6 @@
 preempted by a SIGTERM to one of them, save at the same step and resume to exactly the same
 parameters."""
 
-import glob
 import os
 import re
 import socket
@@ -12,9 +11,9 @@ import sys
 import flax.traverse_util
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import mst.data.datasets
+from conftest import logged_scalars
 from conftest import write_csv_dataset
 from mst.checkpoints import workdirs
 from mst.training import preemption
@@ -66,16 +65,6 @@ def _pair(workdir, flags, fault=None, status=0):
   return [_wait(process, status=status) for process in processes]
 
 
-def _losses(workdir):
-  values = {}
-  for path in glob.glob(os.path.join(workdir, "events.out.tfevents.*")):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      for value in event.summary.value:
-        if value.tag == "train/loss":
-          values[event.step] = float(tf.make_ndarray(value.tensor))
-  return values
-
-
 @pytest.fixture(scope="module")
 def flags(tmp_path_factory):
   tmp_path = tmp_path_factory.mktemp("multihost")
@@ -101,7 +90,7 @@ def test_two_processes_of_two_devices_match_one_process_of_four(flags, pair, tmp
   workdir, outputs = pair
   assert "Process 0 of 2" in outputs[0] and "Process 1 of 2" in outputs[1]
 
-  expected, got = _losses(single), _losses(workdir)
+  expected, got = logged_scalars(single), logged_scalars(workdir)
   assert sorted(expected) == sorted(got) == [1, 2, 3, 4]
   for step in expected:
     # The same examples in every global batch; only the all-reduce order may differ.

@@ -5,7 +5,6 @@ converged; and a missing pre-trained file stops training before anything else, s
 """
 
 import csv
-import glob
 import io
 import json
 import math
@@ -14,7 +13,6 @@ import zipfile
 
 import numpy as np
 import pytest
-import tensorflow as tf
 from PIL import Image
 
 from mst.checkpoints import npz
@@ -22,6 +20,8 @@ from mst.checkpoints import workdirs
 from mst.cli import evaluate as evaluate_cli
 from mst.config import overrides
 from mst.training import trainer
+from conftest import logged_scalars
+from conftest import set_fields
 
 COUNT = 24
 SETS = ("training",) * 4 + ("validation", "test")  # 16 / 4 / 4
@@ -52,17 +52,6 @@ def koniq_download(root):
   return mos
 
 
-def train_losses(workdir) -> dict[int, float]:
-  """step -> the logged training loss, from the workdir's TensorBoard summaries."""
-  losses = {}
-  for path in glob.glob(os.path.join(workdir, "events.out.tfevents.*")):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      for value in event.summary.value:
-        if value.tag == "train/loss":
-          losses[event.step] = float(tf.make_ndarray(value.tensor))
-  return losses
-
-
 def koniq_config(root, data_dir, **changes):
   """configs/koniq.py small enough for a CPU: the native image only (what a single-scale .npz
   implies), 2 x 2 patches."""
@@ -72,10 +61,7 @@ def koniq_config(root, data_dir, **changes):
   config.preprocess.longer_side_lengths = ()
   config.model.num_layers = 1
   config.eval.bootstrap_samples = 0
-  for key, value in changes.items():
-    section, name = key.split("__")
-    setattr(config[section], name, value)
-  return config
+  return set_fields(config, **changes)
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +111,7 @@ def test_labels_stay_on_0_to_100_from_the_csv_to_metrics_json(fitted, tmp_path, 
 
 def test_fine_tuning_an_official_checkpoint_starts_where_it_converged(fitted, tmp_path):
   root, data_dir, mos, fit_workdir, path = fitted
-  fit = train_losses(str(fit_workdir))
+  fit = logged_scalars(str(fit_workdir))
   first, converged = fit[1], np.mean([fit[step] for step in range(26, 31)])
   assert converged < first / 3  # the fit learned
 
@@ -135,7 +121,7 @@ def test_fine_tuning_an_official_checkpoint_starts_where_it_converged(fitted, tm
                         dataset__eval_split="", dataset__test_split="", eval__select="last")
   config.init.checkpoint = path
   trainer.train_and_evaluate(config, str(workdir))
-  losses = train_losses(str(workdir))
+  losses = logged_scalars(str(workdir))
   assert abs(losses[1] - converged) < max(0.5 * converged, 3.0), (losses, converged)
   # A fresh head (output 0) would start at the labels' own size, ~50 on 0-100.
   fresh = np.mean([value for i, value in enumerate(mos.values()) if SETS[i % 6] == "training"])

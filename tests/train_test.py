@@ -4,7 +4,6 @@ an interruption, the NaN guard, and scoring with the trained workdir.
 The data is conftest's `csv_dataset`: 24 small images, MOS (0-100) rising with brightness, split
 16 / 4 / 4."""
 
-import glob
 import json
 import os
 
@@ -12,13 +11,14 @@ import flax.traverse_util
 import jax
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from mst.checkpoints import workdirs
 from mst.cli import predict
 from mst.config import overrides
 from mst.training import data as training_data
 from mst.training import trainer
+from conftest import logged_scalars
+from conftest import set_fields
 
 
 def _config(csv_dataset, tmp_path_factory, **changes):
@@ -28,10 +28,7 @@ def _config(csv_dataset, tmp_path_factory, **changes):
   config.train.num_steps = 4
   config.train.checkpoint_every_steps = 2
   config.train.eval_every_steps = 2
-  for key, value in changes.items():
-    section, name = key.split("__")
-    setattr(config[section], name, value)
-  return config
+  return set_fields(config, **changes)
 
 
 def _params(workdir):
@@ -46,16 +43,6 @@ def _latest_params(workdir):
   return step, flax.traverse_util.flatten_dict(jax.device_get(state["params"]), sep="/")
 
 
-def _scalars(workdir, tag):
-  values = {}
-  for path in glob.glob(os.path.join(workdir, "events.out.tfevents.*")):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      for value in event.summary.value:
-        if value.tag == tag:
-          values[event.step] = float(tf.make_ndarray(value.tensor))
-  return values
-
-
 @pytest.fixture(scope="module")
 def finished(csv_dataset, tmp_path_factory):
   """One uninterrupted 4-step run, shared by the tests that compare against it."""
@@ -68,9 +55,9 @@ def test_run_writes_checkpoints_summaries_config_and_test_metrics(finished, caps
   workdir, results = finished
   assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4"]
   assert len(os.listdir(workdir / "best")) == 1
-  losses = _scalars(str(workdir), "train/loss")
+  losses = logged_scalars(str(workdir), "train/loss")
   assert sorted(losses) == [1, 2, 3, 4] and all(np.isfinite(list(losses.values())))
-  assert set(_scalars(str(workdir), "validation/srcc")) == {2, 4}
+  assert set(logged_scalars(str(workdir), "validation/srcc")) == {2, 4}
   assert json.load(open(workdir / "config.json"))["dataset"]["name"] == "custom"
   saved = json.load(open(workdir / "test_metrics.json"))
   assert saved == pytest.approx(results) and {"srcc", "plcc", "krcc", "rmse"} <= set(saved)
@@ -123,8 +110,8 @@ def test_interrupted_run_resumes_to_exactly_the_same_params(finished, csv_datase
   for name, value in expected[1].items():
     np.testing.assert_array_equal(value, got[1][name], err_msg=name)
   # The resumed run logged steps 3 and 4 with the uninterrupted run's losses.
-  losses = _scalars(str(resumed), "train/loss")
-  reference = _scalars(str(workdir), "train/loss")
+  losses = logged_scalars(str(resumed), "train/loss")
+  reference = logged_scalars(str(workdir), "train/loss")
   assert losses[3] == reference[3] and losses[4] == reference[4]
 
 
@@ -134,7 +121,7 @@ def test_packed_training_takes_the_padded_runs_steps(finished, csv_dataset, tmp_
   config = _config(csv_dataset, tmp_path_factory, data__packing=True, train__num_steps=2,
                    dataset__eval_split="", dataset__test_split="")
   trainer.train_and_evaluate(config, str(workdir))
-  losses, reference = _scalars(str(workdir), "train/loss"), _scalars(str(finished[0]), "train/loss")
+  losses, reference = logged_scalars(str(workdir), "train/loss"), logged_scalars(str(finished[0]), "train/loss")
   assert sorted(losses) == [1, 2]
   for step in (1, 2):
     assert losses[step] == pytest.approx(reference[step], rel=1e-4), step
