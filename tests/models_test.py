@@ -376,3 +376,33 @@ def test_cpu_chunking_changes_neither_outputs_nor_gradients():
   for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(expected)):
     scale = max(float(np.abs(want).max()), 1e-3 * largest)
     np.testing.assert_allclose(got, want, atol=1e-4 * scale)
+
+
+def test_cls_only_last_block_gives_the_full_encoders_cls_output_and_gradients():
+  config = dataclasses.replace(SMALL, num_layers=3)
+  batch = _batch(config, seq_len=12, num_real=7)
+  tokens = jax.random.normal(jax.random.key(0), (2, 12, config.hidden_size))
+  module = encoder.Encoder(config)
+  args = (batch["spatial_idx"], batch["scale_idx"], batch["mask"])
+  params = module.init(jax.random.key(1), tokens, *args, deterministic=True)
+  params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(2), p.shape), params)
+
+  def cls_output(p, cls_only):
+    out = module.apply(p, tokens, *args, deterministic=True, cls_only=cls_only)
+    return out[:, 0]
+
+  full, cls = cls_output(params, False), cls_output(params, True)
+  assert module.apply(params, tokens, *args, deterministic=True, cls_only=True).shape == (2, 1, 32)
+  np.testing.assert_allclose(cls, full, rtol=1e-5, atol=1e-6)
+  loss = lambda p, cls_only: jnp.sum(jnp.sin(cls_output(p, cls_only)))
+  expected, grads = (jax.grad(loss)(params, c) for c in (False, True))
+  for name, got in flax.traverse_util.flatten_dict(grads["params"], sep="/").items():
+    want = flax.traverse_util.flatten_dict(expected["params"], sep="/")[name]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_model_scores_equal_with_and_without_recording_attention():
+  # Recording every layer's attention runs the last block on all tokens; scoring, on CLS only.
+  params, batch = _params(SMALL), _batch(SMALL)
+  recorded, _ = musiq.Musiq(SMALL).apply({"params": params}, batch, mutable=["intermediates"])
+  np.testing.assert_allclose(_apply(SMALL, params, batch), recorded, rtol=1e-5, atol=1e-6)

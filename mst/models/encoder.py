@@ -1,7 +1,8 @@
 """The masked pre-LN Transformer encoder (named `Transformer` in the official checkpoints).
 
 Padded tokens are masked as attention keys, so they never change a real token's output (their
-own rows are computed and ignored). On GPU and TPU attention goes through
+own rows are computed and ignored). When only the CLS output is read (`cls_only`), the last block
+computes that row alone. On GPU and TPU attention goes through
 `jax.nn.dot_product_attention`, which lets XLA pick fused kernels; in inference on CPU through
 `chunked_attention`, blocks of queries at a time; with attention dropout in training, through an explicit softmax, the only place the
 weights must be materialised. When the `intermediates` collection is mutable, the explicit softmax
@@ -31,13 +32,17 @@ class SelfAttention(nn.Module):
   config: ModelConfig
 
   @nn.compact
-  def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool,
+               queries: int | None = None) -> jax.Array:
+    """x [B, S, D] -> [B, S, D]; with `queries`, only the first `queries` tokens attend
+    (-> [B, queries, D]): keys and values still come from all of x."""
     dim, heads, dtype = x.shape[-1], self.config.num_heads, self.config.compute_dtype
     if dim % heads:
       raise ValueError(f"hidden size {dim} is not divisible by {heads} heads")
-    project = lambda name: nn.DenseGeneral(
-        (heads, dim // heads), kernel_init=XAVIER, dtype=dtype, name=name)(x)
-    q, k, v = project("query"), project("key"), project("value")
+    project = lambda name, tokens: nn.DenseGeneral(
+        (heads, dim // heads), kernel_init=XAVIER, dtype=dtype, name=name)(tokens)
+    q = project("query", x if queries is None else x[:, :queries])
+    k, v = project("key", x), project("value", x)
     # (B, heads, T, S) by broadcasting, from a key mask [B, S] or a pair mask [B, T, S] (packed)
     key_mask = mask[:, None, None, :] if mask.ndim == 2 else mask[:, None]
     if self.is_mutable_collection("intermediates") or self._drops_weights(deterministic):
@@ -146,12 +151,15 @@ class EncoderBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, mask: jax.Array, deterministic: bool,
-               segment_ids: jax.Array | None = None) -> jax.Array:
+               segment_ids: jax.Array | None = None, cls_only: bool = False) -> jax.Array:
+    """x [B, T, D] -> [B, T, D], or with `cls_only` the first (CLS) token's output [B, 1, D]."""
     norm = lambda name: nn.LayerNorm(epsilon=1e-6, dtype=self.config.compute_dtype, name=name)
     y = norm("LayerNorm_0")(x)
-    y = SelfAttention(self.config, name="SelfAttention_0")(y, mask, deterministic)
+    y = SelfAttention(self.config, name="SelfAttention_0")(
+        y, mask, deterministic, queries=1 if cls_only else None)
     y = nn.Dropout(self.config.dropout_rate)(y, deterministic=deterministic)
-    x = x + drop_path(y, self.drop_path_rate, self, deterministic, segment_ids)
+    x = (x[:, :1] if cls_only else x) + drop_path(y, self.drop_path_rate, self, deterministic,
+                                                   segment_ids)
     y = norm("LayerNorm_1")(x)
     y = MlpBlock(self.config, name="MlpBlock_0")(y, deterministic)
     return x + drop_path(y, self.drop_path_rate, self, deterministic, segment_ids)
@@ -169,8 +177,14 @@ class Encoder(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, spatial_idx: jax.Array, scale_idx: jax.Array, mask: jax.Array,
-               deterministic: bool, packed: dict[str, jax.Array] | None = None) -> jax.Array:
+               deterministic: bool, packed: dict[str, jax.Array] | None = None,
+               cls_only: bool = False) -> jax.Array:
+    """Tokens [B, N, D] -> outputs [B, N + 1, D], CLS first; with `cls_only` (not packed) the
+    CLS output alone [B, 1, D]: the last block then attends and runs its MLP for that token
+    only, a fourteenth less work in the paper model, with the same CLS output."""
     cfg = self.config
+    if cls_only and packed is not None:
+      raise ValueError("cls_only reads the first token; packed rows hold several CLS tokens")
     x = embeddings.SPATIAL_EMBEDDINGS[cfg.spatial_embedding].add(x, spatial_idx, cfg)
     if cfg.use_scale_embedding:
       x = embeddings.ScaleEmbedding(cfg.num_scales, name="scaleembed_input")(x, scale_idx)
@@ -184,8 +198,8 @@ class Encoder(nn.Module):
       mask = packing.attention_mask(segment_ids)
     x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
     for layer in range(cfg.num_layers):
-      x = EncoderBlock(cfg, self._drop_path_rate(layer),
-                       name=f"encoderblock_{layer}")(x, mask, deterministic, segment_ids)
+      x = EncoderBlock(cfg, self._drop_path_rate(layer), name=f"encoderblock_{layer}")(
+          x, mask, deterministic, segment_ids, cls_only=cls_only and layer == cfg.num_layers - 1)
     return nn.LayerNorm(epsilon=1e-6, dtype=cfg.compute_dtype, name="encoder_norm")(x)
 
   def _prepend_cls(self, x: jax.Array, mask: jax.Array, cls: jax.Array

@@ -115,9 +115,11 @@ class Musiq(nn.Module):
       chunk = CPU_PATCH_CHUNK if chunked else 0
       x = embed_patches(embed, params, batch["patches"], batch["mask"], chunk)
     packed = batch if packing.is_packed(batch) else None
+    # Only the CLS token reaches the head, unless every layer's attention is being recorded.
+    cls_only = packed is None and not self.is_mutable_collection("intermediates")
     x = encoder.Encoder(cfg, name="Transformer")(
         x, batch["spatial_idx"], batch["scale_idx"], batch["mask"], deterministic=not train,
-        packed=packed)
+        packed=packed, cls_only=cls_only)
     x = packing.read_cls(x, batch["cls_idx"]) if packed else x[:, 0]
     if cfg.representation_size:
       x = jnp.tanh(nn.Dense(cfg.representation_size, dtype=dtype, name="pre_logits")(x))
