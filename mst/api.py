@@ -66,16 +66,20 @@ class Scorer:
                        "quality score; use predict()")
     return float(self.predict(image)["score"])
 
-  def iter_files(self, paths: Iterable[str], batch_size: int = 1) -> Iterator[dict]:
+  def iter_files(self, paths: Iterable[str], batch_size: int = 1,
+                 concurrent_batches: int | None = None) -> Iterator[dict]:
     """`score_files` one result at a time, reading `paths` lazily (any number of them)."""
-    for path, result in inference.score_files(self.predictor, paths, batch_size):
+    for path, result in inference.score_files(self.predictor, paths, batch_size,
+                                              concurrent_batches=concurrent_batches):
       yield {"image": path, **result}
 
-  def score_files(self, paths: Iterable[str], batch_size: int = 1) -> list[dict]:
+  def score_files(self, paths: Iterable[str], batch_size: int = 1,
+                  concurrent_batches: int | None = None) -> list[dict]:
     """One dict per path, in order, with mst-predict's keys: `image` and `score` (plus
     `distribution`), or `image` and `error` for a file that cannot be scored. Images of a
-    sequence-length bucket are scored `batch_size` at a time."""
-    return list(self.iter_files(paths, batch_size))
+    sequence-length bucket are scored `batch_size` at a time, `concurrent_batches` batches at
+    once (default: 2 on CPU, 1 on GPU/TPU; each holds its own activations in memory)."""
+    return list(self.iter_files(paths, batch_size, concurrent_batches))
 
 
 def load(path: str | os.PathLike, dtype: str = "float32", max_tokens: int | None = None,

@@ -11,6 +11,7 @@ files; `score_files` batches them per bucket while the next images are decoded i
 import collections
 import concurrent.futures
 import dataclasses
+import threading
 from typing import Iterable, Iterator
 
 import jax
@@ -76,7 +77,8 @@ class Predictor:
     self._forward = jax.jit(lambda p, batch: outputs(
         model.apply({"params": p}, batch), model_config.head, mos_scale))
     self._identity = (model_config, mos_scale)
-    self._programs = {}  # (batch, length) -> the forward at that shape
+    self._programs = {}  # (batch, length) -> the forward compiled at that shape
+    self._compiling = threading.Lock()  # batches may run in threads: each shape compiles once
 
   @classmethod
   def from_checkpoint(cls, path: str, dtype: str = "float32",
@@ -104,14 +106,20 @@ class Predictor:
     """Results for images of one bucket length: score (and distribution), or class."""
     batch = {key: np.stack([f[key] for f in features]) for key in features[0]}
     batch = _pad_batch(batch, _batch_bucket(len(features)))
-    shape = batch["patches"].shape[:2]
-    self.compiled_shapes.add(shape)
-    if shape not in self._programs:  # a second start reads the traced model from the cache
-      self._programs[shape] = traced_cache.jit_cached(self._forward, self._identity,
-                                                      self.params, batch)
-    out = jax.device_get(self._programs[shape](self.params, batch))
+    out = jax.device_get(self._program(batch)(self.params, batch))
     return [as_result({key: value[i] for key, value in out.items()})
             for i in range(len(features))]
+
+  def _program(self, batch: dict[str, np.ndarray]):
+    """The forward compiled for `batch`'s shape; a second start reads the traced model from the
+    cache and the compiled one from the compilation cache."""
+    shape = batch["patches"].shape[:2]
+    with self._compiling:
+      if shape not in self._programs:
+        traced = traced_cache.jit_cached(self._forward, self._identity, self.params, batch)
+        self._programs[shape] = traced.lower(self.params, batch).compile()
+        self.compiled_shapes.add(shape)
+      return self._programs[shape]
 
 
 def bucketed_features(image: np.ndarray, pp_config: multiscale.MultiScaleConfig,
@@ -157,32 +165,60 @@ def _pad_batch(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]
           for key, value in batch.items()}
 
 
+def concurrent_batches_default() -> int:
+  """Batches in flight at once: 2 on CPU, where XLA runs each convolution on one core, so a second
+  forward keeps the other cores busy (on 2 cores, 1.2-1.3x the images/s); 1 on GPU and TPU, which
+  run one program at a time anyway."""
+  return 2 if jax.default_backend() == "cpu" else 1
+
+
 def score_files(predictor: Predictor, paths: Iterable[str], batch_size: int,
-                workers: int = 2) -> Iterator[tuple[str, dict]]:
+                workers: int = 2, concurrent_batches: int | None = None
+                ) -> Iterator[tuple[str, dict]]:
   """Yields (path, result) in input order; result has `error` for images that failed.
 
   Images are batched per sequence-length bucket; a bucket's batch runs when full, or early when
-  its oldest image holds the output back by more than `16 * batch_size` images, and all partial
+  its oldest image is more than `16 * batch_size` images behind the newest, and all partial
   batches run at the end. `paths` is read lazily, so it may be a generator over millions of files:
   memory holds only the images in flight, the batches filling and the results waiting for their
   turn, all bounded. Preprocessing runs `workers` images ahead in threads, overlapping the model
   (on a 2-core CPU neither this nor preprocessing in line was measurably faster:
-  experiments/benchmark.py shows both).
+  experiments/benchmark.py shows both). Up to `concurrent_batches` batches (default
+  `concurrent_batches_default()`) run at once, each holding its own activations.
   """
+  calls = concurrent_batches or concurrent_batches_default()
   pending = collections.defaultdict(list)  # bucket length -> [(index, Prepared)]
+  running = collections.deque()  # (indices, prepared, future of their results), oldest first
   done: dict[int, tuple[str, dict]] = {}
   next_out = 0
   max_lag = 16 * batch_size
 
-  def run(bucket):
+  def run(bucket, model_pool):
+    if len(running) >= calls:
+      collect(wait=True)
     indices, prepared = zip(*pending.pop(bucket))
-    results = predictor.predict([p.features for p in prepared])
-    done.update((i, (p.path, r)) for i, p, r in zip(indices, prepared, results))
+    future = model_pool.submit(predictor.predict, [p.features for p in prepared])
+    running.append((indices, prepared, future))
+
+  def collect(wait):
+    """Moves finished batches' results to `done`: the oldest batch waited for, if `wait`."""
+    while running and (wait or running[0][2].done()):
+      indices, prepared, future = running.popleft()
+      done.update((i, (p.path, r)) for i, p, r in zip(indices, prepared, future.result()))
+      wait = False
+
+  def ready():
+    nonlocal next_out
+    collect(wait=False)
+    while next_out in done:
+      yield done.pop(next_out)
+      next_out += 1
 
   def oldest_bucket():
     return min(pending, key=lambda b: pending[b][0][0])
 
-  with concurrent.futures.ThreadPoolExecutor(max(workers, 1)) as pool:
+  with (concurrent.futures.ThreadPoolExecutor(max(workers, 1)) as pool,
+        concurrent.futures.ThreadPoolExecutor(calls) as model_pool):
     prepared_files = (_ordered_map(pool, predictor.prepare, paths, workers * 2) if workers
                       else map(predictor.prepare, paths))
     for index, prepared in enumerate(prepared_files):
@@ -192,17 +228,16 @@ def score_files(predictor: Predictor, paths: Iterable[str], batch_size: int,
         bucket = prepared.features["patches"].shape[0]
         pending[bucket].append((index, prepared))
         if len(pending[bucket]) >= batch_size:
-          run(bucket)
-      if pending and index - next_out >= max_lag:
-        run(oldest_bucket())
-      while next_out in done:
-        yield done.pop(next_out)
-        next_out += 1
-  while pending:
-    run(oldest_bucket())
-    while next_out in done:
-      yield done.pop(next_out)
-      next_out += 1
+          run(bucket, model_pool)
+      if pending and index - pending[oldest_bucket()][0][0] >= max_lag:
+        run(oldest_bucket(), model_pool)
+      yield from ready()
+    while pending:
+      run(oldest_bucket(), model_pool)
+      yield from ready()
+    while running:
+      collect(wait=True)
+      yield from ready()
 
 
 def _ordered_map(pool, fn, items, lookahead):

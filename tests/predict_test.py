@@ -148,6 +148,50 @@ def test_many_sizes_compile_once_per_bucket(tmp_path, small_npz):
   assert list(inference.score_files(predictor, paths, batch_size=1, workers=0)) == results
 
 
+class _RecordingPredictor(inference.Predictor):
+  """Records, for each batch it scores, its images and how many paths had been read by then."""
+
+  def __init__(self, *args, read, **kwargs):
+    super().__init__(*args, **kwargs)
+    self.read, self.calls = read, []
+
+  def prepare(self, path):
+    prepared = super().prepare(path)
+    self.read.append(path)
+    return prepared
+
+  def predict(self, features):
+    self.calls.append((len(features), len(self.read)))
+    return super().predict(features)
+
+
+def test_concurrent_batches_keep_order_results_and_the_lag_bound(tmp_path, small_npz):
+  params, config = npz.load_official_npz(small_npz)
+  rng = np.random.default_rng(6)
+  small = [_save(tmp_path / f"s{i}.png", rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+           for i in range(40)]
+  lone = _save(tmp_path / "lone.png", rng.integers(0, 256, (200, 200, 3), dtype=np.uint8))
+  broken = tmp_path / "broken.png"
+  broken.write_bytes(b"not a png")
+  paths = [small[0], lone, str(broken)] + small[1:]  # the lone image's bucket never fills
+
+  def score(concurrent):
+    read = []
+    predictor = _RecordingPredictor(params, config, loader.preprocess_config_for(config),
+                                    read=read)
+    results = list(inference.score_files(predictor, paths, batch_size=2, workers=0,
+                                         concurrent_batches=concurrent))
+    return results, predictor.calls
+
+  sequential, _ = score(1)
+  results, calls = score(3)
+  assert results == sequential
+  assert [path for path, _ in results] == paths
+  assert "error" in results[2][1] and all("score" in r for i, r in results if i != str(broken))
+  # The lone image (read second) runs alone once it is 16 * batch_size images behind the newest.
+  assert (1, 2 + 16 * 2) in calls
+
+
 def test_too_many_tokens_is_an_error_line_not_a_crash(tmp_path, capsys, small_npz):
   image = _save(tmp_path / "big.png", np.zeros((640, 640, 3), np.uint8))  # 400 + 193 tokens
   status, (line,) = _run(capsys, ["--checkpoint", small_npz, "--max-tokens", "500", image])

@@ -57,6 +57,10 @@ def parse_args(argv: Sequence[str] | None):
                            "once complete (written under a temporary name, then renamed)")
   parser.add_argument("--batch-size", type=flags.positive_int, default=1,
                       help="images of similar size scored together (default 1; more helps on GPU)")
+  parser.add_argument("--concurrent-batches", type=flags.positive_int, default=None, metavar="N",
+                      help="batches scored at the same time (default: 2 on CPU, where it keeps "
+                           "both cores busy while XLA runs a convolution on one; 1 on GPU/TPU); "
+                           "peak memory grows with it")
   parser.add_argument("--longer-side-lengths", type=flags.int_list, default=None, metavar="L1,L2",
                       help="longer sides of the resized scales (default: 224,384 for 3-scale "
                            "checkpoints, none for single-scale ones; '' for none)")
@@ -129,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       writer.write({"image": folder, "error": f"{folder}: no image files in this folder"})
     failed = 0
     bar = progress.Progress("predict", total, "images", enabled=not args.quiet)
-    for result in scorer.iter_files(paths, args.batch_size):
+    for result in scorer.iter_files(paths, args.batch_size, args.concurrent_batches):
       writer.write(result)
       failed += "error" in result
       bar.update(failed=failed)
