@@ -91,13 +91,14 @@ def test_an_interrupted_output_leaves_no_file_and_keeps_the_old_one(tmp_path):
 
 
 def test_paths_are_read_lazily_and_a_rare_bucket_does_not_hold_back_the_output(tmp_path):
-  # A cheap model (linear patch encoder, native scale only). One image of bucket 80, then 40 of
+  # A cheap model (linear patch encoder, native scale only). One image of bucket 80, then 60 of
   # bucket 64, scored 2 at a time: the lone image's batch never fills, so it runs early once it
-  # holds back 32 images, not at the end.
+  # holds back 32 images, not at the end (its result is out a few batches later: they run
+  # concurrently with it).
   ckpt = write_npz(tmp_path / "linear.npz", small_model_config(
       num_layers=1, patch_encoder="linear", num_scales=1))
   paths = (_images(tmp_path / "big", [(200, 300)])
-           + _images(tmp_path / "small", [(16, 16)]) * 40)
+           + _images(tmp_path / "small", [(16, 16)]) * 60)
   pulled = []
 
   def lazily():
