@@ -37,11 +37,12 @@ _SEQUENCE_SPEC = {"patches": "(b, n, _)", "spatial_idx": "(b, n)", "scale_idx": 
 
 
 def bucket_length(num_tokens: tf.Tensor) -> tf.Tensor:
-  """`multiscale.bucket_length` as TF ops on an int32 scalar (4 steps per octave)."""
+  """`multiscale.bucket_length` as TF ops on an int32 scalar (4 steps per octave, CLS included)."""
+  positions = num_tokens + 1
   powers = tf.constant([1 << k for k in range(31)], tf.int32)
-  bits = tf.reduce_sum(tf.cast(powers <= num_tokens, tf.int32))  # int.bit_length()
+  bits = tf.reduce_sum(tf.cast(powers <= positions, tf.int32))  # int.bit_length()
   step = tf.bitwise.left_shift(1, tf.maximum(bits - 3, 0))
-  rounded = (num_tokens + step - 1) // step * step
+  rounded = (positions + step - 1) // step * step - 1
   return tf.where(num_tokens <= multiscale.MIN_BUCKET, multiscale.MIN_BUCKET, rounded)
 
 

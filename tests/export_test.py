@@ -48,7 +48,8 @@ print(json.dumps({"single": single, "batch": batch["output_0"].numpy().tolist(),
 
 
 def test_bucket_length_in_tf_equals_mst():
-  lengths = list(range(1, 300)) + [511, 512, 513, 1000, 1024, 1025, 11943, 65536, 65537]
+  lengths = list(range(1, 300)) + [511, 512, 513, 1000, 1023, 1024, 1025, 11943, 65535,
+                                   65536, 65537]
   got = [int(export.bucket_length(tf.constant(n, tf.int32))) for n in lengths]
   assert got == [multiscale.bucket_length(n) for n in lengths]
 
@@ -56,7 +57,7 @@ def test_bucket_length_in_tf_equals_mst():
 def _images(folder):
   rng = np.random.default_rng(0)
   rgb = lambda h, w: rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-  # 197 to 210 tokens (bucket 224) and, for a.png, 263 (bucket 320).
+  # 197 to 210 tokens (bucket 223) and, for a.png, 263 (bucket 319).
   images = {"photo.jpg": (rgb(45, 71), "JPEG"), "a.png": (rgb(200, 300), "PNG"),
             "c.bmp": (rgb(130, 33), "BMP"), "d.gif": (rgb(50, 50), "GIF"),
             "grey.png": (rgb(37, 53)[..., 0], "PNG")}

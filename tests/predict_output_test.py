@@ -91,8 +91,8 @@ def test_an_interrupted_output_leaves_no_file_and_keeps_the_old_one(tmp_path):
 
 
 def test_paths_are_read_lazily_and_a_rare_bucket_does_not_hold_back_the_output(tmp_path):
-  # A cheap model (linear patch encoder, native scale only). One image of bucket 80, then 60 of
-  # bucket 64, scored 2 at a time: the lone image's batch never fills, so it runs early once it
+  # A cheap model (linear patch encoder, native scale only). One image of bucket 79, then 60 of
+  # bucket 63, scored 2 at a time: the lone image's batch never fills, so it runs early once it
   # holds back 32 images, not at the end (its result is out a few batches later: they run
   # concurrently with it).
   ckpt = write_npz(tmp_path / "linear.npz", small_model_config(

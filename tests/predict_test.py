@@ -137,13 +137,13 @@ def test_many_sizes_compile_once_per_bucket(tmp_path, small_npz):
   params, config = npz.load_official_npz(small_npz)
   predictor = inference.Predictor(params, config, loader.preprocess_config_for(config))
   rng = np.random.default_rng(5)
-  # Native patch counts 12..20 -> 205..213 tokens, all in the 224 bucket.
+  # Native patch counts 12..20 -> 205..213 tokens, all in the 223 bucket (224 with CLS).
   sizes = [(96, 128), (100, 130), (120, 128), (128, 140), (128, 160), (110, 150)]
   paths = [_save(tmp_path / f"{h}x{w}.png", rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
            for h, w in sizes]
   results = list(inference.score_files(predictor, paths, batch_size=1))
   assert all("score" in result for _, result in results)
-  assert predictor.compiled_shapes == {(1, 224)}
+  assert predictor.compiled_shapes == {(1, 223)}
   # Preprocessing in line, without threads ahead of the model, gives the same, in order.
   assert list(inference.score_files(predictor, paths, batch_size=1, workers=0)) == results
 

@@ -169,7 +169,9 @@ def test_pad_to_length_and_bad_configs():
     multiscale.MultiScaleConfig(longer_side_lengths=(0,))
 
 
-@pytest.mark.parametrize("tokens, bucket", [(1, 64), (64, 64), (65, 80), (193, 224), (961, 1024),
-                                            (1025, 1280), (12193, 12288)])
+@pytest.mark.parametrize("tokens, bucket", [(1, 63), (63, 63), (64, 79), (79, 79), (80, 95),
+                                            (193, 223), (961, 1023), (1023, 1023),
+                                            (1024, 1279), (12193, 12287)])
 def test_bucket_length_pads_at_most_a_quarter(tokens, bucket):
+  # Buckets plus the CLS token are 4 steps per octave: 64, 80, 96, 112, 128, 160, ...
   assert multiscale.bucket_length(tokens) == bucket
