@@ -172,15 +172,8 @@ def concurrent_batches_default() -> int:
   return 2 if jax.default_backend() == "cpu" else 1
 
 
-def workers_default() -> int:
-  """Preprocessing threads: none on CPU, where the model's own threads fill the cores and the next
-  image is preprocessed in line while the model runs (4-11% faster than 2 threads ahead, in 3
-  runs of experiments/benchmark.py); 2 where the model runs on an accelerator."""
-  return 0 if jax.default_backend() == "cpu" else 2
-
-
 def score_files(predictor: Predictor, paths: Iterable[str], batch_size: int,
-                workers: int | None = None, concurrent_batches: int | None = None
+                workers: int = 2, concurrent_batches: int | None = None
                 ) -> Iterator[tuple[str, dict]]:
   """Yields (path, result) in input order; result has `error` for images that failed.
 
@@ -188,13 +181,12 @@ def score_files(predictor: Predictor, paths: Iterable[str], batch_size: int,
   its oldest image is more than `16 * batch_size` images behind the newest, and all partial
   batches run at the end. `paths` is read lazily, so it may be a generator over millions of files:
   memory holds only the images in flight, the batches filling and the results waiting for their
-  turn, all bounded. The model runs in `concurrent_batches` threads (default
-  `concurrent_batches_default()`; each batch in flight holds its own activations), so the next
-  images are preprocessed meanwhile: in line, or `workers` images ahead in threads (default
-  `workers_default()`).
+  turn, all bounded. Preprocessing runs `workers` images ahead in threads, overlapping the model
+  (on a 2-core CPU neither this nor preprocessing in line was measurably faster:
+  experiments/benchmark.py shows both). Up to `concurrent_batches` batches (default
+  `concurrent_batches_default()`) run at once, each holding its own activations.
   """
   calls = concurrent_batches or concurrent_batches_default()
-  workers = workers_default() if workers is None else workers
   pending = collections.defaultdict(list)  # bucket length -> [(index, Prepared)]
   running = collections.deque()  # (indices, prepared, future of their results), oldest first
   done: dict[int, tuple[str, dict]] = {}
