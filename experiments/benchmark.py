@@ -7,11 +7,13 @@ The paper model (P=32, G=10, D=384, 14 layers, 6 heads, MLP 1152, scales 224, 38
 random weights (`experiments.torch_musiq.random_flat_params`, written as an official-layout .npz)
 scores a folder of real JPEGs: scikit-image's photographs, resized and cropped to 1024x768 (49 + 144
 + 768 = 961 tokens each). Rows of the markdown table:
-  end to end: seconds per image at the margin (compiled, warm) of the path `mst-predict` takes
+  end to end: seconds per image over the folder (compiled, warm; median of R rounds, each timing
+    every path once in a rotating order) of the path `mst-predict` takes
     (`inference.score_files`: decode, preprocess, bucket, model, JSON line) against PyTorch's own
     path (`experiments/torch_pipeline.py`: PIL decode, pyiqa's preprocessing in torch, model);
-    mst runs up to 2 batches at once on CPU (`--concurrent-batches`); a row shows 1 at a time;
-  model: one image's forward alone (median of R calls), also as GFLOP/s (XLA's count of the FLOPs
+    mst runs 2 batches at once on CPU (`--concurrent-batches`); other rows show it with
+    preprocessing in line (no threads ahead) and with 1 batch at a time;
+  model: one image's forward alone (median of R interleaved calls), also as GFLOP/s (XLA's count of the FLOPs
     each framework runs: mst skips all but the CLS token in the last layer) and as a fraction of
     the float32 2048x2048 matmul ceiling of the same framework;
   cold start: wall time of `mst-predict` on one image in a fresh process, with an empty compilation
@@ -84,10 +86,17 @@ def pin_threads(threads: int) -> None:
   tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
-def median_seconds(fn: Callable[[], object], repeats: int) -> float:
-  """Median wall time of `repeats` calls of an already warmed-up `fn`."""
-  time.sleep(SETTLE_S)
-  return statistics.median(_timed(fn) for _ in range(repeats))
+def interleaved_medians(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+  """Median wall time of each already warmed-up run over `repeats` rounds, each timing every run
+  once in a rotating order: the first call after another framework's is slower, and the
+  machine's own speed drifts, so neither favours one run."""
+  seconds = {name: [] for name in runs}
+  for round_ in range(repeats):
+    names = list(runs)[round_ % len(runs):] + list(runs)[:round_ % len(runs)]
+    for name in names:
+      time.sleep(SETTLE_S)
+      seconds[name].append(_timed(runs[name]))
+  return {name: statistics.median(values) for name, values in seconds.items()}
 
 
 def image_batch(batch_size: int) -> Batch:
@@ -164,7 +173,7 @@ def measure_model(flat: dict[str, np.ndarray], repeats: int) -> dict[str, float]
   run_torch = torch_runner(flat, batch)
   # The warm-up calls double as the check that both frameworks compute the same network.
   gap = float(np.abs(np.asarray(run_jax()) - run_torch().numpy()).max())
-  return {"jax_s": median_seconds(run_jax, repeats), "torch_s": median_seconds(run_torch, repeats),
+  return {**interleaved_medians({"jax_s": run_jax, "torch_s": run_torch}, repeats),
           "flops": flops, "network_flops": network_flops, "gap": gap,
           "tokens": batch["mask"].shape[1]}
 
@@ -186,32 +195,29 @@ def write_photos(folder: pathlib.Path, count: int) -> list[str]:
   return paths
 
 
-def end_to_end(checkpoint: str, flat: dict[str, np.ndarray], paths: list[str]) -> dict[str, float]:
-  """Seconds per image at the margin for both paths: one warm-up image, then the whole folder."""
+def end_to_end(checkpoint: str, flat: dict[str, np.ndarray], paths: list[str], repeats: int
+               ) -> dict[str, float]:
+  """Seconds per image over the whole folder for each path (warmed up on every file): the median
+  of `repeats` interleaved rounds."""
   predictor = inference.Predictor.from_checkpoint(checkpoint)
   model = torch_musiq.TorchMusiq.from_flat_params(flat)
   sink = io.StringIO()
 
-  def run_mst(files, workers=2, concurrent_batches=None):
-    for path, result in inference.score_files(predictor, files, batch_size=1, workers=workers,
+  def run_mst(workers=2, concurrent_batches=None):
+    for path, result in inference.score_files(predictor, paths, batch_size=1, workers=workers,
                                               concurrent_batches=concurrent_batches):
       print(json.dumps({"image": path, **result}), file=sink)
 
-  def run_torch(files):
-    for path in files:
+  def run_torch():
+    for path in paths:
       print(json.dumps({"image": path, "score": torch_pipeline.score_file(model, path)}), file=sink)
 
-  run_mst(paths)  # compiles, and a first pass over every file: whichever path runs first was
-  run_torch(paths)  # ~0.12 s / image slower when only one image warmed it up
-  time.sleep(SETTLE_S)
-  mst_s = _timed(lambda: run_mst(paths)) / len(paths)
-  time.sleep(SETTLE_S)
-  torch_s = _timed(lambda: run_torch(paths)) / len(paths)
-  time.sleep(SETTLE_S)
-  inline_s = _timed(lambda: run_mst(paths, workers=0)) / len(paths)
-  time.sleep(SETTLE_S)
-  one_batch_s = _timed(lambda: run_mst(paths, concurrent_batches=1)) / len(paths)
-  return {"mst_s": mst_s, "torch_s": torch_s, "inline_s": inline_s, "one_batch_s": one_batch_s}
+  runs = {"mst_s": run_mst, "torch_s": run_torch, "inline_s": lambda: run_mst(workers=0),
+          "one_batch_s": lambda: run_mst(concurrent_batches=1)}
+  for run in runs.values():
+    run()
+  return {name: seconds / len(paths)
+          for name, seconds in interleaved_medians(runs, repeats).items()}
 
 
 def cold_start(checkpoint: str, image: str, cache: pathlib.Path, repeats: int
@@ -284,7 +290,7 @@ def main(argv: list[str] | None = None) -> None:
     cold = cold_start(checkpoint, paths[0], tmp / "cache", args.repeats)
     ceiling = matmul_gflops(max(args.repeats, 3))
     model = measure_model(flat, args.repeats)
-    e2e = end_to_end(checkpoint, flat, paths)
+    e2e = end_to_end(checkpoint, flat, paths, args.repeats)
 
   print(f"MUSIQ paper model, {model['tokens']} tokens per {IMAGE_HW[1]}x{IMAGE_HW[0]} photo, "
         f"{model['network_flops'] / 1e9:.1f} GFLOP per image, of which mst runs "
