@@ -86,15 +86,20 @@ def pin_threads(threads: int) -> None:
   tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 
-def interleaved_medians(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+def interleaved_medians(runs: dict[str, Callable[[], object]], repeats: int,
+                        warm: bool = False) -> dict[str, float]:
   """Median wall time of each already warmed-up run over `repeats` rounds, each timing every run
   once in a rotating order: the first call after another framework's is slower, and the
-  machine's own speed drifts, so neither favours one run."""
+  machine's own speed drifts, so neither favours one run. With `warm`, each timed call follows
+  an untimed one (a single forward right after the idle pause is ~0.1 s slower: thread pools
+  wake up)."""
   seconds = {name: [] for name in runs}
   for round_ in range(repeats):
     names = list(runs)[round_ % len(runs):] + list(runs)[:round_ % len(runs)]
     for name in names:
       time.sleep(SETTLE_S)
+      if warm:
+        runs[name]()
       seconds[name].append(_timed(runs[name]))
   return {name: statistics.median(values) for name, values in seconds.items()}
 
@@ -173,7 +178,7 @@ def measure_model(flat: dict[str, np.ndarray], repeats: int) -> dict[str, float]
   run_torch = torch_runner(flat, batch)
   # The warm-up calls double as the check that both frameworks compute the same network.
   gap = float(np.abs(np.asarray(run_jax()) - run_torch().numpy()).max())
-  return {**interleaved_medians({"jax_s": run_jax, "torch_s": run_torch}, repeats),
+  return {**interleaved_medians({"jax_s": run_jax, "torch_s": run_torch}, repeats, warm=True),
           "flops": flops, "network_flops": network_flops, "gap": gap,
           "tokens": batch["mask"].shape[1]}
 

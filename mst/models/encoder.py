@@ -181,7 +181,7 @@ class Encoder(nn.Module):
                cls_only: bool = False) -> jax.Array:
     """Tokens [B, N, D] -> outputs [B, N + 1, D], CLS first; with `cls_only` (not packed) the
     CLS output alone [B, 1, D]: the last block then attends and runs its MLP for that token
-    only, a fourteenth less work in the paper model, with the same CLS output."""
+    only (most of one block's work saved), with the same CLS output."""
     cfg = self.config
     if cls_only and packed is not None:
       raise ValueError("cls_only reads the first token; packed rows hold several CLS tokens")
