@@ -13,9 +13,9 @@ scores a folder of real JPEGs: scikit-image's photographs, resized and cropped t
     path (`experiments/torch_pipeline.py`: PIL decode, pyiqa's preprocessing in torch, model);
     mst runs 2 batches at once on CPU (`--concurrent-batches`); other rows show it with
     preprocessing in line (no threads ahead) and with 1 batch at a time;
-  model: one image's forward alone (median of R interleaved calls), also as GFLOP/s (XLA's count of the FLOPs
-    each framework runs: mst skips all but the CLS token in the last layer) and as a fraction of
-    the float32 2048x2048 matmul ceiling of the same framework;
+  model: one image's forward alone (median of R interleaved calls), also as GFLOP/s (XLA's count
+    of the FLOPs each framework runs: mst skips all but the CLS token in the last layer) and as a
+    fraction of the float32 2048x2048 matmul ceiling of the same framework;
   cold start: wall time of `mst-predict` on one image in a fresh process, with an empty compilation
     cache, and the median of R more runs with the caches the first run filled (compiled and traced
     programs).
@@ -24,8 +24,10 @@ Threads: the process is pinned to N CPUs (`os.sched_setaffinity`) before any fra
 thread pools, which inherit that affinity. XLA sizes its CPU thread pool from the CPUs the process
 may use, so this is what bounds JAX; PyTorch also gets `torch.set_num_threads(N)`, and TensorFlow
 (preprocessing only, untimed) the same intra/inter-op limits. Each timed block starts after a short
-idle pause so the other framework's workers have stopped spinning. On a machine shared with other
-jobs the numbers are noisy: compare ratios from the same run.
+idle pause so the other framework's workers have stopped spinning. The process uses mst-predict's
+glibc malloc settings (`mst.host_memory`), which speed up both frameworks (PyTorch's forward by
+about a quarter). On a machine shared with other jobs the numbers are noisy: compare ratios from
+the same run.
 """
 
 import argparse

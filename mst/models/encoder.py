@@ -2,12 +2,12 @@
 
 Padded tokens are masked as attention keys, so they never change a real token's output (their
 own rows are computed and ignored). When only the CLS output is read (`cls_only`), the last block
-computes that row alone. On GPU and TPU attention goes through
-`jax.nn.dot_product_attention`, which lets XLA pick fused kernels; in inference on CPU through
-`chunked_attention`, blocks of queries at a time; with attention dropout in training, through an explicit softmax, the only place the
-weights must be materialised. When the `intermediates` collection is mutable, the explicit softmax
-also runs, and each layer sows its weights as `attention_weights` [B, heads, T, S] (CLS first) for
-`mst.visualization`.
+computes that row alone. On GPU and TPU attention goes through `jax.nn.dot_product_attention`,
+which lets XLA pick fused kernels; in inference on CPU through `chunked_attention`, blocks of
+queries at a time; with attention dropout in training, through an explicit softmax, the only
+place the weights must be materialised. When the `intermediates` collection is mutable, the
+explicit softmax also runs, and each layer sows its weights as `attention_weights`
+[B, heads, T, S] (CLS first) for `mst.visualization`.
 
 Every module takes the model's `ModelConfig` (field `config`) and reads the sizes, rates and dtype
 it needs there, so a new hyper-parameter is declared once, in `mst.models.config`.
