@@ -72,13 +72,17 @@ class Predictor:
     self.pp_config = pp_config
     self.max_tokens = max_tokens
     self.params = jax.device_put(params)
-    self.compiled_shapes = set()
     model = musiq.Musiq(model_config)
     self._forward = jax.jit(lambda p, batch: outputs(
         model.apply({"params": p}, batch), model_config.head, mos_scale))
     self._identity = (model_config, mos_scale)
     self._programs = {}  # (batch, length) -> the forward compiled at that shape
     self._compiling = threading.Lock()  # batches may run in threads: each shape compiles once
+
+  @property
+  def compiled_shapes(self) -> set[tuple[int, int]]:
+    """The (batch, length) shapes compiled so far."""
+    return set(self._programs)
 
   @classmethod
   def from_checkpoint(cls, path: str, dtype: str = "float32",
@@ -118,7 +122,6 @@ class Predictor:
       if shape not in self._programs:
         traced = traced_cache.jit_cached(self._forward, self._identity, self.params, batch)
         self._programs[shape] = traced.lower(self.params, batch).compile()
-        self.compiled_shapes.add(shape)
       return self._programs[shape]
 
 
@@ -167,8 +170,8 @@ def _pad_batch(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]
 
 def concurrent_batches_default() -> int:
   """Batches in flight at once: 2 on CPU, where XLA runs each convolution on one core, so a second
-  forward keeps the other cores busy (on 2 cores, 1.2-1.3x the images/s); 1 on GPU and TPU, which
-  run one program at a time anyway."""
+  forward keeps the other cores busy (on 2 cores, 1.15-1.4x the images/s in 4 runs of
+  experiments/benchmark.py); 1 on GPU and TPU, which run one program at a time anyway."""
   return 2 if jax.default_backend() == "cpu" else 1
 
 
