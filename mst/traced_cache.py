@@ -15,6 +15,7 @@ half-written one; an unreadable one is traced again and replaced. Each is about 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import pathlib
@@ -36,10 +37,17 @@ def folder() -> str | None:
   return None if jax_folder is None else os.path.join(os.path.dirname(jax_folder), "traced")
 
 
-def _key(fn_identity: Any, args: tuple) -> str:
+@functools.cache
+def _source_digest() -> bytes:
+  """The hash of mst's model code and `inference.py`, read once per process."""
   digest = hashlib.sha256()
   for path in _MODEL_SOURCES + [pathlib.Path(__file__).parent / "inference.py"]:
     digest.update(path.read_bytes())
+  return digest.digest()
+
+
+def _key(fn_identity: Any, args: tuple) -> str:
+  digest = hashlib.sha256(_source_digest())
   shapes = jax.tree.map(lambda x: (tuple(x.shape), str(x.dtype)), args)
   device = jax.devices()[0]
   digest.update(repr((fn_identity, jax.tree.structure(args), jax.tree.leaves(shapes),
