@@ -1,5 +1,7 @@
 """Traced forwards, serialised with `jax.export`, in mst's user cache, so a second start of
-`mst-predict` skips tracing the Flax model (about a second for the paper model on a CPU).
+`mst-predict` skips tracing the Flax model (about a second for the paper model on a CPU); and the
+parameter shapes a config traces to, which every checkpoint load checks the file against (a
+quarter of a second of tracing, stored as a small JSON file).
 
 JAX's persistent compilation cache (`compilation_cache`) skips compiling, but its key is the
 lowered program, so every start still traces the model first. Here the traced and lowered program
@@ -10,20 +12,24 @@ part of the program, so one entry serves every checkpoint of an architecture.
 
 Files sit in `<cache>/traced/` beside the compiled programs (`MST_CACHE_DIR=off` disables both);
 each is written to a temporary name and renamed, so processes sharing the folder never read a
-half-written one; an unreadable one is traced again and replaced. Each is about 200 kB.
+half-written one; an unreadable one is traced again and replaced. A traced forward is about
+200 kB, a shape file a few kB.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import pathlib
+import threading
 from typing import Any, Callable
 
 from absl import logging
 import jax
 from jax import export
+import numpy as np
 
 from mst import compilation_cache
 from mst.models import musiq
@@ -73,12 +79,43 @@ def jit_cached(fn: Callable, fn_identity: Any, *args) -> Callable:
   except Exception as e:  # pylint: disable=broad-except  (a damaged entry: trace it again)
     logging.warning("traced-program cache: %s unreadable (%s); tracing again", path, e)
   exported = export.export(fn)(*args)
+  _write(path, exported.serialize())
+  return jax.jit(exported.call)
+
+
+def param_shapes(fn_identity: Any, trace: Callable[[], dict[str, jax.ShapeDtypeStruct]]
+                 ) -> dict[str, jax.ShapeDtypeStruct]:
+  """`trace()`, a model's parameter names -> shapes and dtypes, from the cache when it holds it.
+
+  `fn_identity` must tell apart every model whose parameters differ (its config).
+  """
+  root = folder()
+  if root is None:
+    return trace()
+  digest = hashlib.sha256(_source_digest())
+  digest.update(repr((fn_identity, jax.__version__)).encode())
+  path = os.path.join(root, digest.hexdigest()[:32] + ".param_shapes.json")
   try:
-    os.makedirs(root, exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(path, encoding="utf-8") as f:
+      return {name: jax.ShapeDtypeStruct(tuple(shape), np.dtype(dtype))
+              for name, (shape, dtype) in json.load(f).items()}
+  except FileNotFoundError:
+    pass
+  except Exception as e:  # pylint: disable=broad-except  (a damaged entry: trace it again)
+    logging.warning("traced-program cache: %s unreadable (%s); tracing again", path, e)
+  shapes = trace()
+  entry = {name: [list(value.shape), str(value.dtype)] for name, value in shapes.items()}
+  _write(path, json.dumps(entry, sort_keys=True).encode())
+  return shapes
+
+
+def _write(path: str, data: bytes) -> None:
+  """Writes `data` to a temporary name and renames it to `path`; warns if it cannot."""
+  try:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
     with open(tmp, "wb") as f:
-      f.write(exported.serialize())
+      f.write(data)
     os.replace(tmp, path)
   except OSError as e:  # a read-only or full disk costs the next start a trace, nothing more
     logging.warning("traced-program cache: cannot write %s: %s", path, e)
-  return jax.jit(exported.call)

@@ -1,10 +1,13 @@
 """The traced-program cache: a second start scores without tracing the model, and never reuses a
-program for another computation."""
+program (or parameter shapes) for another computation."""
+
+import json
 
 import numpy as np
 import pytest
 
 from mst import inference
+from mst.checkpoints import architecture
 from mst import traced_cache
 from mst.models import musiq
 
@@ -16,9 +19,9 @@ def _features(small_npz):
   return inference.bucketed_features(image, pp_config, 10_000, "photo")
 
 
-def _entries(tmp_path):
+def _entries(tmp_path, suffix=".jax_exported"):
   folder = tmp_path / "cache" / "traced"
-  return sorted(folder.iterdir()) if folder.exists() else []
+  return sorted(folder.glob("*" + suffix)) if folder.exists() else []
 
 
 def test_a_second_predictor_scores_the_same_without_tracing_the_model(
@@ -65,3 +68,24 @@ def test_off_writes_nothing(tmp_path, monkeypatch, small_npz, features):
   assert traced_cache.folder() is None
   assert np.isfinite(inference.Predictor.from_checkpoint(small_npz).predict([features])[0]["score"])
   assert not list(tmp_path.iterdir())
+
+
+def test_parameter_shapes_are_traced_once_and_a_damaged_file_again(tmp_path, monkeypatch):
+  monkeypatch.setenv("MST_CACHE_DIR", str(tmp_path / "cache"))
+  config = musiq.ModelConfig(num_layers=2, hidden_size=32, mlp_dim=64, num_heads=2)
+  traced = architecture.expected_shapes(config)
+  [entry] = _entries(tmp_path, ".param_shapes.json")
+
+  def no_tracing(*args, **kwargs):
+    raise AssertionError("the model was traced again")
+
+  with monkeypatch.context() as patched:
+    patched.setattr(musiq, "init_params", no_tracing)
+    assert architecture.expected_shapes(config) == traced
+    with pytest.raises(AssertionError, match="traced again"):  # another config is traced
+      architecture.expected_shapes(musiq.ModelConfig(num_layers=3, hidden_size=32, mlp_dim=64,
+                                                     num_heads=2))
+  entry.write_text("{half a file")
+  assert architecture.expected_shapes(config) == traced
+  assert json.loads(entry.read_text())["head/kernel"] == [list(traced["head/kernel"].shape),
+                                                         "float32"]
