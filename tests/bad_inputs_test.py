@@ -141,3 +141,18 @@ def test_mst_train_and_mst_eval_stop_at_start_up(tmp_path, capsys):
                         "--split", "dev"]) == 2
   assert ("mst-eval: error: --split='dev': dataset 'spaq/shorter_side_512' has only the "
           "splits ['train', 'validation', 'test']; fix: name one of them") in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("labels.txt", "def get_config(arg):\n  return None\n", r"is not a Python file \(\.py\)"),
+    ("broken.py", "import ml_collections\ndef get_config(:\n", r"broken.py', line 2: "),
+    ("empty.py", "NAME = 'no function here'\n", r"empty.py' defines no get_config\(arg\)"),
+])
+def test_mst_train_names_a_config_file_it_cannot_use(tmp_path, capsys, name, text, message):
+  path = tmp_path / name
+  path.write_text(text)
+  with pytest.raises(SystemExit) as exit_info:
+    train_cli.main(["--config", str(path), "--workdir", str(tmp_path / "run")])
+  assert exit_info.value.code == 2
+  assert re.search(message, capsys.readouterr().err)
+  assert not (tmp_path / "run").exists()

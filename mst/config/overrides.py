@@ -30,11 +30,23 @@ def resolve_config_path(path: str) -> pathlib.Path:
 
 
 def load_config(path: str, arg: str | None = None) -> ml_collections.ConfigDict:
-  """`get_config(arg)` of the config file at `path` (`--config=path:arg` on the command line)."""
+  """`get_config(arg)` of the config file at `path` (`--config=path:arg` on the command line).
+
+  Raises:
+    FileNotFoundError: no such file.
+    ValueError: the file is not Python source, has a syntax error, or defines no `get_config`.
+  """
   file = resolve_config_path(path)
+  if file.suffix != ".py":
+    raise ValueError(f"config file {str(file)!r} is not a Python file (.py) defining get_config()")
   spec = importlib.util.spec_from_file_location(f"_mst_config_{file.stem}", file)
   module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  try:
+    spec.loader.exec_module(module)
+  except SyntaxError as e:
+    raise ValueError(f"config file {str(file)!r}, line {e.lineno}: {e.msg}") from None
+  if not callable(getattr(module, "get_config", None)):
+    raise ValueError(f"config file {str(file)!r} defines no get_config(arg) function")
   return module.get_config(arg)
 
 
