@@ -27,6 +27,7 @@ from mst import sharding
 from mst.checkpoints import workdir_lock
 from mst.checkpoints import workdirs
 from mst.cli import evaluate
+from mst.cli import predict
 from mst.cli import train
 from mst.training import preemption
 
@@ -204,6 +205,20 @@ def test_a_full_disk_stops_the_save_with_a_message_and_keeps_the_previous_checkp
   manager.close()
   assert [name for name in os.listdir(tmp_path / "checkpoints") if name.isdigit()] == ["2"]
   assert int(_restore(tmp_path)["step"]) == 2
+
+
+@pytest.mark.parametrize("damage", [_truncate_data, _delete_metadata])
+def test_mst_predict_names_a_damaged_best_checkpoint_and_says_what_to_do(
+    damage, tmp_path, capsys):
+  manager = _save_steps(tmp_path, [2])
+  assert manager.maybe_save_best(2, _state(2)["params"], {"srcc": 0.5})
+  manager.close()
+  (tmp_path / workdirs.CONFIG_FILE).write_text("{}")
+  damage(str(tmp_path / "best" / "2"))
+  assert predict.main(["--checkpoint", str(tmp_path), str(tmp_path / "photo.png")]) == 2
+  err = capsys.readouterr().err
+  assert f"the best parameters in {tmp_path / 'best' / '2'} cannot be restored" in err
+  assert "move that folder aside to score the latest train state instead" in err
 
 
 # ---------------------------------------------------------------------------------------------

@@ -127,7 +127,7 @@ def load_for_inference(path: str, dtype: str = "float32",
   from mst.config import resolve  # pylint: disable=g-import-not-at-top
   try:
     params, config = workdirs.load_params(path)
-  except FileNotFoundError as e:
+  except (FileNotFoundError, workdirs.CheckpointError) as e:
     raise CheckpointError(str(e)) from None
   model_cfg = dataclasses.replace(resolve.model_config(config), dtype=dtype)
   pp_config = resolve.preprocess_config(config, train=False)

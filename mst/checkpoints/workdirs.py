@@ -214,7 +214,12 @@ def _save_errors(manager: TrainCheckpoints, what: str):
 
 def load_params(workdir: str) -> tuple[Any, ml_collections.ConfigDict]:
   """(parameters, config) of a workdir, for prediction: the best parameters if there are any,
-  else those of the latest train state. Parameters come back as host numpy arrays."""
+  else those of the latest train state. Parameters come back as host numpy arrays.
+
+  Raises:
+    FileNotFoundError: not a workdir, or nothing saved yet.
+    CheckpointError: the checkpoint to score is damaged (named, with what to do).
+  """
   workdir = absolute(workdir)
   config = read_config(workdir)
   # Saved on other devices (a pod, another device count): place the arrays on one local device.
@@ -224,12 +229,28 @@ def load_params(workdir: str) -> tuple[Any, ml_collections.ConfigDict]:
                                options=ocp.CheckpointManagerOptions(read_only=True))
   step = best.latest_step()
   if step is not None:
-    params = best.restore(step, args=restore)
+    params = _restore_to_score(best, step, restore, "the best parameters",
+                               "move that folder aside to score the latest train state instead")
   else:
     latest = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"),
                                    options=ocp.CheckpointManagerOptions(read_only=True))
     step = latest.latest_step()
     if step is None:
       raise FileNotFoundError(f"{workdir}: no checkpoint saved yet")
-    params = latest.restore(step, args=restore)["params"]
+    params = _restore_to_score(latest, step, restore, "the latest train state",
+                               "move that folder aside to score the step before it")["params"]
   return jax.device_get(params), config
+
+
+def _restore_to_score(manager: ocp.CheckpointManager, step: int, restore: Any, what: str,
+                      fix: str) -> Any:
+  """`manager`'s `step`, or a `CheckpointError` naming its folder and `fix`."""
+  step_dir = os.path.join(str(manager.directory), str(step))
+  error = _missing_metadata(step_dir)
+  if error is None:
+    try:
+      return manager.restore(step, args=restore)
+    except Exception as e:  # pylint: disable=broad-except  (orbax, tensorstore raise many kinds)
+      error = e
+  raise CheckpointError(f"{what} in {step_dir} cannot be restored, the checkpoint is damaged "
+                        f"({type(error).__name__}: {str(error)[:300]}); {fix}")
