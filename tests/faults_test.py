@@ -279,3 +279,11 @@ def test_an_unwritable_eval_output_dir_fails_before_evaluating(small_npz, tmp_pa
   error = capsys.readouterr().err
   assert status == 1
   assert f"cannot write to --output-dir {tmp_path}/a_file/out" in error
+
+
+def test_mst_eval_names_missing_checkpoints_before_building_anything(tmp_path, capsys):
+  status = evaluate.main(["--config=configs/custom.py:runlocal", "--runs", str(tmp_path / "run0"),
+                          str(tmp_path / "run1"), f"--config.dataset.csv={tmp_path}/labels.csv"])
+  assert status == 2
+  assert f"no such checkpoint: {tmp_path}/run0, {tmp_path}/run1" in capsys.readouterr().err
+  assert not list(tmp_path.iterdir())

@@ -52,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   import jax  # pylint: disable=g-import-not-at-top
   from mst import compilation_cache  # pylint: disable=g-import-not-at-top
   from mst import sharding  # pylint: disable=g-import-not-at-top
+  from mst.checkpoints import loader  # pylint: disable=g-import-not-at-top
   from mst.checkpoints import workdir_lock  # pylint: disable=g-import-not-at-top
   from mst.config import resolve  # pylint: disable=g-import-not-at-top
   from mst.data.datasets import custom  # pylint: disable=g-import-not-at-top
@@ -62,6 +63,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   compilation_cache.enable()
   sharding.initialize_distributed()
   paths = [args.checkpoint] if args.checkpoint else args.runs
+  if missing := [path for path in paths if not os.path.exists(os.path.expanduser(path))]:
+    print(f"mst-eval: error: no such checkpoint: {', '.join(missing)}", file=sys.stderr)
+    return 2
   output_dirs = {path: (args.checkpoint and args.output_dir)
                        or report.default_output_dir(path, args.split) for path in paths}
   outputs = [output_dirs[path] for path in paths if os.path.exists(path)]
@@ -82,8 +86,12 @@ def main(argv: Sequence[str] | None = None) -> int:
   chief = jax.process_index() == 0
   per_run = []
   for path in paths:
-    scores, columns = evaluate.evaluate_checkpoint(config, path, args.split, builder, mesh,
-                                                   dtype=args.dtype)
+    try:
+      scores, columns = evaluate.evaluate_checkpoint(config, path, args.split, builder, mesh,
+                                                     dtype=args.dtype)
+    except loader.CheckpointError as e:  # damaged, or not a MUSIQ checkpoint
+      print(f"mst-eval: error: {e}", file=sys.stderr)
+      return 2
     output_dir = output_dirs[path]
     if chief:
       report.write_outputs(output_dir, scores, columns)
