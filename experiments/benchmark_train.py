@@ -19,7 +19,8 @@ pipeline's rate, and what skipping padding (real-patch encoding, sequence packin
    only (the default now), and packed rows (`config.data.packing`), side by side with ratios.
    `--model small` (4 layers, 128 wide, the conv patch encoder) and `--mixes ava` give a quick
    look.
-Threads are pinned as in experiments/benchmark.py; compare ratios from the same run.
+Threads are pinned as in experiments/benchmark.py, and the paths compared in a table are timed in
+interleaved rounds (each once per round, in a rotating order); compare ratios from the same run.
 """
 
 import argparse
@@ -28,6 +29,7 @@ import os
 import sys
 import tempfile
 import time
+from typing import Callable
 
 import jax
 import numpy as np
@@ -126,8 +128,8 @@ def mix_batch(sizes, batch_size: int, seed: int = 0) -> dict[str, np.ndarray]:
   return batch
 
 
-def step_seconds(model_cfg: musiq.ModelConfig, batch, repeats: int) -> float:
-  """Median seconds of a compiled train step (SGD with momentum, L1) of `model_cfg` on `batch`."""
+def step_runner(model_cfg: musiq.ModelConfig, batch) -> Callable[[], object]:
+  """A compiled, warmed-up train step (SGD with momentum, L1) of `model_cfg` on `batch`."""
   step, state = sgd_l1_step(model_cfg, musiq.init_params(model_cfg, jax.random.key(0)))
   batch, rng = jax.device_put(batch), jax.random.key(0)
   holder = {"state": state}
@@ -136,7 +138,7 @@ def step_seconds(model_cfg: musiq.ModelConfig, batch, repeats: int) -> float:
     holder["state"], metrics = step(holder["state"], batch, rng)
     return jax.block_until_ready(metrics.loss.total)
   run()
-  return benchmark.median_seconds(run, repeats)
+  return run
 
 
 def packing_report(model_name: str, batch_size: int, repeats: int,
@@ -157,8 +159,10 @@ def packing_report(model_name: str, batch_size: int, repeats: int,
     sample = [packing.image_tokens(*sizes[i], PP) for i in draws]
     length = packing.choose_row_length(sample, batch_size, longest)
     packed = packing.packed_layout(batch, 1, length)
-    rates = [batch_size / step_seconds(model_cfg, laid, repeats)
-             for laid in (batch, packing.padded_layout(batch, 1), packed)]
+    layouts = {"all": batch, "real": packing.padded_layout(batch, 1), "packed": packed}
+    seconds = benchmark.interleaved_medians(
+        {name: step_runner(model_cfg, laid) for name, laid in layouts.items()}, repeats)
+    rates = [batch_size / seconds[name] for name in layouts]
     tokens = float(np.mean(batch["mask"].sum(axis=1) + 1))
     print(
         f"| {name} | {tokens:.0f} | {packed['mask'].shape[0]} x {length} | "
@@ -223,11 +227,11 @@ def step_and_pipeline(args) -> None:
     flat = torch_musiq.random_flat_params(seed=0)
     batch = train_batch(args.batch)
     run_jax, flops = jax_step(flat, batch)
-    run_jax()
-    jax_s = benchmark.median_seconds(run_jax, args.repeats)
     run_torch = torch_step(flat, batch)
+    run_jax()
     run_torch()
-    torch_s = benchmark.median_seconds(run_torch, args.repeats)
+    seconds = benchmark.interleaved_medians({"jax": run_jax, "torch": run_torch}, args.repeats)
+    jax_s, torch_s = seconds["jax"], seconds["torch"]
     print(f"MUSIQ paper model train step, batch {args.batch} x {batch['mask'].shape[1]} tokens "
           f"(l=512), {flops / 1e9:.0f} GFLOP per step (XLA); {args.threads} threads, median of "
           f"{args.repeats}; jax {jax.__version__}, torch {torch.__version__}\n")

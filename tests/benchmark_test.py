@@ -1,6 +1,7 @@
 """experiments/accelerator_benchmark.py (`benchmark.py --preset gpu`) without an accelerator."""
 
 import os
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -44,3 +45,17 @@ def test_torch_pipeline_cuts_the_native_image_like_mst(tmp_path):
   np.testing.assert_allclose(theirs[0][0].numpy(), ours["patches"].numpy(), atol=1e-6)
   for got, key in zip(theirs[1:], ("spatial_idx", "scale_idx", "mask")):
     np.testing.assert_array_equal(got[0].numpy(), ours[key].numpy())
+
+
+def test_train_benchmark_packing_table_shows_packing_filling_the_rows():
+  # A fresh process: the script pins threads, which TensorFlow allows only before its first op.
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  done = subprocess.run(
+      [sys.executable, os.path.join(repo, "experiments", "benchmark_train.py"), "--part",
+       "packing", "--model", "small", "--mixes", "ava", "--packing-batch", "2", "--repeats", "1"],
+      capture_output=True, text=True, check=True, cwd=repo)
+  [row] = [line.split("|")[1:-1] for line in done.stdout.splitlines()
+           if line.startswith("| AVA-like")]
+  padded, packed = (float(cell.strip().rstrip("%")) for cell in row[3:5])
+  assert packed > padded
+  assert all(float(cell.strip().rstrip("x")) > 0 for cell in row[5:])
