@@ -83,17 +83,17 @@ def jit_cached(fn: Callable, fn_identity: Any, *args) -> Callable:
   return jax.jit(exported.call)
 
 
-def param_shapes(fn_identity: Any, trace: Callable[[], dict[str, jax.ShapeDtypeStruct]]
+def param_shapes(model_identity: Any, trace: Callable[[], dict[str, jax.ShapeDtypeStruct]]
                  ) -> dict[str, jax.ShapeDtypeStruct]:
   """`trace()`, a model's parameter names -> shapes and dtypes, from the cache when it holds it.
 
-  `fn_identity` must tell apart every model whose parameters differ (its config).
+  `model_identity` must tell apart every model whose parameters differ (its config).
   """
   root = folder()
   if root is None:
     return trace()
   digest = hashlib.sha256(_source_digest())
-  digest.update(repr((fn_identity, jax.__version__)).encode())
+  digest.update(repr((model_identity, jax.__version__)).encode())
   path = os.path.join(root, digest.hexdigest()[:32] + ".param_shapes.json")
   try:
     with open(path, encoding="utf-8") as f:

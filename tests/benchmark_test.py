@@ -1,4 +1,5 @@
-"""experiments/accelerator_benchmark.py (`benchmark.py --preset gpu`) without an accelerator."""
+"""The benchmark scripts run: `benchmark.py --preset gpu` without an accelerator, the PyTorch
+pipeline they compare with, and `benchmark_train.py`'s packing table on a small model."""
 
 import os
 import subprocess

@@ -63,7 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   compilation_cache.enable()
   sharding.initialize_distributed()
   paths = [args.checkpoint] if args.checkpoint else args.runs
-  if missing := [path for path in paths if not os.path.exists(os.path.expanduser(path))]:
+  if missing := [path for path in paths
+                 if "://" not in path and not os.path.exists(os.path.expanduser(path))]:
     print(f"mst-eval: error: no such checkpoint: {', '.join(missing)}", file=sys.stderr)
     return 2
   output_dirs = {path: (args.checkpoint and args.output_dir)
