@@ -63,10 +63,6 @@ def main(argv: Sequence[str] | None = None) -> int:
   compilation_cache.enable()
   sharding.initialize_distributed()
   paths = [args.checkpoint] if args.checkpoint else args.runs
-  if missing := [path for path in paths
-                 if "://" not in path and not os.path.exists(os.path.expanduser(path))]:
-    print(f"mst-eval: error: no such checkpoint: {', '.join(missing)}", file=sys.stderr)
-    return 2
   output_dirs = {path: (args.checkpoint and args.output_dir)
                        or report.default_output_dir(path, args.split) for path in paths}
   outputs = [output_dirs[path] for path in paths if os.path.exists(path)]
@@ -79,6 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1
   try:  # Bad input stops here with a message that names it, not a traceback.
     resolve.validate_eval(config, args.split, jax.device_count())
+    if missing := [path for path in paths
+                   if "://" not in path and not os.path.exists(os.path.expanduser(path))]:
+      raise resolve.ConfigError(f"no such checkpoint: {', '.join(missing)}")
     builder = training_data.build_dataset(config)
   except (resolve.ConfigError, custom.LabelFileError) as e:
     print(f"mst-eval: error: {e}", file=sys.stderr)
