@@ -71,13 +71,9 @@ def jit_cached(fn: Callable, fn_identity: Any, *args) -> Callable:
   if root is None:
     return fn
   path = os.path.join(root, _key(fn_identity, args) + ".jax_exported")
-  try:
-    with open(path, "rb") as f:
-      return jax.jit(export.deserialize(bytearray(f.read())).call)
-  except FileNotFoundError:
-    pass
-  except Exception as e:  # pylint: disable=broad-except  (a damaged entry: trace it again)
-    logging.warning("traced-program cache: %s unreadable (%s); tracing again", path, e)
+  cached = _read(path, lambda data: jax.jit(export.deserialize(bytearray(data)).call))
+  if cached is not None:
+    return cached
   exported = export.export(fn)(*args)
   _write(path, exported.serialize())
   return jax.jit(exported.call)
@@ -92,21 +88,29 @@ def param_shapes(model_identity: Any, trace: Callable[[], dict[str, jax.ShapeDty
   root = folder()
   if root is None:
     return trace()
-  digest = hashlib.sha256(_source_digest())
-  digest.update(repr((model_identity, jax.__version__)).encode())
-  path = os.path.join(root, digest.hexdigest()[:32] + ".param_shapes.json")
-  try:
-    with open(path, encoding="utf-8") as f:
-      return {name: jax.ShapeDtypeStruct(tuple(shape), np.dtype(dtype))
-              for name, (shape, dtype) in json.load(f).items()}
-  except FileNotFoundError:
-    pass
-  except Exception as e:  # pylint: disable=broad-except  (a damaged entry: trace it again)
-    logging.warning("traced-program cache: %s unreadable (%s); tracing again", path, e)
+  path = os.path.join(root, _key(model_identity, ()) + ".param_shapes.json")
+  cached = _read(path, lambda data: {
+      name: jax.ShapeDtypeStruct(tuple(shape), np.dtype(dtype))
+      for name, (shape, dtype) in json.loads(data).items()})
+  if cached is not None:
+    return cached
   shapes = trace()
   entry = {name: [list(value.shape), str(value.dtype)] for name, value in shapes.items()}
   _write(path, json.dumps(entry, sort_keys=True).encode())
   return shapes
+
+
+def _read(path: str, parse: Callable[[bytes], Any]) -> Any | None:
+  """`parse` of the file at `path`; None when there is none, or it is damaged (then traced again
+  and replaced)."""
+  try:
+    with open(path, "rb") as f:
+      return parse(f.read())
+  except FileNotFoundError:
+    return None
+  except Exception as e:  # pylint: disable=broad-except  (a damaged entry: trace it again)
+    logging.warning("traced-program cache: %s unreadable (%s); tracing again", path, e)
+    return None
 
 
 def _write(path: str, data: bytes) -> None:
