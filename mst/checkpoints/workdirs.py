@@ -122,12 +122,7 @@ class TrainCheckpoints:
                           abstract_state, shardings)
     failures = []
     for step in steps:
-      state, error = None, _missing_metadata(os.path.join(str(self.latest.directory), str(step)))
-      if error is None:
-        try:
-          state = self.latest.restore(step, args=ocp.args.StandardRestore(target))
-        except Exception as e:  # pylint: disable=broad-except  (orbax, tensorstore raise many kinds)
-          error = e
+      state, error = _try_restore(self.latest, step, ocp.args.StandardRestore(target))
       if _on_every_host(error is None):
         self._set_aside([s for s, _ in failures])
         return state
@@ -245,12 +240,22 @@ def load_params(workdir: str) -> tuple[Any, ml_collections.ConfigDict]:
 def _restore_to_score(manager: ocp.CheckpointManager, step: int, restore: Any, what: str,
                       fix: str) -> Any:
   """`manager`'s `step`, or a `CheckpointError` naming its folder and `fix`."""
-  step_dir = os.path.join(str(manager.directory), str(step))
-  error = _missing_metadata(step_dir)
+  state, error = _try_restore(manager, step, restore)
   if error is None:
-    try:
-      return manager.restore(step, args=restore)
-    except Exception as e:  # pylint: disable=broad-except  (orbax, tensorstore raise many kinds)
-      error = e
-  raise CheckpointError(f"{what} in {step_dir} cannot be restored, the checkpoint is damaged "
-                        f"({type(error).__name__}: {str(error)[:300]}); {fix}")
+    return state
+  raise CheckpointError(f"{what} in {os.path.join(str(manager.directory), str(step))} cannot be "
+                        f"restored, the checkpoint is damaged ({type(error).__name__}: "
+                        f"{str(error)[:300]}); {fix}")
+
+
+def _try_restore(manager: ocp.CheckpointManager, step: int, args: Any
+                 ) -> tuple[Any, Exception | None]:
+  """(`manager`'s `step`, None), or (None, why it cannot be restored: missing metadata, or what
+  orbax raised)."""
+  error = _missing_metadata(os.path.join(str(manager.directory), str(step)))
+  if error is not None:
+    return None, error
+  try:
+    return manager.restore(step, args=args), None
+  except Exception as e:  # pylint: disable=broad-except  (orbax, tensorstore raise many kinds)
+    return None, e
