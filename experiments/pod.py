@@ -139,15 +139,19 @@ def launch_commands(pod: Pod, sweep: str, script: str, remote_dir: str = "mst"
   there detached, in `~/<remote_dir>` where setup installed mst and its configs; the ssh returns
   once it is started, with exit status BUSY_STATUS where a worker is already running a sweep.
 
+  The launching shell takes the lock itself (on file descriptor 9) before it starts the sweep,
+  which inherits that descriptor and so holds the lock until its last run ends: a second launch
+  right after the first finds it taken, with no moment between the two when it is free.
   The script arrives under a new name and is moved into place, so a running sweep's script
   (which bash reads as it goes) is never overwritten."""
   uploaded = shlex.quote(f"mst-sweep-{sweep}.sh")
   logs = f"{LOG_DIR}/{shlex.quote(sweep)}"
   command = (f"mkdir -p {logs} && cd {shlex.quote(remote_dir)} || {{ echo \"$(hostname): no "
              f'~/{remote_dir}: run sweep.py setup first" >&2; exit 1; }}; '
-             f'flock -n {LOCK} true || {{ echo "$(hostname): busy, a sweep holds {LOCK}" >&2; '
+             f"exec 9>>{LOCK}; "
+             f'flock -n 9 || {{ echo "$(hostname): busy, a sweep holds {LOCK}" >&2; '
              f"exit {BUSY_STATUS}; }}; "
              f"mv ~/{uploaded} {logs}/runs.sh || exit 1; "
-             f"setsid nohup flock -n {LOCK} bash {logs}/runs.sh > {logs}/sweep.log 2>&1 "
+             f"setsid nohup bash {logs}/runs.sh > {logs}/sweep.log 2>&1 "
              f'< /dev/null & echo "$(hostname): started, log {logs}/sweep.log"')
   return [pod.scp(script, uploaded), pod.ssh(command)]

@@ -2,6 +2,7 @@
 exact and parse back to the same config, collect tabulates seeds as mean ± std, and a tiny sweep
 trains end to end on CPU and collects into a table."""
 
+import fcntl
 import json
 import os
 import re
@@ -166,10 +167,10 @@ def test_pod_launch_and_setup_commands_are_exact():
   logs = "$HOME/mst-logs/multiscale"
   command = (
       f'mkdir -p {logs} && cd mst || {{ echo "$(hostname): no ~/mst: run sweep.py setup first" '
-      ">&2; exit 1; }; flock -n ~/.mst-sweep.lock true || { echo \"$(hostname): busy, a sweep "
-      'holds ~/.mst-sweep.lock" >&2; exit 75; }; '
-      f"mv ~/mst-sweep-multiscale.sh {logs}/runs.sh || exit 1; setsid nohup flock -n "
-      f"~/.mst-sweep.lock bash {logs}/runs.sh > {logs}/sweep.log 2>&1 < /dev/null & "
+      ">&2; exit 1; }; exec 9>>~/.mst-sweep.lock; flock -n 9 || { echo \"$(hostname): busy, "
+      'a sweep holds ~/.mst-sweep.lock" >&2; exit 75; }; '
+      f"mv ~/mst-sweep-multiscale.sh {logs}/runs.sh || exit 1; setsid nohup "
+      f"bash {logs}/runs.sh > {logs}/sweep.log 2>&1 < /dev/null & "
       f'echo "$(hostname): started, log {logs}/sweep.log"')
   assert ssh == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "pod-1", "--zone=us-central2-b",
                  "--project=proj", "--worker=all", f"--command={command}"]
@@ -289,12 +290,13 @@ def test_a_tiny_sweep_trains_end_to_end_and_collects(csv_dataset, tmp_path, caps
   assert capsys.readouterr().out.count("finished before, skipped") == 2
 
 
-# Stands in for mst-train on a "worker": notes a checkpoint at step 2, takes a moment, then
-# finishes (test_metrics.json) or, for seed 1, fails with status 3.
+# Stands in for mst-train on a "worker": notes a checkpoint at step 2, waits until the test
+# creates ~/go (at most 20 s), then finishes (test_metrics.json) or, for seed 1, fails with
+# status 3.
 FAKE_MST_TRAIN = """#!/bin/bash
 for word in "$@"; do case "$word" in --workdir=*) workdir="${word#--workdir=}";; esac; done
 mkdir -p "$workdir/checkpoints/2" "$workdir/checkpoints/4.orbax-checkpoint-tmp-1"
-sleep 1
+for _ in $(seq 200); do [ -e "$HOME/go" ] && break; sleep 0.1; done
 case " $* " in *" --config.seed=1 "*) echo "diverged" >&2; exit 3;; esac
 echo '{"srcc": 0.5}' > "$workdir/test_metrics.json"
 """
@@ -327,11 +329,12 @@ def test_pod_runs_detached_skips_finished_runs_and_reports_status(tmp_path, caps
 
   start = time.monotonic()
   launch = _launch_here(home, out)
-  assert launch.returncode == 0 and time.monotonic() - start < 1.0  # detached: 2 s of runs
+  assert launch.returncode == 0 and time.monotonic() - start < 1.0  # detached: runs wait for go
   assert launch.stdout == f"{socket.gethostname()}: started, log {home}/mst-logs/" \
       "scale_embedding/sweep.log\n"
   busy = _launch_here(home, out)  # a second launch while the first sweep runs is refused
   assert busy.returncode == pod.BUSY_STATUS and "busy, a sweep holds" in busy.stderr
+  (home / "go").touch()
   logs = {seed: root / f"sce-seed{seed}" / "logs" / f"host-{socket.gethostname()}.log"
           for seed in (0, 1)}
   deadline = time.monotonic() + 20
@@ -350,3 +353,26 @@ def test_pod_runs_detached_skips_finished_runs_and_reports_status(tmp_path, caps
   assert out.startswith("sce-seed0: finished, skipped\nsce-seed1: step 2 of 4; last exit: ")
   script = (tmp_path / "mst-sweep-scale_embedding.sh").read_text()
   assert "--workdir=" + str(root / "sce-seed1") in script and "sce-seed0" not in script
+
+  # The first sweep's lock goes with its last process, so this launch starts; its own lock goes
+  # when its one run ends.
+  deadline = time.monotonic() + 10
+  while (again := _launch_here(home, out)).returncode == pod.BUSY_STATUS:
+    assert time.monotonic() < deadline, "the ended sweep still holds the lock"
+    time.sleep(0.2)
+  assert again.returncode == 0, again.stderr
+  assert _lock_is_free(home / ".mst-sweep.lock", seconds=10)
+
+
+def _lock_is_free(path, seconds: float) -> bool:
+  """Whether the flock(1) lock on `path` is free, or becomes free within `seconds`."""
+  deadline = time.monotonic() + seconds
+  with open(path, "a") as lock:
+    while True:
+      try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+      except BlockingIOError:
+        if time.monotonic() > deadline:
+          return False
+        time.sleep(0.1)
