@@ -44,6 +44,11 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 REPO = pathlib.Path(__file__).resolve().parents[1]  # the checkout `setup` ships
 sys.path.insert(0, str(REPO))
 
+from mst import host_memory  # pylint: disable=g-import-not-at-top
+
+if __name__ == "__main__":  # `run` trains in this process: mst-train's malloc settings, set
+  host_memory.keep_freed_memory()  # before TensorFlow and JAX are imported and start threads
+
 import ml_collections  # pylint: disable=g-import-not-at-top
 
 from experiments import collect  # pylint: disable=g-import-not-at-top
