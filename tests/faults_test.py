@@ -10,6 +10,7 @@ import errno
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -219,6 +220,48 @@ def test_mst_predict_names_a_damaged_best_checkpoint_and_says_what_to_do(
   err = capsys.readouterr().err
   assert f"the best parameters in {tmp_path / 'best' / '2'} cannot be restored" in err
   assert "move that folder aside to score the latest train state instead" in err
+
+
+def _half_deleted(step_dir):
+  """What SIGKILL leaves of a folder that orbax was deleting (a recursive delete, in directory
+  order): its first half of files gone, metadata among them."""
+  found = _files(step_dir)
+  for path in found[:len(found) // 2]:
+    os.remove(path)
+  assert _missing_metadata(step_dir)
+
+
+def _missing_metadata(step_dir):
+  return any(not os.path.exists(os.path.join(step_dir, name)) for name in workdirs.STEP_METADATA)
+
+
+def test_killed_while_an_old_checkpoint_was_deleted_the_run_resumes_and_removes_it(tmp_path):
+  _save_steps(tmp_path, [2, 4], keep=2).close()
+  _half_deleted(str(tmp_path / "checkpoints" / "2"))  # a save of step 6 was deleting it
+  assert int(_restore(tmp_path)["step"]) == 4
+  _save_steps(tmp_path, [6], keep=2).close()
+  assert _steps(tmp_path) == ["4", "6"]
+
+
+def test_killed_while_the_previous_best_was_deleted_the_new_best_is_scored(tmp_path, capsys):
+  manager = _save_steps(tmp_path, [2, 4])
+  assert manager.maybe_save_best(2, _state(2)["params"], {"srcc": 0.5})
+  manager.wait()
+  previous = str(tmp_path / "best" / "2")
+  shutil.copytree(previous, str(tmp_path / "previous"))
+  assert manager.maybe_save_best(4, _state(4)["params"], {"srcc": 0.6})  # deletes best/2
+  manager.close()
+  shutil.copytree(str(tmp_path / "previous"), previous)
+  _half_deleted(previous)
+
+  manager = workdirs.TrainCheckpoints(str(tmp_path), 3)  # what a resumed run does with it
+  abstract = jax.eval_shape(lambda: _state(0)["params"])
+  np.testing.assert_array_equal(manager.restore_best(abstract)["w"], np.full((4, 3), 4.0))
+  assert not manager.maybe_save_best(6, _state(6)["params"], {"srcc": 0.55})
+  manager.close()
+  (tmp_path / workdirs.CONFIG_FILE).write_text("{}")
+  params, _ = workdirs.load_params(str(tmp_path))  # what mst-predict and mst-eval score
+  np.testing.assert_array_equal(params["w"], np.full((4, 3), 4.0))
 
 
 # ---------------------------------------------------------------------------------------------
