@@ -42,8 +42,9 @@ def _eval(dataset, tmp_path, *flags):
 def test_npz_evaluation_scores_every_test_image_once_like_mst_predict(dataset, tmp_path, capsys):
   npz_path = write_npz(tmp_path / "model.npz", small_model_config(num_layers=1), seed=0)
   out = tmp_path / "out"
-  stdout = _eval(dataset, tmp_path, f"--checkpoint={npz_path}", "--split=test",
-                 f"--output_dir={out}")
+  # As URLs (gs://... on a pod): the file is read and the outputs written through TensorFlow.
+  stdout = _eval(dataset, tmp_path, f"--checkpoint=file://{npz_path}", "--split=test",
+                 f"--output_dir=file://{out}")
   assert "| srcc |" in stdout and "95% CI" in stdout
   scores = json.load(open(out / "metrics.json"))
   assert {"srcc", "plcc", "krcc", "rmse", "plcc_logistic", "srcc_ci95_low"} <= set(scores)

@@ -13,6 +13,7 @@ from absl import logging
 import flax.traverse_util
 
 from mst.checkpoints import npz
+from mst.checkpoints import paths
 from mst.data import multiscale
 from mst.models import musiq
 
@@ -27,8 +28,12 @@ MUSIQ_RELEASE = ("https://github.com/google-research/google-research/tree/master
 
 
 def is_workdir(path: str) -> bool:
-  """A folder is an mst-train workdir; anything else is taken for an `.npz` file."""
-  return os.path.isdir(os.path.expanduser(path))
+  """A folder (local, or a URL such as gs://bucket/run) is an mst-train workdir; anything else
+  is taken for an `.npz` file. CheckpointError where a URL cannot be checked."""
+  try:
+    return paths.isdir(path)
+  except OSError as e:
+    raise CheckpointError(str(e)) from None
 
 
 def load_params(path: str) -> Params:
@@ -47,9 +52,12 @@ class PretrainedMissing(FileNotFoundError):
 def require_pretrained(path: str) -> None:
   """Raises PretrainedMissing, saying where to get the file and how to train from scratch on
   purpose, if the pre-trained `path` (`config.init.checkpoint`) does not exist. Cloud paths
-  (gs://...) are left to the loader."""
-  if "://" in path or os.path.exists(os.path.expanduser(path)):
-    return
+  (gs://...) are checked there too."""
+  try:
+    if paths.exists(path):
+      return
+  except OSError as e:  # a URL that cannot be checked: no permission, an unknown scheme
+    raise PretrainedMissing(f"config.init.checkpoint: {e}") from None
   raise PretrainedMissing(
       f"config.init.checkpoint={path!r} does not exist. The paper fine-tunes from the ImageNet "
       f"pre-trained MUSIQ: download imagenet_pretrain.npz from the MUSIQ release, "

@@ -22,6 +22,7 @@ import jax
 import numpy as np
 
 from mst.checkpoints import architecture
+from mst.checkpoints import paths
 from mst.models import musiq
 
 Params = dict[str, Any]
@@ -74,10 +75,19 @@ def _entry_names(files: list[str]) -> tuple[dict[str, str], list[str]]:
 
 
 def _open_npz(path: str) -> np.lib.npyio.NpzFile:
-  if not os.path.isfile(path):
+  if paths.is_url(path):
+    try:
+      source = paths.read_url(path)
+    except FileNotFoundError:
+      raise CheckpointError(f"{path}: no such checkpoint file") from None
+    except OSError as e:
+      raise CheckpointError(str(e)) from None
+  elif not os.path.isfile(path):
     raise CheckpointError(f"{path}: no such checkpoint file")
+  else:
+    source = path
   try:
-    archive = np.load(path, allow_pickle=False)
+    archive = np.load(source, allow_pickle=False)
   except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
     raise CheckpointError(f"{path}: not a numpy .npz archive ({e})") from e
   if not isinstance(archive, np.lib.npyio.NpzFile):

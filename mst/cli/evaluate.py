@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 from typing import Sequence
 
@@ -53,6 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   from mst import compilation_cache  # pylint: disable=g-import-not-at-top
   from mst import sharding  # pylint: disable=g-import-not-at-top
   from mst.checkpoints import loader  # pylint: disable=g-import-not-at-top
+  from mst.checkpoints import paths as checkpoint_paths  # pylint: disable=g-import-not-at-top
   from mst.checkpoints import workdir_lock  # pylint: disable=g-import-not-at-top
   from mst.config import resolve  # pylint: disable=g-import-not-at-top
   from mst.data.datasets import custom  # pylint: disable=g-import-not-at-top
@@ -62,10 +61,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
   compilation_cache.enable()
   sharding.initialize_distributed()
-  paths = [args.checkpoint] if args.checkpoint else args.runs
-  output_dirs = {path: (args.checkpoint and args.output_dir)
-                       or report.default_output_dir(path, args.split) for path in paths}
-  outputs = [output_dirs[path] for path in paths if os.path.exists(path)]
+  checkpoints = [args.checkpoint] if args.checkpoint else args.runs
+  try:  # a URL that cannot be checked (no permission, an unknown scheme) is named here
+    found = {path: checkpoint_paths.exists(path) for path in checkpoints}
+    output_dirs = {path: (args.checkpoint and args.output_dir)
+                         or report.default_output_dir(path, args.split) for path in checkpoints}
+  except OSError as e:
+    print(f"mst-eval: error: {e}", file=sys.stderr)
+    return 2
+  outputs = [output_dirs[path] for path in checkpoints if found[path]]
   outputs += [args.output_dir] if args.runs and args.output_dir else []
   try:  # now, not after an hour of evaluation
     for output_dir in outputs:
@@ -75,8 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1
   try:  # Bad input stops here with a message that names it, not a traceback.
     resolve.validate_eval(config, args.split, jax.device_count())
-    if missing := [path for path in paths
-                   if "://" not in path and not os.path.exists(os.path.expanduser(path))]:
+    if missing := [path for path in checkpoints if not found[path]]:
       raise resolve.ConfigError(f"no such checkpoint: {', '.join(missing)}")
     builder = training_data.build_dataset(config)
   except (resolve.ConfigError, custom.LabelFileError) as e:
@@ -85,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   mesh = sharding.make_mesh()
   chief = jax.process_index() == 0
   per_run = []
-  for path in paths:
+  for path in checkpoints:
     try:
       scores, columns = evaluate.evaluate_checkpoint(config, path, args.split, builder, mesh,
                                                      dtype=args.dtype)
@@ -103,9 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\n{len(args.runs)} runs, mean ± std:")
     print(report.aggregate_table(args.split, summary), flush=True)
     if args.output_dir:
-      os.makedirs(args.output_dir, exist_ok=True)
-      with open(os.path.join(args.output_dir, "runs_metrics.json"), "w") as f:
-        json.dump({"runs": args.runs, "mean_std": summary}, f, indent=2)
+      report.write_runs_summary(args.output_dir, args.runs, summary)
   return 0
 
 

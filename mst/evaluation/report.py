@@ -12,6 +12,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from mst.checkpoints import paths
+
 CI_SUFFIXES = ("_ci95_low", "_ci95_high")
 
 
@@ -52,20 +54,36 @@ def aggregate_table(split: str, summary: Mapping[str, tuple[float, float]]) -> s
 
 def write_outputs(output_dir: str, scores: Mapping[str, float],
                   columns: Mapping[str, Sequence]) -> None:
-  """`metrics.json` and `predictions.csv` (index, image, target, prediction) in `output_dir`."""
-  os.makedirs(output_dir, exist_ok=True)
-  with open(os.path.join(output_dir, "metrics.json"), "w") as f:
-    json.dump(dict(scores), f, indent=2)
-  with open(os.path.join(output_dir, "predictions.csv"), "w", newline="") as f:
+  """`metrics.json` and `predictions.csv` (index, image, target, prediction) in `output_dir` (a
+  local folder or a URL such as gs://bucket/run/eval_test)."""
+  gfile = _gfile()
+  gfile.makedirs(output_dir)
+  with gfile.GFile(os.path.join(output_dir, "metrics.json"), "w") as f:
+    f.write(json.dumps(dict(scores), indent=2))
+  with gfile.GFile(os.path.join(output_dir, "predictions.csv"), "w") as f:
     writer = csv.writer(f)
     writer.writerow(["index", "image", "target", "prediction"])
     for index, row in enumerate(zip(columns["name"], columns["target"], columns["prediction"])):
       writer.writerow([index, row[0], f"{row[1]:.6g}", f"{row[2]:.6g}"])
 
 
+def write_runs_summary(output_dir: str, runs: Sequence[str], summary: Mapping) -> None:
+  """`runs_metrics.json` in `output_dir`: the runs and their metrics' mean and std."""
+  gfile = _gfile()
+  gfile.makedirs(output_dir)
+  with gfile.GFile(os.path.join(output_dir, "runs_metrics.json"), "w") as f:
+    f.write(json.dumps({"runs": list(runs), "mean_std": summary}, indent=2))
+
+
+def _gfile():
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top  (writers only; tables need none)
+  return tf.io.gfile
+
+
 def default_output_dir(checkpoint: str, split: str) -> str:
-  """<workdir>/eval_<split> for a workdir, ./eval_<file stem>_<split> for a file."""
-  if os.path.isdir(checkpoint):
+  """<workdir>/eval_<split> for a workdir (local or a URL), ./eval_<file stem>_<split> for a
+  file."""
+  if paths.isdir(checkpoint):
     return os.path.join(checkpoint, f"eval_{split}")
   stem = os.path.splitext(os.path.basename(checkpoint))[0]
   return os.path.abspath(f"eval_{stem}_{split}")
