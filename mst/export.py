@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 
 import jax
 from jax.experimental import jax2tf
 import tensorflow as tf
 
 from mst.checkpoints import loader
+from mst.checkpoints import paths
 from mst.data import multiscale
 from mst.data import preprocess
 from mst import inference
@@ -122,24 +122,28 @@ def export_saved_model(checkpoint: str, output_dir: str, dtype: str = "float32",
   """Writes the SavedModel of `checkpoint` (an official `.npz` or a workdir) to `output_dir`.
 
   The model is written beside `output_dir` first and moved into place when complete.
+  `output_dir` may be a URL (gs://bucket/models/koniq/1, where a serving platform reads it).
 
   Raises:
     loader.CheckpointError: the checkpoint cannot be read.
     FileExistsError: `output_dir` exists and `overwrite` is False.
     ValueError: a classification head, or scales that do not fit the model.
   """
-  output_dir = os.path.abspath(os.path.expanduser(output_dir))
-  if os.path.exists(output_dir) and not overwrite:
+  if not paths.is_url(output_dir):
+    output_dir = os.path.abspath(os.path.expanduser(output_dir))
+  gfile = tf.io.gfile
+  if gfile.exists(output_dir) and not overwrite:
     raise FileExistsError(f"{output_dir} exists; pass overwrite (--overwrite) to replace it")
   loaded = loader.load_for_inference(checkpoint, dtype=dtype,
                                      longer_side_lengths=longer_side_lengths)
   inference.check_compatible(loaded.model_config, loaded.pp_config)
   module = MusiqModule(loaded, platforms)
   partial = output_dir + ".partial"
-  shutil.rmtree(partial, ignore_errors=True)
+  if gfile.exists(partial):  # left by an export that was killed
+    gfile.rmtree(partial)
   tf.saved_model.save(module, partial, signatures={
       "serving_default": module.score, BATCH_SIGNATURE: module.score_batch})
-  if os.path.exists(output_dir):
-    shutil.rmtree(output_dir)
-  os.rename(partial, output_dir)
+  if gfile.exists(output_dir):
+    gfile.rmtree(output_dir)
+  gfile.rename(partial, output_dir)
   return output_dir

@@ -94,9 +94,18 @@ def test_readme_serve_commands_give_mst_predicts_scores_without_jax(tmp_path, mo
   np.testing.assert_allclose(served["single"], expected, atol=1e-4)
   np.testing.assert_allclose(served["batch"], expected, atol=1e-4)
 
-  # A second export to the same folder needs --overwrite.
+  # A second export to the same folder needs --overwrite; given as a URL (gs://... for a serving
+  # platform), the folder is written through TensorFlow's file systems.
   assert export_cli.main(argv[1:]) == 2
   assert "--overwrite" in capsys.readouterr().err
+  (tmp_path / "exported" / "koniq" / "1" / "saved_model.pb").write_bytes(b"stale")
+  output = argv.index("--output") + 1
+  argv[output] = f"file://{tmp_path}/{argv[output]}"
+  assert export_cli.main(argv[1:] + ["--overwrite"]) == 0
+  assert os.listdir("exported/koniq") == ["1"]
+  reloaded = tf.saved_model.load("exported/koniq/1")
+  single = reloaded.signatures["serving_default"](tf.constant(open(images[0], "rb").read()))
+  assert float(single["output_0"]) == pytest.approx(expected[0], abs=1e-4)
 
 
 def test_distribution_head_and_one_trace_for_every_size():
