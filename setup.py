@@ -24,7 +24,7 @@ INSTALL_REQUIRES = [
     "scikit-image>=0.22",  # ships the photographs the bundled demo set is made from.
     "matplotlib>=3.8",  # mst-visualize's figures.
     "simplejpeg>=1.7,<2",  # libjpeg-turbo with TF's default (fast integer) DCT: scoring without TF.
-    "filelock>=3.12",  # JAX locks the shared compilation cache with it (mst/compilation_cache.py).
+    "filelock>=3.12",  # JAX locks the shared compilation cache with it (mst/runtime/compilation_cache.py).
 ]
 
 setuptools.setup(

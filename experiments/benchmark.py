@@ -25,7 +25,7 @@ thread pools, which inherit that affinity. XLA sizes its CPU thread pool from th
 may use, so this is what bounds JAX; PyTorch also gets `torch.set_num_threads(N)`, and TensorFlow
 (preprocessing only, untimed) the same intra/inter-op limits. Each timed block starts after a short
 idle pause so the other framework's workers have stopped spinning. The process uses mst-predict's
-glibc malloc settings (`mst.host_memory`), which speed up both frameworks (PyTorch's forward by
+glibc malloc settings (`mst.runtime.host_memory`), which speed up both frameworks (PyTorch's forward by
 about a quarter). On a machine shared with other jobs the numbers are noisy: compare ratios from
 the same run.
 """
@@ -43,7 +43,7 @@ import time
 from typing import Callable
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from mst import host_memory  # pylint: disable=g-import-not-at-top
+from mst.runtime import host_memory  # pylint: disable=g-import-not-at-top
 
 # As in mst-predict, before any thread starts: freed buffers are reused, not faulted in again
 # (this helps both frameworks).
@@ -61,7 +61,7 @@ import torch
 from experiments import accelerator_benchmark  # pylint: disable=g-import-not-at-top
 from experiments import torch_musiq  # pylint: disable=g-import-not-at-top
 from experiments import torch_pipeline  # pylint: disable=g-import-not-at-top
-from mst import inference  # pylint: disable=g-import-not-at-top
+from mst.scoring import inference  # pylint: disable=g-import-not-at-top
 from mst.data import multiscale  # pylint: disable=g-import-not-at-top
 from mst.data import preprocess  # pylint: disable=g-import-not-at-top
 from mst.models import musiq  # pylint: disable=g-import-not-at-top

@@ -24,7 +24,7 @@ from PIL import Image
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import mst  # pylint: disable=g-import-not-at-top
 from mst.checkpoints import npz  # pylint: disable=g-import-not-at-top
-from mst import export  # pylint: disable=g-import-not-at-top
+from mst.scoring import export  # pylint: disable=g-import-not-at-top
 from mst.models import musiq  # pylint: disable=g-import-not-at-top
 
 PAPER = musiq.ModelConfig(patch_size=32, hidden_size=384, num_layers=14, num_heads=6,

@@ -37,7 +37,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is impor
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from mst import host_memory  # pylint: disable=g-import-not-at-top
+from mst.runtime import host_memory  # pylint: disable=g-import-not-at-top
 
 if __name__ == "__main__":  # `run` trains in this process: mst-train's malloc settings, set
   host_memory.keep_freed_memory()  # before NumPy, TensorFlow and JAX start threads

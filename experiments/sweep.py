@@ -44,7 +44,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 REPO = pathlib.Path(__file__).resolve().parents[1]  # the checkout `setup` ships
 sys.path.insert(0, str(REPO))
 
-from mst import host_memory  # pylint: disable=g-import-not-at-top
+from mst.runtime import host_memory  # pylint: disable=g-import-not-at-top
 
 if __name__ == "__main__":  # `run` trains in this process: mst-train's malloc settings, set
   host_memory.keep_freed_memory()  # before TensorFlow and JAX are imported and start threads
@@ -108,7 +108,7 @@ def run_locally(planned: Sequence[Planned], root: str) -> list[str]:
   """Trains the runs one after another in `root/<name>`; returns the names of those that
   failed (their errors are printed, the others still run)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  from mst import sharding  # pylint: disable=g-import-not-at-top
+  from mst.runtime import sharding  # pylint: disable=g-import-not-at-top
   from mst.training import trainer  # pylint: disable=g-import-not-at-top
 
   if tf.config.list_physical_devices("GPU"):

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import mst
-from mst import api
+from mst.scoring import api
 from mst.cli import predict
 from mst.data import image_io
 from readme_code import code_blocks

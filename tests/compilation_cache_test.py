@@ -8,7 +8,7 @@ import sys
 import numpy as np
 from PIL import Image
 
-from mst import compilation_cache
+from mst.runtime import compilation_cache
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -17,7 +17,7 @@ from mst.checkpoints import loader
 from mst.cli import export as export_cli
 from mst.cli import predict
 from mst.data import multiscale
-from mst import export
+from mst.scoring import export
 from conftest import small_model_config
 from conftest import scoring_params
 from readme_code import code_blocks

@@ -24,7 +24,7 @@ import pytest
 from orbax.checkpoint._src.path import async_path
 
 import mst.data.datasets
-from mst import sharding
+from mst.runtime import sharding
 from mst.checkpoints import workdir_lock
 from mst.checkpoints import workdirs
 from mst.cli import evaluate

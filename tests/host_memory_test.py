@@ -1,4 +1,4 @@
-"""mst.host_memory: a freed large buffer is reused, not faulted in again on the next step."""
+"""mst.runtime.host_memory: a freed large buffer is reused, not faulted in again on the next step."""
 
 import os
 import subprocess
@@ -12,7 +12,7 @@ SIZE = 216 << 20  # the demo train step's largest temporary buffer
 # CPU runtime does); prints the minor page faults they took.
 STEPS = f"""
 import ctypes, resource, runpy, sys, threading
-from mst import host_memory
+from mst.runtime import host_memory
 if sys.argv[1] == "keep":
   assert host_memory.keep_freed_memory()
 elif sys.argv[1] != "default":  # a script that trains in its own process, run as a user runs it

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mst import api
+from mst.scoring import api
 from mst.cli import predict
-from mst import result_files
+from mst.cli import result_files
 from conftest import small_model_config
 from conftest import write_npz
 
@@ -79,7 +79,7 @@ def test_an_interrupted_output_leaves_no_file_and_keeps_the_old_one(tmp_path):
       raise KeyboardInterrupt
   assert path.read_text() == "old\n" and os.listdir(tmp_path) == ["scores.jsonl"]
   # Killed outright (no cleanup runs): the name asked for never appears.
-  code = ("import os, signal, sys; from mst import result_files\n"
+  code = ("import os, signal, sys; from mst.cli import result_files\n"
           "with result_files.atomic_output(sys.argv[1]) as f:\n"
           "  f.write('line\\n'); f.flush(); os.kill(os.getpid(), signal.SIGKILL)\n")
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

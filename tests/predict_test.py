@@ -14,7 +14,7 @@ from mst.cli import predict
 from mst.data import image_io
 from mst.data import multiscale
 from mst.data import preprocess
-from mst import inference
+from mst.scoring import inference
 from mst.models import musiq
 from conftest import small_model_config
 from conftest import write_npz

@@ -6,7 +6,7 @@ import logging as python_logging
 from absl import logging
 
 from mst.cli import flags
-from mst import progress
+from mst.runtime import progress
 
 
 class Terminal(io.StringIO):

@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from mst import inference
+from mst.scoring import inference
 from mst.checkpoints import architecture
-from mst import traced_cache
+from mst.scoring import traced_cache
 from mst.models import musiq
 
 

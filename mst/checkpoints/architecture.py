@@ -21,7 +21,7 @@ import numpy as np
 from mst.models import embeddings
 from mst.models import musiq
 from mst.models import patch_encoders
-from mst import traced_cache
+from mst.scoring import traced_cache
 
 _ENCODER_BLOCK = re.compile(r"^Transformer/encoderblock_(\d+)/")
 _HEAD_FOR_CLASSES = {1: "score", 10: "distribution"}  # anything else: "classification"
@@ -157,7 +157,7 @@ _FIRST_LAYER = "Transformer/encoderblock_0/"
 
 def expected_shapes(cfg: musiq.ModelConfig) -> dict[str, jax.ShapeDtypeStruct]:
   """Every parameter's shape and dtype for `cfg`, via `jax.eval_shape` (nothing is computed), or
-  from mst's user cache (`mst.traced_cache`) after the first time.
+  from mst's user cache (`mst.scoring.traced_cache`) after the first time.
 
   Encoder layers all have the first one's shapes, so a one-layer model is traced and its layer
   repeated: tracing all of the paper model's 14 layers took half a second of every start, one layer

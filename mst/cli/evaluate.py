@@ -48,8 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   flags.setup_logging(args.verbosity)
   # Imported after parsing, so --help and usage errors are instant.
   import jax  # pylint: disable=g-import-not-at-top
-  from mst import compilation_cache  # pylint: disable=g-import-not-at-top
-  from mst import sharding  # pylint: disable=g-import-not-at-top
+  from mst.runtime import compilation_cache  # pylint: disable=g-import-not-at-top
+  from mst.runtime import sharding  # pylint: disable=g-import-not-at-top
   from mst.checkpoints import loader  # pylint: disable=g-import-not-at-top
   from mst.checkpoints import paths as checkpoint_paths  # pylint: disable=g-import-not-at-top
   from mst.checkpoints import workdir_lock  # pylint: disable=g-import-not-at-top

@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = parse_args(argv)
   flags.setup_logging(args.verbosity)
   from mst.checkpoints import loader  # pylint: disable=g-import-not-at-top
-  from mst import export  # pylint: disable=g-import-not-at-top
+  from mst.scoring import export  # pylint: disable=g-import-not-at-top
 
   platforms = tuple(p for p in args.platforms.replace(",", " ").split())
   try:

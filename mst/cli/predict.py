@@ -9,16 +9,16 @@ import os
 import sys
 from typing import Iterator, Sequence
 
-from mst import api
+from mst.scoring import api
 from mst.checkpoints import loader
 from mst.cli import flags
 from mst.data import image_io
-from mst import compilation_cache
-from mst import host_memory
-from mst import inference
+from mst.runtime import compilation_cache
+from mst.runtime import host_memory
+from mst.scoring import inference
 from mst.models import musiq
-from mst import progress
-from mst import result_files
+from mst.runtime import progress
+from mst.cli import result_files
 
 DESCRIPTION = """\
 Score images with a MUSIQ checkpoint. Prints one JSON object per line (or a CSV row) per image:

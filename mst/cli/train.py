@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
-from mst import host_memory
+from mst.runtime import host_memory
 from mst.cli import flags
 
 DESCRIPTION = """\
@@ -54,8 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   import jax  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from absl import logging  # pylint: disable=g-import-not-at-top
-  from mst import compilation_cache  # pylint: disable=g-import-not-at-top
-  from mst import sharding  # pylint: disable=g-import-not-at-top
+  from mst.runtime import compilation_cache  # pylint: disable=g-import-not-at-top
+  from mst.runtime import sharding  # pylint: disable=g-import-not-at-top
   from mst.checkpoints import loader  # pylint: disable=g-import-not-at-top
   from mst.checkpoints import workdir_lock  # pylint: disable=g-import-not-at-top
   from mst.checkpoints import workdirs  # pylint: disable=g-import-not-at-top

@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Sequence
 
-from mst import compilation_cache
+from mst.runtime import compilation_cache
 from mst.checkpoints import loader
 from mst.cli import flags
 from mst.data import image_io

@@ -16,10 +16,10 @@ from mst.checkpoints import loader
 from mst.data import pipeline
 from mst.data import multiscale
 from mst.evaluation import metrics
-from mst import inference
+from mst.scoring import inference
 from mst.models import musiq
-from mst import progress
-from mst import sharding
+from mst.runtime import progress
+from mst.runtime import sharding
 
 CI_METRICS = ("srcc", "plcc")
 

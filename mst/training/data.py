@@ -18,7 +18,7 @@ from mst.data import datasets
 from mst.data import packing
 from mst.data import pipeline
 from mst.evaluation import evaluate
-from mst import sharding
+from mst.runtime import sharding
 
 
 def build_dataset(config: ml_collections.ConfigDict):

@@ -32,8 +32,8 @@ from mst.checkpoints import workdirs
 from mst.config import resolve
 from mst.evaluation import report
 from mst.models import musiq
-from mst import progress
-from mst import sharding
+from mst.runtime import progress
+from mst.runtime import sharding
 from mst.training import collapse
 from mst.training import data as training_data
 from mst.training import losses

@@ -21,7 +21,7 @@ import tensorflow as tf
 from mst.checkpoints import loader
 from mst.data import multiscale
 from mst.data import preprocess
-from mst import inference
+from mst.scoring import inference
 from mst.models import musiq
 
 # The rollout holds a T x T matrix per layer: 14 layers x 4096^2 float32 is about 1 GB.

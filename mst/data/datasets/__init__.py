@@ -83,7 +83,7 @@ def build(name: str, data_dir: str, manual_dir: str | None = None, overwrite: bo
     raise FileNotFoundError(
         f"{name} is not prepared in {data_dir} and the manual dir {manual_dir!r} is not a folder."
         f"\n{cls.MANUAL_DOWNLOAD_INSTRUCTIONS}")
-  tfds.display_progress_bar(False)  # preparation reports its own progress (mst.progress)
+  tfds.display_progress_bar(False)  # preparation reports its own progress (mst.runtime.progress)
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
       manual_dir=manual_dir, try_download_gcs=False))
   return builder

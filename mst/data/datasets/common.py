@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from mst import progress
+from mst.runtime import progress
 
 SKIPPED_FILE = "skipped_images.txt"
 CHECK_THREADS = min(16, os.cpu_count() or 1)
@@ -230,7 +230,7 @@ class ImageQualityBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         supervised_keys=("image", "mos"), homepage=self.HOMEPAGE, citation=self.CITATION,
         metadata=tfds.core.MetadataDict())
 
-  # tfds prints these in bold on stdout; mst reports preparation with `mst.progress` instead.
+  # tfds prints these in bold on stdout; mst reports preparation with `mst.runtime.progress` instead.
   def _log_download_bytes(self) -> None:
     logging.info("%s: preparing in %s", self.name, self.data_dir)
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Union
 import numpy as np
 
 from mst.data import image_io
-from mst import inference
+from mst.scoring import inference
 
 if TYPE_CHECKING:
   from PIL import Image as PILImage

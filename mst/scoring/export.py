@@ -25,7 +25,7 @@ from mst.checkpoints import loader
 from mst.checkpoints import paths
 from mst.data import multiscale
 from mst.data import preprocess
-from mst import inference
+from mst.scoring import inference
 from mst.models import musiq
 
 INPUT_NAME = "image_bytes_tensor"  # the argument name TF Hub's MUSIQ signatures use

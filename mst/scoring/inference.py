@@ -23,7 +23,7 @@ from mst.data import image_io
 from mst.data import host_preprocess
 from mst.data import multiscale
 from mst.models import musiq
-from mst import traced_cache
+from mst.scoring import traced_cache
 
 DEFAULT_MAX_TOKENS = 16384  # about 16 megapixels at P = 32; see README for the memory it needs
 

@@ -31,7 +31,7 @@ import jax
 from jax import export
 import numpy as np
 
-from mst import compilation_cache
+from mst.runtime import compilation_cache
 from mst.models import musiq
 
 _MODEL_SOURCES = sorted(pathlib.Path(musiq.__file__).parent.glob("*.py"))
