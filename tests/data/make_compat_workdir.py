@@ -5,7 +5,8 @@ them as that release did.
 
 It was run ONCE, with the released code (commit d3ed78c, mst 0.1.0), from a checkout of it:
 
-    cd <checkout at d3ed78c> && PYTHONPATH=$PWD python3 <this repo>/tests/data/make_compat_workdir.py
+    cd <checkout at d3ed78c> && \
+        PYTHONPATH=$PWD python3 <this repo>/tests/data/make_compat_workdir.py
 
 Never rerun it to "fix" a failing test: the files it wrote are what users of that release keep,
 and rewriting them with newer code would check nothing. A later fixture (for a later release) goes
