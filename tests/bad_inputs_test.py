@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from conftest import write_csv_dataset
+from helpers import write_csv_dataset
 import mst.data.datasets
 from mst.cli import evaluate as eval_cli
 from mst.cli import train as train_cli

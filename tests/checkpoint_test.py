@@ -12,7 +12,7 @@ from mst.checkpoints import loader
 from mst.checkpoints import npz
 from mst.data import multiscale
 from mst.models import musiq
-from conftest import small_model_config
+from helpers import small_model_config
 
 # Patch 16, width 64 and grid 5: the shapes and messages the tests below expect are this model's.
 SMALL = small_model_config(patch_size=16, hidden_size=64, mlp_dim=128, grid_size=5)

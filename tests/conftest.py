@@ -1,8 +1,8 @@
 """Test setup: 8 fake CPU devices before JAX initialises, and quiet TensorFlow.
 
-Also the data several test files share: a tiny custom CSV dataset, the small model config and small
-official-format .npz checkpoints. Helpers are imported with `from conftest import ...`; the fixtures
-are session-scoped, so each pytest process writes them once.
+Also the session-scoped fixtures several test files share (each pytest process writes them once):
+a tiny custom CSV dataset and a small official-format .npz checkpoint. The helpers that build them
+live in helpers.py: test files import them with `from helpers import ...`.
 """
 
 import os
@@ -17,95 +17,16 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ.setdefault("MST_CACHE_DIR", "off")
 
 # pylint: disable=wrong-import-position  (JAX must see the flags above before it is imported)
-import csv
-import dataclasses
-import glob
-import pathlib
-
-import jax
-import numpy as np
 import pytest
-from PIL import Image
 
-from mst.checkpoints import npz
-from mst.models import musiq
-
-# Four in six rows train, one validates, one tests: 16 / 4 / 4 of the default 24.
-TRAIN_VALIDATION_TEST = ("train",) * 4 + ("validation", "test")
-
-
-def write_csv_dataset(root, count=24, seed=0, splits=TRAIN_VALIDATION_TEST, sizes=(40, 100)):
-  """Writes a tiny dataset the `custom` builder reads; returns the path of its `labels.csv`.
-
-  `count` PNGs `0.png`, `1.png`, ... whose height and width are drawn from [sizes[0], sizes[1])
-  (varied, so several sequence-length buckets occur) and whose brightness rises with the row, as
-  does the MOS (0 to 100), so the set is learnable. Row i goes to split `splits[i % len(splits)]`.
-  """
-  root = pathlib.Path(root)
-  root.mkdir(parents=True, exist_ok=True)
-  rng = np.random.default_rng(seed)
-  rows = [("image", "mos", "split")]
-  for i in range(count):
-    height, width = rng.integers(*sizes, 2)
-    level = i / max(count - 1, 1)
-    pixels = np.clip(rng.normal(255 * level, 30, (height, width, 3)), 0, 255).astype(np.uint8)
-    Image.fromarray(pixels).save(root / f"{i}.png")
-    rows.append((f"{i}.png", 100 * level, splits[i % len(splits)]))
-  with open(root / "labels.csv", "w", newline="") as f:
-    csv.writer(f).writerows(rows)
-  return root / "labels.csv"
+from helpers import write_csv_dataset
+from helpers import write_npz
 
 
 @pytest.fixture(scope="session")
 def csv_dataset(tmp_path_factory):
   """The default `write_csv_dataset` (24 images, 16 / 4 / 4), shared by the tests that train."""
   return write_csv_dataset(tmp_path_factory.mktemp("csv_dataset"))
-
-
-def set_fields(config, **changes):
-  """Sets `section__name=value` changes on an ml_collections config (keyword arguments cannot
-  hold dots); returns the config."""
-  for key, value in changes.items():
-    section, name = key.split("__")
-    setattr(config[section], name, value)
-  return config
-
-
-def logged_scalars(workdir, tag="train/loss") -> dict[int, float]:
-  """step -> the value of `tag` in a workdir's TensorBoard event files (clu's writers)."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top  (only the tests that train)
-  values = {}
-  for path in glob.glob(os.path.join(str(workdir), "events.out.tfevents.*")):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      for value in event.summary.value:
-        if value.tag == tag:
-          values[event.step] = float(tf.make_ndarray(value.tensor))
-  return values
-
-
-# The small model of the scoring and visualisation tests: patch 32 and grid 10 as the paper's, so
-# the paper's preprocessing applies, but a 32-wide, 2-layer Transformer that compiles in seconds.
-SMALL_MODEL = musiq.ModelConfig(patch_size=32, hidden_size=32, num_layers=2, num_heads=4,
-                                mlp_dim=64, grid_size=10, num_scales=3)
-
-
-def small_model_config(**changes):
-  """SMALL_MODEL with `changes` (ModelConfig fields) applied."""
-  return dataclasses.replace(SMALL_MODEL, **changes)
-
-
-def scoring_params(config=SMALL_MODEL, seed=0):
-  """Initialised params with a random head kernel: the zero-initialised head would score 0."""
-  params = musiq.init_params(config, jax.random.key(seed))
-  head = params["head"]
-  head["kernel"] = jax.random.normal(jax.random.key(seed + 1), head["kernel"].shape)
-  return params
-
-
-def write_npz(path, config=SMALL_MODEL, seed=0):
-  """Exports `scoring_params(config, seed)` as an official-format .npz; returns the path as str."""
-  npz.export_official_npz(scoring_params(config, seed), path)
-  return str(path)
 
 
 @pytest.fixture(scope="session")

@@ -13,10 +13,10 @@ from mst.checkpoints import workdirs
 from mst.cli import predict
 from mst.config import overrides
 from mst.config import resolve
-from conftest import scoring_params
-from conftest import small_model_config
-from conftest import write_csv_dataset
-from conftest import write_npz
+from helpers import scoring_params
+from helpers import small_model_config
+from helpers import write_csv_dataset
+from helpers import write_npz
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -18,8 +18,8 @@ from mst.cli import export as export_cli
 from mst.cli import predict
 from mst.data import multiscale
 from mst.scoring import export
-from conftest import small_model_config
-from conftest import scoring_params
+from helpers import small_model_config
+from helpers import scoring_params
 from readme_code import code_blocks
 
 # Runs in a fresh interpreter where importing jax, jaxlib, flax or mst fails, as if they were not

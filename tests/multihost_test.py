@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import mst.data.datasets
-from conftest import logged_scalars
-from conftest import write_csv_dataset
+from helpers import logged_scalars
+from helpers import write_csv_dataset
 from mst.checkpoints import workdirs
 from mst.training import preemption
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import small_model_config
+from helpers import small_model_config
 from mst.config import overrides
 from mst.config import resolve
 from mst.data import packing

@@ -16,8 +16,8 @@ from PIL import Image
 from mst.scoring import api
 from mst.cli import predict
 from mst.cli import result_files
-from conftest import small_model_config
-from conftest import write_npz
+from helpers import small_model_config
+from helpers import write_npz
 
 
 def _images(folder, sizes, seed=0):

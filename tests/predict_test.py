@@ -16,8 +16,8 @@ from mst.data import multiscale
 from mst.data import preprocess
 from mst.scoring import inference
 from mst.models import musiq
-from conftest import small_model_config
-from conftest import write_npz
+from helpers import small_model_config
+from helpers import write_npz
 
 
 def _save(path, array, mode=None, **kwargs):

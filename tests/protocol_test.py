@@ -20,8 +20,8 @@ from mst.checkpoints import workdirs
 from mst.cli import evaluate as evaluate_cli
 from mst.config import overrides
 from mst.training import trainer
-from conftest import logged_scalars
-from conftest import set_fields
+from helpers import logged_scalars
+from helpers import set_fields
 
 COUNT = 24
 SETS = ("training",) * 4 + ("validation", "test")  # 16 / 4 / 4

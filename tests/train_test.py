@@ -17,8 +17,8 @@ from mst.cli import predict
 from mst.config import overrides
 from mst.training import data as training_data
 from mst.training import trainer
-from conftest import logged_scalars
-from conftest import set_fields
+from helpers import logged_scalars
+from helpers import set_fields
 
 
 def _config(csv_dataset, tmp_path_factory, **changes):

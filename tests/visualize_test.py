@@ -16,8 +16,8 @@ from mst.data import preprocess
 from mst.models import musiq
 from mst.visualization import figures
 from mst.visualization import rollout
-from conftest import SMALL_MODEL
-from conftest import scoring_params
+from helpers import SMALL_MODEL
+from helpers import scoring_params
 
 # The small model's patch and grid, with resized scales small enough for tiny images.
 PP = multiscale.MultiScaleConfig(patch_size=32, grid_size=10, longer_side_lengths=(64, 96))
