@@ -16,42 +16,34 @@ from mst.config import defaults
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """ImageNet pre-training; `arg` may be "runlocal"."""
-  args = defaults.parse_arg(arg)
   config = defaults.get_config()
   config.dataset.name = "imagenet2012"  # prepared by tfds itself (not one of mst.data.datasets)
-  # imagenet2012's test split has no labels, so `validation` is the held-out set: it is
-  # evaluated during training for a curve, nothing is chosen on it (the last step is kept), and
-  # there is no separate final test.
-  config.dataset.eval_split = "validation"
+  # imagenet2012's test split has no labels, so `validation` (the default eval_split) is the
+  # held-out set: it is evaluated during training for a curve, nothing is chosen on it (the last
+  # step is kept), and there is no separate final test.
   config.dataset.test_split = ""
   config.eval.select = "last"
   # Mixup makes soft targets: the pipeline one-hot encodes `label` and mixes it into `dist`
   # (evaluation still scores top-1 accuracy against `label`).
   config.dataset.label = "dist"
-  config.dataset.mos_scale = 1.0
   config.augment.crop = True
   config.augment.randaugment_layers = 2
   config.augment.randaugment_magnitude = 15
   config.augment.mixup_alpha = 0.2
   config.model.num_classes = 1000
   config.model.head = "classification"
-  config.optim.name = "adamw"
+  config.optim.name = "adamw"  # b1, b2: the defaults, the paper's (0.9, 0.999)
   config.optim.learning_rate = 1e-3
-  config.optim.b1 = 0.9
-  config.optim.b2 = 0.999
   config.optim.weight_decay = 0.1  # the paper's
-  config.optim.schedule = "cosine"
   config.optim.warmup_steps = 10_000
   config.optim.grad_clip_norm = 1.0  # ViT's pre-training value; the paper and official code: none
-  config.model.dropout_rate = 0.1  # the official encoder's default (the paper gives none)
-  config.model.attention_dropout_rate = 0.1  # the official encoder block's default
-  config.model.stochastic_depth = 0.0  # the official encoder's default
+  # The official encoder's defaults (the paper gives none); stochastic depth stays 0, its default.
+  config.model.dropout_rate = 0.1
+  config.model.attention_dropout_rate = 0.1
   config.loss.name = "cross_entropy"
   config.train.batch_size = 4096
-  config.train.num_epochs = 300.0
+  config.train.num_epochs = 300
   config.train.eval_every_steps = 5000
   config.train.checkpoint_every_steps = 5000
   config.eval.bootstrap_samples = 0  # classification: accuracy, no rank correlations
-  if "runlocal" in args:
-    defaults.runlocal(config)
-  return config
+  return defaults.apply_variants(config, arg)

@@ -15,24 +15,6 @@ from mst.config import defaults
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """PaQ-2-PiQ fine-tuning; `arg` may be "runlocal"."""
-  args = defaults.parse_arg(arg)
   config = defaults.get_config()
-  config.dataset.name = "paq2piq"
-  config.dataset.label = "mos"
-  config.dataset.mos_scale = 1.0  # trained on 0-100 as it is, like the released model
-  config.init.checkpoint = defaults.IMAGENET_CHECKPOINT
-  config.optim.name = "sgd"
-  config.optim.learning_rate = 2e-4
-  config.optim.schedule = "cosine"
-  # Regularisation, which the paper does not state for fine-tuning:
-  config.model.dropout_rate = 0.0  # the released checkpoints' model config (official code)
-  config.model.attention_dropout_rate = 0.0  # the released checkpoints' model config
-  config.model.stochastic_depth = 0.0  # the official encoder's default
-  config.optim.weight_decay = 0.0  # the paper decays weights in pre-training only
-  config.optim.grad_clip_norm = 0.0  # off: neither the paper nor the official code clips
-  config.loss.name = "l1"
-  config.train.batch_size = 128
-  config.train.num_epochs = 10.0
-  if "runlocal" in args:
-    defaults.runlocal(config)
-  return config
+  defaults.paper_finetune(config, dataset="paq2piq", learning_rate=2e-4, batch_size=128, epochs=10)
+  return defaults.apply_variants(config, arg)

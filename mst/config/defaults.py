@@ -3,11 +3,15 @@
 A task config (`configs/koniq.py` ...) calls `get_config()` here and changes values; it never adds
 keys (tests/configs_test.py checks that), so a typo in a task config or on the command line
 (`--config.optim.learning_rat=...`) fails instead of being ignored. The defaults are the paper's
-fine-tuning setup (KonIQ-10k's numbers); the task configs state each dataset's own.
+fine-tuning setup (KonIQ-10k's numbers); a task config states only what differs: its row of the
+paper (`paper_finetune`) or its recipe (`cpu_from_scratch`), then its own values.
 
 `arg` (after the colon of `--config=configs/koniq.py:runlocal`) is a comma-separated list of
-variants; `runlocal` makes everything small enough for a CPU (a tiny model, a few steps).
+variants (`apply_variants`); `runlocal` makes everything small enough for a CPU (a tiny model, a
+few steps).
 """
+
+from collections.abc import Callable
 
 import ml_collections
 
@@ -23,7 +27,6 @@ SELECT = ("best", "last")
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The base config; `arg` may be "runlocal"."""
-  args = parse_arg(arg)
   config = ml_collections.ConfigDict()
   config.seed = 0  # parameter init, data order, augmentation and dropout all derive from it
 
@@ -112,12 +115,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.optim.nesterov = False  # sgd
   config.optim.b1 = 0.9  # adam, adamw
   config.optim.b2 = 0.999  # adam, adamw
-  # adamw: decoupled; sgd: L2; kernels only (see mst.training.optim)
+  # adamw: decoupled; sgd: L2; kernels only (see mst.training.optim). The paper decays weights in
+  # pre-training only.
   config.optim.weight_decay = 0.0
   config.optim.schedule = "cosine"  # "cosine", "linear" or "constant" after the warm-up
   config.optim.warmup_steps = 0  # training steps, linear from 0 to learning_rate
   config.optim.end_learning_rate_factor = 0.0  # the schedule ends at learning_rate * this
-  config.optim.grad_clip_norm = 0.0  # clip the global gradient norm; 0 = off
+  # Clip the global gradient norm; 0 = off (neither the paper nor the official code clips).
+  config.optim.grad_clip_norm = 0.0
   # k > 1: update every k steps with the mean gradient (effective batch k * train.batch_size).
   config.optim.grad_accum_steps = 1
   # (regex, multiplier) pairs on the '/'-joined parameter path, e.g.
@@ -149,7 +154,70 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # The test metrics come from the parameters of the best `eval_split` evaluation ("best", by
   # SRCC or accuracy; the last step's when there is no eval_split) or of the last step ("last").
   config.eval.select = "best"
+  return apply_variants(config, arg)
 
+
+def paper_finetune(config: ml_collections.ConfigDict, *, dataset: str, learning_rate: float,
+                   batch_size: int, epochs: float) -> None:
+  """Sets `config` (from `get_config()`) to the paper's fine-tuning on `dataset`, one row of it.
+
+  The rows differ only in the peak learning rate, the batch size and the epochs; all start from
+  the ImageNet pre-trained model. The rest of the recipe is the defaults above (SGD with momentum
+  0.9, cosine decay, no warm-up, the flip alone, L1 on the MOS, no dropout, stochastic depth,
+  weight decay or clipping); tests/configs_test.py checks every value against the paper.
+  """
+  config.dataset.name = dataset
+  config.init.checkpoint = IMAGENET_CHECKPOINT
+  config.optim.learning_rate = learning_rate
+  config.train.batch_size = batch_size
+  config.train.num_epochs = epochs
+
+
+def cpu_from_scratch(config: ml_collections.ConfigDict, *, max_seq_len: int, learning_rate: float,
+                     embedding_lr_factor: float, weight_decay: float, num_steps: int,
+                     eval_every_steps: int, checkpoint_every_steps: int) -> None:
+  """Sets `config` to learn from scratch on a CPU in minutes (configs/demo.py, custom.py:scratch).
+
+  A small model (2 layers of width 64, the cheap `conv` patch encoder) sees the native image (at
+  most `max_seq_len` patches) and one 64 px copy. AdamW with a 20-step warm-up and cosine decay;
+  the `embedding` kernel learns at `embedding_lr_factor` times the rate (its first large steps
+  otherwise move every token alike) and the head bias starts at the mean training label: the
+  plain recipe collapses to a constant predictor (docs/training.md, "Learning on a CPU").
+  """
+  config.init.checkpoint = "none"  # from scratch, on purpose: no pre-trained file needed
+  config.dataset.shuffle_buffer = 4096
+  config.preprocess.longer_side_lengths = (64,)
+  config.preprocess.max_seq_len = max_seq_len
+  config.model.hidden_size = 64
+  config.model.num_layers = 2
+  config.model.num_heads = 4
+  config.model.mlp_dim = 128
+  config.model.patch_encoder = "conv"  # ~4x cheaper per patch than "resnet"; learned better
+  config.init.head_bias_from_train_mean = True
+  config.optim.name = "adamw"
+  config.optim.learning_rate = learning_rate
+  config.optim.weight_decay = weight_decay
+  config.optim.warmup_steps = 20
+  config.optim.lr_multipliers = (("^embedding/kernel$", embedding_lr_factor),)
+  config.train.batch_size = 16
+  config.train.num_steps = num_steps
+  config.train.log_every_steps = 50
+  config.train.eval_every_steps = eval_every_steps
+  config.train.checkpoint_every_steps = checkpoint_every_steps
+  config.eval.batch_size = 64
+  config.eval.bootstrap_samples = 200
+
+
+def apply_variants(config: ml_collections.ConfigDict, arg: str | None,
+                   **variants: Callable[[ml_collections.ConfigDict], None]
+                   ) -> ml_collections.ConfigDict:
+  """`config` with the variants that `arg` names applied: a config file's own `variants` (name=
+  function that changes `config`) in the order given, then `runlocal`, last, so that it shrinks
+  what they set. An unknown name raises ValueError."""
+  args = parse_arg(arg, VARIANTS + tuple(variants))
+  for name, apply in variants.items():
+    if name in args:
+      apply(config)
   if "runlocal" in args:
     runlocal(config)
   return config
