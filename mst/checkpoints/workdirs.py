@@ -27,6 +27,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import tensorflow as tf
 
+from mst.config import schema
+
 CONFIG_FILE = "config.json"
 DAMAGED_DIR = "damaged_checkpoints"
 BEST_METRICS = {"srcc": "max", "accuracy": "max"}
@@ -39,17 +41,20 @@ def absolute(workdir: str) -> str:
 
 
 def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+  """Writes `config` with its schema and mst versions (`schema.stamp`)."""
   tf.io.gfile.makedirs(workdir)
   with tf.io.gfile.GFile(os.path.join(workdir, CONFIG_FILE), "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
+    f.write(json.dumps(schema.stamp(config), indent=2))
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
+  """The workdir's config in today's keys, whichever mst wrote it (`schema.upgrade`); raises
+  `schema.NewerWorkdirError` for one written by a newer mst."""
   path = os.path.join(workdir, CONFIG_FILE)
   if not tf.io.gfile.exists(path):
     raise FileNotFoundError(f"{workdir}: not an mst training workdir (no {CONFIG_FILE})")
   with tf.io.gfile.GFile(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    return schema.upgrade(json.load(f), path)
 
 
 class CheckpointError(RuntimeError):
