@@ -133,9 +133,10 @@ def load_for_inference(path: str, dtype: str = "float32",
   # scoring with an .npz file needs neither.
   from mst.checkpoints import workdirs  # pylint: disable=g-import-not-at-top
   from mst.config import resolve  # pylint: disable=g-import-not-at-top
+  from mst.config import schema  # pylint: disable=g-import-not-at-top
   try:
     params, config = workdirs.load_params(path)
-  except (FileNotFoundError, workdirs.CheckpointError) as e:
+  except (FileNotFoundError, workdirs.CheckpointError, schema.NewerWorkdirError) as e:
     raise CheckpointError(str(e)) from None
   model_cfg = dataclasses.replace(resolve.model_config(config), dtype=dtype)
   pp_config = resolve.preprocess_config(config, train=False)
