@@ -24,7 +24,8 @@ INSTALL_REQUIRES = [
     "scikit-image>=0.22",  # ships the photographs the bundled demo set is made from.
     "matplotlib>=3.8",  # mst-visualize's figures.
     "simplejpeg>=1.7,<2",  # libjpeg-turbo with TF's default (fast integer) DCT: scoring without TF.
-    "filelock>=3.12",  # JAX locks the shared compilation cache with it (mst/runtime/compilation_cache.py).
+    # JAX locks the shared compilation cache with it (mst/runtime/compilation_cache.py).
+    "filelock>=3.12",
 ]
 
 setuptools.setup(
@@ -41,7 +42,8 @@ setuptools.setup(
         # torch: the independent PyTorch MUSIQ that tests and benchmarks compare the Flax model
         # with. Pinned exactly: on Linux a looser range pulls a multi-GB CUDA build of a newer
         # release, where 2.13.0 resolves to the CPU wheel on our CI machines.
-        "test": ["pytest>=8", "pytest-xdist>=3", "torch==2.13.0"],
+        # ruff: the linter .ci/run runs before the tests (settings in pyproject.toml).
+        "test": ["pytest>=8", "pytest-xdist>=3", "torch==2.13.0", "ruff>=0.17,<0.18"],
         "bench": ["torch==2.13.0"],
     },
     entry_points={

@@ -25,8 +25,8 @@ thread pools, which inherit that affinity. XLA sizes its CPU thread pool from th
 may use, so this is what bounds JAX; PyTorch also gets `torch.set_num_threads(N)`, and TensorFlow
 (preprocessing only, untimed) the same intra/inter-op limits. Each timed block starts after a short
 idle pause so the other framework's workers have stopped spinning. The process uses mst-predict's
-glibc malloc settings (`mst.runtime.host_memory`), which speed up both frameworks (PyTorch's forward by
-about a quarter). On a machine shared with other jobs the numbers are noisy: compare ratios from
+glibc malloc settings (`mst.runtime.host_memory`), which speed up both frameworks (PyTorch's forward
+by about a quarter). On a machine shared with other jobs the numbers are noisy: compare ratios from
 the same run.
 """
 
@@ -266,8 +266,8 @@ def table(model: dict, e2e: dict, ceiling: tuple[float, float], cold: tuple[floa
   row("model forward / own matmul ceiling", f"{jax_gf / ceiling[0]:.0%}",
       f"{torch_gf / ceiling[1]:.0%}", "", ">= 80%")
   row("cold start, one image, empty compilation cache, s", f"{cold[0]:.1f}", "", "")
-  row("cold start, one image, caches filled (median of the later runs), s", f"{cold[1]:.1f}", "", "",
-      "< 4 s")
+  row("cold start, one image, caches filled (median of the later runs), s", f"{cold[1]:.1f}", "",
+      "", "< 4 s")
   return "\n".join(rows)
 
 

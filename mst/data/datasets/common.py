@@ -230,7 +230,8 @@ class ImageQualityBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         supervised_keys=("image", "mos"), homepage=self.HOMEPAGE, citation=self.CITATION,
         metadata=tfds.core.MetadataDict())
 
-  # tfds prints these in bold on stdout; mst reports preparation with `mst.runtime.progress` instead.
+  # tfds prints these in bold on stdout; mst reports preparation with `mst.runtime.progress`
+  # instead.
   def _log_download_bytes(self) -> None:
     logging.info("%s: preparing in %s", self.name, self.data_dir)
 
