@@ -196,7 +196,9 @@ CANDIDATES = {
 def run(csv_path: str, root: str, only: list[str], sets: list[str]) -> None:
   """Trains each candidate in ROOT/<name>, skipping finished ones; prints wall time per run."""
   from absl import logging  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
   from mst.config import overrides as overrides_lib  # pylint: disable=g-import-not-at-top
+  from mst.config import resolve  # pylint: disable=g-import-not-at-top
   from mst.training import trainer  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.INFO)  # the training loss and evaluations as they come
   for name in only or list(CANDIDATES):
@@ -210,7 +212,7 @@ def run(csv_path: str, root: str, only: list[str], sets: list[str]) -> None:
       config = overrides_lib.apply_overrides(
           config, dict([overrides_lib.parse_assignment(config, text)]))
     start = time.time()
-    trainer.train_and_evaluate(config, workdir)
+    trainer.train_and_evaluate(resolve.run(config, jax.device_count()), workdir)
     with open(os.path.join(workdir, "wall_seconds.txt"), "w") as f:
       f.write(f"{time.time() - start:.0f}\n")
     print(f"{name}: {time.time() - start:.0f} s", flush=True)

@@ -107,6 +107,7 @@ def plan(sweep_name: str, config_path: str, arg: str | None = None, sets: Sequen
 def run_locally(planned: Sequence[Planned], root: str) -> list[str]:
   """Trains the runs one after another in `root/<name>`; returns the names of those that
   failed (their errors are printed, the others still run)."""
+  import jax  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from mst.runtime import sharding  # pylint: disable=g-import-not-at-top
   from mst.training import trainer  # pylint: disable=g-import-not-at-top
@@ -124,7 +125,7 @@ def run_locally(planned: Sequence[Planned], root: str) -> list[str]:
     resuming = f" (resuming: {state.describe()})" if state.state == "started" else ""
     print(f"[{i}/{len(planned)}] {item.name}: {item.overrides}{resuming}", flush=True)
     try:
-      trainer.train_and_evaluate(item.config, workdir)
+      trainer.train_and_evaluate(resolve.run(item.config, jax.device_count()), workdir)
     except Exception as e:  # pylint: disable=broad-except  # one bad setting must not end a sweep
       print(f"[{i}/{len(planned)}] {item.name} FAILED: {type(e).__name__}: {e}", flush=True)
       failed.append(item.name)

@@ -3,11 +3,13 @@ loss stuck at the constant's level, the warnings, and a real run that collapses 
 
 import logging
 
+import jax
 import numpy as np
 import pytest
 
 from mst.config import overrides
 from mst.training import collapse
+from mst.config import resolve
 from mst.training import trainer
 
 
@@ -69,14 +71,14 @@ def test_monitor_warns_once_with_what_to_try(caplog):
   assert not classifier.check_predictions(60, np.zeros(8), np.arange(8.0))
 
 
-def test_monitor_for_config_reads_the_loss_name():
-  config = overrides.load_config("configs/custom.py")
+def test_monitor_for_run_reads_the_loss_name_and_head():
   labels = np.array([0.1, 0.2, 0.9])
-  assert collapse.Monitor.for_config(config, labels, 10).constant_loss == pytest.approx(0.8 / 3)
-  config.loss.name = "mse"
-  assert collapse.Monitor.for_config(config, labels, 10).constant_loss == pytest.approx(
+  assert collapse.Monitor.for_run("l1", "score", labels, 10).constant_loss == pytest.approx(
+      0.8 / 3)
+  assert collapse.Monitor.for_run("mse", "score", labels, 10).constant_loss == pytest.approx(
       np.var(labels))
-  assert collapse.Monitor.for_config(config, None, 10).constant_loss is None
+  assert collapse.Monitor.for_run("l1", "score", None, 10).constant_loss is None
+  assert not collapse.Monitor.for_run("cross_entropy", "classification", None, 10).scores
 
 
 def test_a_run_that_cannot_learn_warns_of_a_collapse(csv_dataset, tmp_path_factory, caplog):
@@ -95,7 +97,8 @@ def test_a_run_that_cannot_learn_warns_of_a_collapse(csv_dataset, tmp_path_facto
   config.eval.batch_size = 8
   config.dataset.test_split = ""
   with caplog.at_level(logging.WARNING):
-    trainer.train_and_evaluate(config, str(tmp_path_factory.mktemp("collapsed")))
+    trainer.train_and_evaluate(resolve.run(config, jax.device_count()),
+                               str(tmp_path_factory.mktemp("collapsed")))
   messages = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
   assert "Collapse at step 2" in messages and "nearly constant" in messages
   assert "Possible collapse" in messages  # the training loss too

@@ -80,19 +80,24 @@ def test_cross_entropy_integer_and_soft_labels():
       -np.log(0.7), rel=1e-5)
 
 
-def test_for_config_picks_loss_label_and_weights():
+def _batch_loss(config):
+  """The batch loss of `config`'s resolved run (its loss, label and model head)."""
+  return resolve.run(config).loss.batch_loss()
+
+
+def test_the_run_picks_loss_label_and_weights():
   batch = {"mos": jnp.array([0.5, 0.1]), "dist": jnp.array([[0.0, 1.0], [1.0, 0.0]]),
            "label": jnp.array([1, 0]), "valid": jnp.array([True, False])}
-  koniq = losses.for_config(overrides.load_config("configs/koniq.py", "runlocal"), "score")
+  koniq = _batch_loss(overrides.load_config("configs/koniq.py", "runlocal"))
   assert koniq(jnp.array([[0.9], [7.0]]), batch) == pytest.approx(0.4)  # l1, second masked
   config = overrides.load_config("configs/ava.py", "runlocal")
   config.loss.emd_r = 1.0
-  ava = losses.for_config(config, "distribution")
+  ava = _batch_loss(config)
   assert ava(jnp.zeros((2, 2)), batch) == pytest.approx(0.25)  # |CDF diff| (.5, 0), r=1
-  imagenet = losses.for_config(overrides.load_config("configs/imagenet.py", "runlocal"), "classification")
+  imagenet = _batch_loss(overrides.load_config("configs/imagenet.py", "runlocal"))
   assert imagenet(jnp.zeros((2, 2)), batch) == pytest.approx(np.log(2))
-  with pytest.raises(ValueError, match="trains on"):
-    losses.for_config(overrides.load_config("configs/koniq.py"), "distribution")
+  with pytest.raises(ValueError, match="needs model.head"):
+    losses.choose("l1", "mos", "distribution", {})
   with pytest.raises(KeyError, match="no 'mos' label"):
     koniq(jnp.zeros((2, 1)), {"label": batch["label"]})
 
@@ -122,21 +127,21 @@ def test_loss_entries_name_known_labels_and_heads():
 
 
 @pytest.mark.parametrize("name", sorted(losses.LOSSES))
-def test_validate_and_for_config_accept_exactly_the_entry_labels_and_heads(name):
+def test_validate_and_choose_accept_exactly_the_entry_labels_and_heads(name):
   loss = losses.LOSSES[name]
   for label, head in itertools.product(LABELS, musiq.HEADS):
     config = _config(name, label, head)
     if label in loss.labels and head in loss.heads:
       resolve.validate(config)
-      loss_fn = losses.for_config(config, head)
+      loss_fn = _batch_loss(config)
       value = loss_fn(jnp.ones((2, CLASSES[head])) / 3, _batch())
       assert value.shape == () and np.isfinite(value)
     else:
       message = "trains on" if label not in loss.labels else "needs model.head"
       with pytest.raises(ValueError, match=message):
         resolve.validate(config)
-      with pytest.raises(ValueError, match="trains on"):
-        losses.for_config(config, head)
+      with pytest.raises(ValueError, match=message):
+        losses.choose(name, label, head, config.loss.to_dict())
 
 
 def test_emd_reads_its_norm_from_the_config():
@@ -144,7 +149,7 @@ def test_emd_reads_its_norm_from_the_config():
   config.loss.emd_r = 1.0
   logits, batch = jnp.zeros((2, 4)), _batch()
   expected = losses.emd(logits, batch["dist"], batch["valid"], r=1.0)
-  assert losses.for_config(config, "distribution")(logits, batch) == pytest.approx(expected)
+  assert _batch_loss(config)(logits, batch) == pytest.approx(expected)
   assert expected != pytest.approx(losses.emd(logits, batch["dist"], batch["valid"]))
   config.loss.emd_r = 0.0
   with pytest.raises(ValueError, match="emd_r must be positive"):
@@ -165,7 +170,7 @@ def test_a_new_loss_is_one_registry_entry(monkeypatch):
   monkeypatch.setattr(losses, "LOSSES", {**losses.LOSSES, "scaled_l1": toy})
   resolve.validate(config)
   predictions, batch = jnp.array([[0.9], [7.0]]), _batch()
-  assert losses.for_config(config, "score")(predictions, batch) == pytest.approx(3 * 0.4)
+  assert _batch_loss(config)(predictions, batch) == pytest.approx(3 * 0.4)
   with pytest.raises(ValueError, match="needs model.head"):
     resolve.validate(_config("scaled_l1", "mos", "distribution"))
 

@@ -1,9 +1,10 @@
 """The optimizer: schedule values, learning-rate multipliers, the weight-decay mask, clipping and
 gradient accumulation."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -12,10 +13,9 @@ from mst.config import defaults
 from mst.training import optim
 
 
-def _cfg(**overrides) -> ml_collections.ConfigDict:
-  config = defaults.get_config().optim
-  config.update(overrides)
-  return config
+def _cfg(**overrides) -> optim.OptimConfig:
+  """The default `config.optim` with `overrides`, typed (building it checks it)."""
+  return optim.OptimConfig(**{**defaults.get_config().optim.to_dict(), **overrides})
 
 
 def _params():
@@ -126,7 +126,7 @@ def test_clipping_bounds_the_update():
   after = _update(optim.make_optimizer(cfg, 10), grads, params)
   delta = jax.tree.map(lambda a, b: a - b, after, params)
   assert float(optax.tree.norm(delta)) == pytest.approx(1.0, rel=1e-5)
-  cfg.grad_clip_norm = 0.0
+  cfg = dataclasses.replace(cfg, grad_clip_norm=0.0)
   unclipped = jax.tree.map(lambda a, b: a - b, _update(optim.make_optimizer(cfg, 10), grads,
                                                        params), params)
   assert float(optax.tree.norm(unclipped)) > 100.0

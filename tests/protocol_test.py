@@ -11,6 +11,7 @@ import math
 import os
 import zipfile
 
+import jax
 import numpy as np
 import pytest
 from PIL import Image
@@ -19,6 +20,7 @@ from mst.checkpoints import npz
 from mst.checkpoints import workdirs
 from mst.cli import evaluate as evaluate_cli
 from mst.config import overrides
+from mst.config import resolve
 from mst.training import trainer
 from helpers import logged_scalars
 from helpers import set_fields
@@ -75,7 +77,7 @@ def fitted(tmp_path_factory):
   config = koniq_config(root, data_dir, optim__learning_rate=0.03, train__num_steps=30,
                         train__log_every_steps=1, train__eval_every_steps=30,
                         train__checkpoint_every_steps=30, eval__select="last")
-  trainer.train_and_evaluate(config, str(workdir))
+  trainer.train_and_evaluate(resolve.run(config, jax.device_count()), str(workdir))
   path = str(tmp_path_factory.mktemp("npz") / "koniq_tiny.npz")
   npz.export_official_npz(workdirs.load_params(str(workdir))[0], path)
   return root, data_dir, mos, workdir, path
@@ -120,7 +122,7 @@ def test_fine_tuning_an_official_checkpoint_starts_where_it_converged(fitted, tm
   config = koniq_config(root, data_dir, train__num_steps=2, train__log_every_steps=1,
                         dataset__eval_split="", dataset__test_split="", eval__select="last")
   config.init.checkpoint = path
-  trainer.train_and_evaluate(config, str(workdir))
+  trainer.train_and_evaluate(resolve.run(config, jax.device_count()), str(workdir))
   losses = logged_scalars(str(workdir))
   assert abs(losses[1] - converged) < max(0.5 * converged, 3.0), (losses, converged)
   # A fresh head (output 0) would start at the labels' own size, ~50 on 0-100.
@@ -132,7 +134,8 @@ def test_a_missing_pretrained_file_stops_training_before_the_data(tmp_path):
   config = koniq_config(tmp_path / "no_download", tmp_path / "tfds")
   config.init.checkpoint = str(tmp_path / "musiq" / "imagenet_pretrain.npz")
   with pytest.raises(FileNotFoundError) as error:
-    trainer.train_and_evaluate(config, str(tmp_path / "run"))
+    trainer.train_and_evaluate(resolve.run(config, jax.device_count()),
+                               str(tmp_path / "run"))
   message = str(error.value)
   assert "imagenet_pretrain.npz' does not exist" in message
   assert "google-research/google-research/tree/master/musiq" in message

@@ -5,6 +5,7 @@ import csv
 import json
 import os
 
+import jax
 import numpy as np
 
 from experiments import scratch_recipe
@@ -43,7 +44,7 @@ def test_scratch_recipe_trains_from_scratch(csv_dataset, tmp_path_factory):
   config.eval.batch_size = 8
   config.eval.bootstrap_samples = 0
   workdir = tmp_path_factory.mktemp("scratch")
-  results = trainer.train_and_evaluate(config, str(workdir))
+  results = trainer.train_and_evaluate(resolve.run(config, jax.device_count()), str(workdir))
   assert np.isfinite(results["rmse"])
   assert json.load(open(workdir / "test_metrics.json"))["rmse"] == results["rmse"]
   params, _ = workdirs.load_params(str(workdir))

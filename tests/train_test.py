@@ -15,10 +15,16 @@ import pytest
 from mst.checkpoints import workdirs
 from mst.cli import predict
 from mst.config import overrides
-from mst.training import data as training_data
+from mst.data import source
+from mst.config import resolve
 from mst.training import trainer
 from helpers import logged_scalars
 from helpers import set_fields
+
+
+def _run(csv_dataset, tmp_path_factory, **changes):
+  """`_config`, resolved into the typed run the trainer takes."""
+  return resolve.run(_config(csv_dataset, tmp_path_factory, **changes), jax.device_count())
 
 
 def _config(csv_dataset, tmp_path_factory, **changes):
@@ -47,7 +53,7 @@ def _latest_params(workdir):
 def finished(csv_dataset, tmp_path_factory):
   """One uninterrupted 4-step run, shared by the tests that compare against it."""
   workdir = tmp_path_factory.mktemp("run")
-  results = trainer.train_and_evaluate(_config(csv_dataset, tmp_path_factory), str(workdir))
+  results = trainer.train_and_evaluate(_run(csv_dataset, tmp_path_factory), str(workdir))
   return workdir, results
 
 
@@ -76,7 +82,7 @@ def test_predict_scores_with_a_workdir_on_the_mos_scale(finished, csv_dataset, c
 def test_same_config_and_seed_give_bit_identical_params(finished, csv_dataset, tmp_path_factory):
   workdir, _ = finished
   again = tmp_path_factory.mktemp("again")
-  trainer.train_and_evaluate(_config(csv_dataset, tmp_path_factory), str(again))
+  trainer.train_and_evaluate(_run(csv_dataset, tmp_path_factory), str(again))
   first, second = _latest_params(workdir), _latest_params(again)
   assert first[0] == second[0] == 4
   for name, value in first[1].items():
@@ -101,10 +107,10 @@ def test_interrupted_run_resumes_to_exactly_the_same_params(finished, csv_datase
 
   monkeypatch.setattr(workdirs.TrainCheckpoints, "save", save_then_die)
   with pytest.raises(_Interrupted):
-    trainer.train_and_evaluate(_config(csv_dataset, tmp_path_factory), str(resumed))
+    trainer.train_and_evaluate(_run(csv_dataset, tmp_path_factory), str(resumed))
   assert sorted(os.listdir(resumed / "checkpoints")) == ["2"]
   monkeypatch.setattr(workdirs.TrainCheckpoints, "save", save)
-  trainer.train_and_evaluate(_config(csv_dataset, tmp_path_factory), str(resumed))
+  trainer.train_and_evaluate(_run(csv_dataset, tmp_path_factory), str(resumed))
   expected, got = _latest_params(workdir), _latest_params(resumed)
   assert got[0] == 4
   for name, value in expected[1].items():
@@ -120,7 +126,7 @@ def test_packed_training_takes_the_padded_runs_steps(finished, csv_dataset, tmp_
   workdir = tmp_path_factory.mktemp("packed")
   config = _config(csv_dataset, tmp_path_factory, data__packing=True, train__num_steps=2,
                    dataset__eval_split="", dataset__test_split="")
-  trainer.train_and_evaluate(config, str(workdir))
+  trainer.train_and_evaluate(resolve.run(config, jax.device_count()), str(workdir))
   losses, reference = logged_scalars(str(workdir), "train/loss"), logged_scalars(str(finished[0]), "train/loss")
   assert sorted(losses) == [1, 2]
   for step in (1, 2):
@@ -132,7 +138,7 @@ def test_non_finite_loss_stops_naming_the_step(csv_dataset, tmp_path_factory):
   config = _config(csv_dataset, tmp_path_factory, optim__name="sgd", optim__learning_rate=1e30,
                    optim__warmup_steps=0, train__num_steps=6, dataset__eval_split="")
   with pytest.raises(trainer.NonFiniteLossError, match=r"at step \d+") as error:
-    trainer.train_and_evaluate(config, str(workdir))
+    trainer.train_and_evaluate(resolve.run(config, jax.device_count()), str(workdir))
   step = int(str(error.value).split("at step ")[1].split(";")[0])
   saved = [int(s) for s in os.listdir(workdir / "checkpoints")] if os.path.isdir(
       workdir / "checkpoints") else []
@@ -147,4 +153,4 @@ def test_tfds_catalogue_datasets_are_prepared_from_their_manual_dir(tmp_path):
   config.dataset.data_dir = str(tmp_path / "tfds")
   config.dataset.manual_dir = str(tmp_path / "downloads")
   with pytest.raises(AssertionError, match="ILSVRC2012_img_train.tar"):
-    training_data.build_dataset(config)
+    source.build_dataset(resolve.run(config, jax.device_count()).dataset)

@@ -132,14 +132,14 @@ def load_for_inference(path: str, dtype: str = "float32",
   # Imported here: orbax and the config rules (which import TensorFlow) are slow to import, and
   # scoring with an .npz file needs neither.
   from mst.checkpoints import workdirs  # pylint: disable=g-import-not-at-top
-  from mst.config import resolve  # pylint: disable=g-import-not-at-top
+  from mst.config import model as model_lib  # pylint: disable=g-import-not-at-top
   from mst.config import schema  # pylint: disable=g-import-not-at-top
   try:
     params, config = workdirs.load_params(path)
   except (FileNotFoundError, workdirs.CheckpointError, schema.NewerWorkdirError) as e:
     raise CheckpointError(str(e)) from None
-  model_cfg = dataclasses.replace(resolve.model_config(config), dtype=dtype)
-  pp_config = resolve.preprocess_config(config, train=False)
+  model_cfg = dataclasses.replace(model_lib.model_config(config), dtype=dtype)
+  pp_config = model_lib.preprocess_config(config, train=False)
   if longer_side_lengths is not None:
     pp_config = dataclasses.replace(pp_config, longer_side_lengths=tuple(longer_side_lengths))
   return Loaded(params, model_cfg, pp_config, float(config.dataset.mos_scale))

@@ -1,63 +1,35 @@
-"""From an ml_collections config (`mst.config.defaults`) to the library's typed configs, and the
-cross-key checks a config must pass before a run starts.
+"""From an ml_collections config (`mst.config.defaults`) to the library's typed values, once, at
+the edge: `run` (what mst-train trains) and `evaluation` (what mst-eval needs of a config).
 
-Library code reads configs through these helpers, never by importing `configs/`, so the library
-works wherever the config files live.
+Building them is validation: each rule is checked once, here or in the typed value's own
+constructor, and names the key, the value and the fix. Below this package nothing reads a
+ConfigDict, and nothing here reads `configs/`, so the library works wherever config files live.
 """
 
 from collections.abc import Callable, Sequence
 import dataclasses
+import json
 from typing import Any
 
 import ml_collections
 
 from mst.config import defaults
+from mst.config import model as model_lib
 from mst.data import augmentation
 from mst.data import datasets
 from mst.data import multiscale
-from mst.data import preprocess
+from mst.data import source
+from mst.evaluation import evaluate
 from mst.models import musiq
 from mst.training import losses
 from mst.training import optim
+from mst.training import run as run_lib
 
-# Copied from `preprocess` or derived from it, so they cannot disagree with the data.
-DERIVED_MODEL_FIELDS = ("patch_size", "grid_size", "num_scales")
 SPLIT_KEYS = ("dataset.train_split", "dataset.eval_split", "dataset.test_split")
-
-
-def model_config(config: ml_collections.ConfigDict) -> musiq.ModelConfig:
-  """The model of `config.model`, with P and G from `config.preprocess` and K + 1 scales.
-
-  A key of `config.model` that ModelConfig lacks (or the reverse) is an error, so the config and
-  the model cannot drift apart silently. `representation_size` 0 means no pre_logits layer.
-  """
-  fields = {f.name for f in dataclasses.fields(musiq.ModelConfig)} - set(DERIVED_MODEL_FIELDS)
-  given = set(config.model.keys())
-  if given != fields:
-    raise ValueError("config.model keys differ from ModelConfig's: unknown "
-                     f"{sorted(given - fields)}, missing {sorted(fields - given)}")
-  kwargs = {name: config.model[name] for name in fields}
-  kwargs["representation_size"] = kwargs["representation_size"] or None
-  pp = config.preprocess
-  return musiq.ModelConfig(patch_size=pp.patch_size, grid_size=pp.grid_size,
-                           num_scales=len(pp.longer_side_lengths) + 1, **kwargs)
-
-
-def preprocess_config(config: ml_collections.ConfigDict, train: bool
-                      ) -> multiscale.MultiScaleConfig:
-  """The multi-scale representation: l = `max_seq_len` native tokens for training (fixed shapes),
-  all of them (-1) for evaluation, as the paper evaluates on the full native image.
-
-  l = 0 means the model has no native scale (the paper's resized-only compositions such as
-  "(224)"), so evaluation drops the native image too instead of showing the model a scale it
-  never trained on.
-  """
-  pp = config.preprocess
-  native = int(pp.max_seq_len)
-  return multiscale.MultiScaleConfig(
-      patch_size=pp.patch_size, grid_size=pp.grid_size,
-      longer_side_lengths=tuple(int(x) for x in pp.longer_side_lengths),
-      max_seq_len_from_original_res=native if train or native == 0 else -1)
+# The typed model and preprocessing of a config: also what scoring a workdir reads.
+DERIVED_MODEL_FIELDS = model_lib.DERIVED_MODEL_FIELDS
+model_config = model_lib.model_config
+preprocess_config = model_lib.preprocess_config
 
 
 def augment_config(config: ml_collections.ConfigDict) -> augmentation.Augment:
@@ -87,7 +59,7 @@ RULES = (
          "32 (the paper's)"),
     Rule("preprocess.grid_size", lambda g: g >= 1,
          "G must be >= 1 (the spatial embedding is a G x G grid)", "10 (the paper's)"),
-    Rule("preprocess.max_seq_len", lambda l: l >= 0,
+    Rule("preprocess.max_seq_len", lambda native: native >= 0,
          "l, the native-image tokens in training, must be >= 0", "512 (the paper's) or 0 (none)"),
     Rule("optim.learning_rate", lambda lr: lr > 0, "the peak learning rate must be > 0",
          "e.g. 2e-3 (KonIQ's)"),
@@ -147,76 +119,103 @@ def check_batch_sizes(config: ml_collections.ConfigDict, num_devices: int,
 def check_splits(dataset: str, splits: dict[str, str]) -> None:
   """The splits named by `splits` (config key -> split; '' = none) exist in `dataset`, by its
   builder's declared splits: nothing is prepared (tfds catalogue datasets are checked once
-  prepared)."""
-  declared = datasets.declared_splits(dataset)
-  for key, value in splits.items():
-    if declared is None or not value:
-      continue
-    # tfds split arithmetic: "train+validation", "train[:90%]".
-    names = [part.split("[")[0].strip() for part in value.split("+")]
-    if any(name not in declared for name in names):
-      raise _error(key, value, f"dataset {dataset!r} has only the splits {list(declared)}",
-                   "name one of them" + (" or ''" if key in SPLIT_KEYS[1:] else "")
-                   + " (join several with '+')")
+  prepared, by the same rule)."""
+  try:
+    source.check_splits(dataset, datasets.declared_splits(dataset), splits,
+                        optional=SPLIT_KEYS[1:])
+  except source.SplitError as e:
+    raise ConfigError(str(e)) from None
 
 
-def validate_eval(config: ml_collections.ConfigDict, split: str, num_devices: int) -> None:
-  """What mst-eval needs of a config before it builds the dataset: the split exists and the
-  eval batch splits over the devices (the model comes from the checkpoint)."""
+def _section(cls: type, section: ml_collections.ConfigDict, **computed: Any) -> Any:
+  """`cls` built from the config section's keys of the same names (and `computed` values)."""
+  names = [f.name for f in dataclasses.fields(cls) if f.name not in computed]
+  return cls(**{name: section[name] for name in names}, **computed)
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+  """What mst-eval takes from a config: the dataset, the evaluation settings and the seed of the
+  bootstrap intervals (the model and its preprocessing come from each checkpoint)."""
+  dataset: source.DatasetSpec
+  eval: evaluate.EvalSettings
+  seed: int
+
+
+def evaluation(config: ml_collections.ConfigDict, split: str, num_devices: int) -> Evaluation:
+  """What mst-eval needs of a config, checked before it builds the dataset: the split exists and
+  the eval batch splits over the devices."""
   check_rules(config, [rule for rule in RULES if rule.key == "eval.batch_size"])
   check_batch_sizes(config, num_devices, ["eval.batch_size"])
   check_splits(config.dataset.name, {"--split": split})
+  return Evaluation(_section(source.DatasetSpec, config.dataset),
+                    _section(evaluate.EvalSettings, config.eval), int(config.seed))
 
 
-def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
-  """Raises ValueError naming the keys of the first inconsistency: a value out of range (RULES,
-  with the fix), a resized side smaller than a patch, a split the dataset lacks, a loss that does
-  not suit the label or head (or mixup with hard class labels), an unknown optimizer or schedule;
-  with `num_devices` (jax.device_count()), a global batch size that does not split over them.
-  Also builds the model, preprocessing and augmentation configs, which check their own fields."""
+def validate_eval(config: ml_collections.ConfigDict, split: str, num_devices: int) -> None:
+  """`evaluation`, for callers that only check."""
+  evaluation(config, split, num_devices)
+
+
+def run(config: ml_collections.ConfigDict, num_devices: int | None = None) -> run_lib.Run:
+  """The typed, checked training run of `config`; ValueError (ConfigError for single keys) naming
+  the keys of the first inconsistency: a value out of range (RULES, with the fix), a resized side
+  smaller than a patch, a split the dataset lacks, a loss that does not suit the label or head (or
+  mixup with hard class labels), an unknown optimizer or schedule, a layout the model cannot
+  take, a run with no steps, model selection that looks at the test split; with `num_devices`
+  (jax.device_count()), a global batch size that does not split over them. The model,
+  preprocessing, augmentation and optimizer configs check their own fields as they are built."""
   check_rules(config)
   check_patch_fits(config)
   check_splits(config.dataset.name, {key: _get(config, key) for key in SPLIT_KEYS})
   if num_devices is not None:
     check_batch_sizes(config, num_devices)
   model = model_config(config)
-  preprocess_config(config, train=True)
-  name, label = config.loss.name, config.dataset.label
-  if name not in losses.LOSSES:
-    raise ValueError(f"loss.name={name!r} is not one of {sorted(losses.LOSSES)}")
-  loss = losses.LOSSES[name]
-  if label not in loss.labels:
-    raise ValueError(f"loss.name={name!r} trains on {loss.labels}, not dataset.label={label!r}")
+  train_preprocess = preprocess_config(config, train=True)
+  dataset = _section(source.DatasetSpec, config.dataset)
   augment = augment_config(config)
-  if augment.mixup_alpha > 0 and label == "label":
+  if augment.mixup_alpha > 0 and dataset.label == "label":
     raise ValueError(f"augment.mixup_alpha={augment.mixup_alpha} mixes labels into soft targets: "
                      "set dataset.label='dist' (the batch carries the mixed one-hot `dist`), not "
                      "'label'")
-  if model.head not in loss.heads:
-    raise ValueError(f"loss.name={name!r} needs model.head in {loss.heads}, not {model.head!r}")
-  loss.options(config.loss)  # raises for values the loss cannot take (loss.emd_r <= 0)
-  if config.optim.name not in optim.OPTIMIZERS:
-    raise ValueError(f"optim.name={config.optim.name!r} is not one of {optim.OPTIMIZERS}")
-  if config.optim.schedule not in optim.SCHEDULES:
-    raise ValueError(f"optim.schedule={config.optim.schedule!r} is not one of {optim.SCHEDULES}")
-  if config.optim.name == "adam" and config.optim.weight_decay:
-    raise ValueError("optim.name='adam' has no weight decay: use 'adamw'")
-  optim.parse_lr_multipliers(config.optim.lr_multipliers)
-  if config.data.packing and model.spatial_embedding == "fixed":
-    raise ValueError("data.packing=True puts several images in a row, but "
-                     "model.spatial_embedding='fixed' embeds the row position: use 'hse' or "
-                     "'sinusoid', or data.packing=False")
-  longest = preprocess_config(config, train=True).seq_len(1, 1) + 1  # every scale full, and CLS
-  if config.data.packed_length and config.data.packed_length < longest:
-    raise ValueError(f"data.packed_length={config.data.packed_length} is shorter than the "
-                     f"{longest} tokens an image can take (sum of m_k, l and the CLS token): "
-                     "raise it, or 0 to choose it from the training images")
+  loss = losses.choose(config.loss.name, dataset.label, model.head, config.loss.to_dict())
+  optim_config = _section(optim.OptimConfig, config.optim)
+  layout = _section(run_lib.Layout, config.data)
+  check_layout(layout, model, train_preprocess)
   if config.preprocess.max_seq_len == 0 and not config.preprocess.longer_side_lengths:
     raise ValueError("preprocess.max_seq_len=0 drops the native image and "
                      "preprocess.longer_side_lengths=() has no resized copy: no tokens are left")
   if config.train.num_steps <= 0 and config.train.num_epochs <= 0:
     raise ValueError("set train.num_steps > 0 or train.num_epochs > 0")
+  eval_settings = _section(evaluate.EvalSettings, config.eval)
   check_model_selection(config)
+  return run_lib.Run(
+      seed=int(config.seed), dataset=dataset, model=model, train_preprocess=train_preprocess,
+      eval_preprocess=preprocess_config(config, train=False), augment=augment, layout=layout,
+      optim=optim_config, loss=loss, loop=_section(run_lib.Loop, config.train),
+      eval=eval_settings, init=run_lib.Init(init_checkpoint(config),
+                                            bool(config.init.head_bias_from_train_mean)),
+      config=json.loads(config.to_json_best_effort()))
+
+
+def validate(config: ml_collections.ConfigDict, num_devices: int | None = None) -> None:
+  """`run`, for callers that only check."""
+  run(config, num_devices)
+
+
+def check_layout(layout: run_lib.Layout, model: musiq.ModelConfig,
+                 pp: multiscale.MultiScaleConfig) -> None:
+  """Packing needs a spatial embedding that does not embed the row position, and a packed row
+  must hold the longest image."""
+  if layout.packing and model.spatial_embedding == "fixed":
+    raise ValueError("data.packing=True puts several images in a row, but "
+                     "model.spatial_embedding='fixed' embeds the row position: use 'hse' or "
+                     "'sinusoid', or data.packing=False")
+  longest = pp.seq_len(1, 1) + 1  # every scale full, and CLS
+  if layout.packed_length and layout.packed_length < longest:
+    raise ValueError(f"data.packed_length={layout.packed_length} is shorter than the "
+                     f"{longest} tokens an image can take (sum of m_k, l and the CLS token): "
+                     "raise it, or 0 to choose it from the training images")
 
 
 def init_checkpoint(config: ml_collections.ConfigDict) -> str | None:
@@ -227,10 +226,8 @@ def init_checkpoint(config: ml_collections.ConfigDict) -> str | None:
 
 def check_model_selection(config: ml_collections.ConfigDict) -> None:
   """Raises ValueError if anything decided during training would look at the test split (an
-  evaluation of it during training), or for an unknown `eval.select`."""
-  spec, select = config.dataset, config.eval.select
-  if select not in defaults.SELECT:
-    raise ValueError(f"eval.select={select!r} is not one of {defaults.SELECT}")
+  evaluation of it during training)."""
+  spec = config.dataset
   test_parts = set(spec.test_split.split("+")) - {""}
   if test_parts & set(spec.eval_split.split("+")):
     raise ValueError(

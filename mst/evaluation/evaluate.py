@@ -8,7 +8,6 @@ import dataclasses
 from absl import logging
 import jax
 from jax.experimental import multihost_utils
-import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -22,6 +21,22 @@ from mst.runtime import progress
 from mst.runtime import sharding
 
 CI_METRICS = ("srcc", "plcc")
+SELECT = ("best", "last")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSettings:
+  """`config.eval`: the global batch, bootstrap samples for confidence intervals (0 = off),
+  AVA's binary accuracy, and which parameters the reported test metrics use: those of the best
+  evaluation of the validation split ("best") or of the last step ("last")."""
+  batch_size: int = 32
+  bootstrap_samples: int = 1000
+  ava_metrics: bool = False
+  select: str = "best"
+
+  def __post_init__(self):
+    if self.select not in SELECT:
+      raise ValueError(f"eval.select={self.select!r} is not one of {SELECT}")
 
 
 @dataclasses.dataclass
@@ -52,9 +67,6 @@ class Evaluator:
                pp_config: multiscale.MultiScaleConfig, batch_size: int, mesh,
                mos_scale: float = 1.0, ava_metrics: bool = False):
     host = pipeline.Host(jax.process_index(), jax.process_count())
-    if batch_size % jax.device_count():
-      raise ValueError(f"eval.batch_size={batch_size} must be a multiple of the "
-                       f"{jax.device_count()} devices")
     self.builder, self.split, self.pp_config = builder, split, pp_config
     self.local_batch = batch_size // host.count
     self.num_examples = builder.info.splits[split].num_examples
@@ -126,26 +138,27 @@ def example_names(builder: tfds.core.DatasetBuilder, split: str) -> list[str]:
   return [name.decode() for name in data.map(lambda e: e[key]).as_numpy_iterator()]
 
 
-def evaluate_checkpoint(config: ml_collections.ConfigDict, path: str, split: str,
-                        builder: tfds.core.DatasetBuilder, mesh, dtype: str = "float32"
-                        ) -> tuple[dict[str, float], dict[str, list]]:
-  """(metrics with bootstrap confidence intervals, per-example columns `name`, `target`,
-  `prediction`) of one checkpoint (an official `.npz` or a workdir) on `split`."""
+def evaluate_checkpoint(settings: EvalSettings, path: str, split: str,
+                        builder: tfds.core.DatasetBuilder, mesh, dtype: str = "float32",
+                        seed: int = 0) -> tuple[dict[str, float], dict[str, list]]:
+  """(metrics with bootstrap confidence intervals, seeded by `seed`, and per-example columns
+  `name`, `target`, `prediction`) of one checkpoint (an official `.npz` or a workdir) on
+  `split`."""
   loaded = loader.load_for_inference(path, dtype=dtype)
   evaluator = Evaluator(
       builder, split, model=musiq.Musiq(loaded.model_config), pp_config=loaded.pp_config,
-      batch_size=config.eval.batch_size, mesh=mesh, mos_scale=loaded.mos_scale,
-      ava_metrics=config.eval.ava_metrics)
+      batch_size=settings.batch_size, mesh=mesh, mos_scale=loaded.mos_scale,
+      ava_metrics=settings.ava_metrics)
   result = evaluator.predictions(jax.device_put(loaded.params))
   scores = evaluator.scores(result)
   warning = (loaded.model_config.head != "classification" and
              scale_mismatch(result.prediction, result.target))
   if warning:
     logging.warning("%s on %s: %s", path, split, warning)
-  if loaded.model_config.head != "classification" and config.eval.bootstrap_samples:
+  if loaded.model_config.head != "classification" and settings.bootstrap_samples:
     for name in CI_METRICS:
       low, high = metrics.bootstrap_ci(getattr(metrics, name), result.prediction, result.target,
-                                       samples=config.eval.bootstrap_samples, seed=config.seed)
+                                       samples=settings.bootstrap_samples, seed=seed)
       scores[f"{name}_ci95_low"], scores[f"{name}_ci95_high"] = low, high
   columns = {"name": example_names(builder, split), "target": result.target,
              "prediction": result.prediction}

@@ -16,7 +16,6 @@ The checks are plain functions of numbers (`prediction_spread_collapsed`, `loss_
 """
 
 from absl import logging
-import ml_collections
 import numpy as np
 
 SPREAD_RATIO = 0.05
@@ -74,12 +73,13 @@ class Monitor:
     self.warned_loss = False
 
   @classmethod
-  def for_config(cls, config: ml_collections.ConfigDict, train_labels: np.ndarray | None,
-                 total_steps: int) -> "Monitor":
-    """A monitor for a run of `config`, whose loss sees `train_labels` (None: no loss check)."""
+  def for_run(cls, loss_name: str, head: str, train_labels: np.ndarray | None,
+              total_steps: int) -> "Monitor":
+    """A monitor for a run training `loss_name` on a model with `head`, whose loss sees
+    `train_labels` (None: no loss check)."""
     constant = (None if train_labels is None
-                else constant_predictor_loss(train_labels, config.loss.name))
-    return cls(constant, total_steps, scores=config.model.head != "classification")
+                else constant_predictor_loss(train_labels, loss_name))
+    return cls(constant, total_steps, scores=head != "classification")
 
   def check_loss(self, step: int, loss: float) -> bool:
     """Logs a warning if the training loss is stuck at the constant predictor's; returns whether

@@ -1,9 +1,9 @@
 """Training losses: plain functions `(outputs, labels, weights) -> scalar`, their registry
-`LOSSES`, and the one a config selects (`for_config`).
+`LOSSES`, and the one a run trains with (`LossChoice`, checked once by `choose`).
 
 `LOSSES` is the one place a loss is registered: its `Loss` entry says which batch label it trains
-on, which model heads it accepts and which `config.loss` keys it reads; `for_config` and
-`mst.config.resolve.validate` read nothing else.
+on, which model heads it accepts and which `config.loss` keys it reads; `choose` reads nothing
+else.
 
 `weights` [B] (e.g. a batch's `valid` mask, where padded examples are False) weight each example's
 loss; the result is their weighted mean, 0 when every weight is 0, and a padded example's labels
@@ -12,11 +12,11 @@ never reach the result (so zeros or NaNs there are harmless).
 
 import dataclasses
 import functools
+from collections.abc import Mapping
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 
 LossFn = Callable[..., jax.Array]
@@ -104,17 +104,17 @@ def cross_entropy(logits: jax.Array, labels: jax.Array,
   return weighted_mean(per_example, weights)
 
 
-def _no_options(loss_config: ml_collections.ConfigDict) -> dict[str, Any]:
+def _no_options(loss_config: Mapping[str, Any]) -> dict[str, Any]:
   """For losses that read no `config.loss` key."""
   del loss_config
   return {}
 
 
-def _emd_options(loss_config: ml_collections.ConfigDict) -> dict[str, Any]:
+def _emd_options(loss_config: Mapping[str, Any]) -> dict[str, Any]:
   """`r`, the EMD's norm, from `loss.emd_r`."""
-  if loss_config.emd_r <= 0:
-    raise ValueError(f"loss.emd_r must be positive, got {loss_config.emd_r}")
-  return {"r": float(loss_config.emd_r)}
+  if loss_config["emd_r"] <= 0:
+    raise ValueError(f"loss.emd_r must be positive, got {loss_config['emd_r']}")
+  return {"r": float(loss_config["emd_r"])}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,9 +131,9 @@ class Loss:
   fn: LossFn
   labels: tuple[str, ...]
   heads: tuple[str, ...]
-  options: Callable[[ml_collections.ConfigDict], dict[str, Any]] = _no_options
+  options: Callable[[Mapping[str, Any]], dict[str, Any]] = _no_options
 
-  def bind(self, loss_config: ml_collections.ConfigDict) -> LossFn:
+  def bind(self, loss_config: Mapping[str, Any]) -> LossFn:
     """`fn` with the options of `loss_config` set: `(outputs, labels, weights) -> scalar`."""
     return functools.partial(self.fn, **self.options(loss_config))
 
@@ -147,23 +147,37 @@ LOSSES: dict[str, Loss] = {
 }
 
 
-def for_config(config: ml_collections.ConfigDict, head: str) -> Callable[[jax.Array, Batch],
-                                                                          jax.Array]:
-  """`loss_fn(logits, batch) -> scalar` of `config.loss` on `batch[config.dataset.label]`,
-  weighted by `batch["valid"]` when the batch has it. The MOS is expected already divided by
-  `dataset.mos_scale` (the trainer's input side does that)."""
-  name, label = config.loss.name, config.dataset.label
+@dataclasses.dataclass(frozen=True)
+class LossChoice:
+  """The loss a run trains with: `LOSSES[name]` on the batch's `label`, with its options (the
+  `config.loss` keys it reads, e.g. EMD's `r`) already checked."""
+  name: str
+  label: str
+  options: tuple[tuple[str, Any], ...] = ()
+
+  def batch_loss(self) -> Callable[[jax.Array, Batch], jax.Array]:
+    """`loss_fn(logits, batch) -> scalar` on `batch[label]`, weighted by `batch["valid"]` when
+    the batch has it. The MOS is expected already divided by `dataset.mos_scale` (the trainer's
+    input side does that)."""
+    fn = functools.partial(LOSSES[self.name].fn, **dict(self.options))
+    label = self.label
+
+    def loss_fn(logits: jax.Array, batch: Batch) -> jax.Array:
+      if label not in batch:
+        raise KeyError(f"the batch has no {label!r} label (dataset.label); it has {sorted(batch)}")
+      return fn(logits, batch[label], batch.get("valid"))
+
+    return loss_fn
+
+
+def choose(name: str, label: str, head: str, loss_config: Mapping[str, Any]) -> LossChoice:
+  """The loss `name` on `label` for a model with `head`; ValueError naming the keys when the loss
+  is unknown, does not train on the label or head, or cannot take an option (loss.emd_r <= 0)."""
   if name not in LOSSES:
     raise ValueError(f"loss.name={name!r} is not one of {sorted(LOSSES)}")
   loss = LOSSES[name]
-  if label not in loss.labels or head not in loss.heads:
-    raise ValueError(f"loss {name!r} trains on {loss.labels} with heads {loss.heads}, not "
-                     f"dataset.label={label!r} with head {head!r}")
-  fn = loss.bind(config.loss)
-
-  def loss_fn(logits: jax.Array, batch: Batch) -> jax.Array:
-    if label not in batch:
-      raise KeyError(f"the batch has no {label!r} label (dataset.label); it has {sorted(batch)}")
-    return fn(logits, batch[label], batch.get("valid"))
-
-  return loss_fn
+  if label not in loss.labels:
+    raise ValueError(f"loss.name={name!r} trains on {loss.labels}, not dataset.label={label!r}")
+  if head not in loss.heads:
+    raise ValueError(f"loss.name={name!r} needs model.head in {loss.heads}, not {head!r}")
+  return LossChoice(name, label, tuple(sorted(loss.options(loss_config).items())))

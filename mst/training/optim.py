@@ -1,4 +1,5 @@
-"""The optimizer and learning-rate schedule of `config.optim`, as optax transformations.
+"""The optimizer and learning-rate schedule of `config.optim` (typed: `OptimConfig`), as optax
+transformations.
 
 The update of one call is: clip the gradient's global norm -> sgd / adam / adamw with the
 schedule -> per-parameter learning-rate multipliers; with `grad_accum_steps` = k > 1 the whole
@@ -16,12 +17,12 @@ excludes biases (the attention's are 2-D), LayerNorm / GroupNorm scales, and the
 and CLS embedding tables, as is common practice for Transformers.
 """
 
+import dataclasses
 import re
 from typing import Any, Iterable, Mapping
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 
 Params = Any
@@ -29,10 +30,38 @@ OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("cosine", "linear", "constant")
 
 
-def _base_schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+  """`config.optim`, checked: the optimizer and schedule names, adam without weight decay, and
+  the learning-rate multiplier patterns (ranges are checked where the config is resolved)."""
+  name: str = "sgd"
+  learning_rate: float = 2e-3
+  momentum: float = 0.9
+  nesterov: bool = False
+  b1: float = 0.9
+  b2: float = 0.999
+  weight_decay: float = 0.0
+  schedule: str = "cosine"
+  warmup_steps: int = 0
+  end_learning_rate_factor: float = 0.0
+  grad_clip_norm: float = 0.0
+  grad_accum_steps: int = 1
+  lr_multipliers: tuple[tuple[str, float], ...] = ()
+
+  def __post_init__(self):
+    if self.name not in OPTIMIZERS:
+      raise ValueError(f"optim.name={self.name!r} is not one of {OPTIMIZERS}")
+    if self.schedule not in SCHEDULES:
+      raise ValueError(f"optim.schedule={self.schedule!r} is not one of {SCHEDULES}")
+    if self.name == "adam" and self.weight_decay:
+      raise ValueError("optim.name='adam' has no weight decay: use 'adamw'")
+    parsed = parse_lr_multipliers(self.lr_multipliers)
+    object.__setattr__(self, "lr_multipliers",
+                       tuple((pattern.pattern, value) for pattern, value in parsed))
+
+
+def _base_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
   """Linear warm-up from 0 over `warmup_steps`, then cosine / linear / constant to the end."""
-  if cfg.schedule not in SCHEDULES:
-    raise ValueError(f"optim.schedule={cfg.schedule!r} is not one of {SCHEDULES}")
   peak = float(cfg.learning_rate)
   warmup = int(cfg.warmup_steps)
   if warmup < 0 or (warmup and warmup >= total_steps):
@@ -50,7 +79,7 @@ def _base_schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Sc
   return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), decay], [warmup])
 
 
-def make_schedule(cfg: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
+def make_schedule(cfg: OptimConfig, total_steps: int) -> optax.Schedule:
   """The learning rate at each training step (0-based) of a `total_steps` run.
 
   With grad_accum_steps = k the value is constant over each window of k steps: the value the
@@ -143,7 +172,7 @@ def decay_mask(params: Params) -> Params:
       lambda path, _: path_name(path).rsplit("/", 1)[-1] == "kernel", params)
 
 
-def _optimizer(cfg: ml_collections.ConfigDict, learning_rate: optax.Schedule
+def _optimizer(cfg: OptimConfig, learning_rate: optax.Schedule
                ) -> optax.GradientTransformation:
   """sgd (momentum, nesterov, L2 on kernels), adam, or adamw (decoupled decay on kernels)."""
   weight_decay = float(cfg.weight_decay)
@@ -154,22 +183,14 @@ def _optimizer(cfg: ml_collections.ConfigDict, learning_rate: optax.Schedule
     parts.append(optax.sgd(learning_rate, momentum=cfg.momentum or None, nesterov=cfg.nesterov))
     return optax.chain(*parts)
   if cfg.name == "adam":
-    if weight_decay:
-      raise ValueError("optim.name='adam' has no weight decay; use 'adamw' for "
-                       f"optim.weight_decay={weight_decay}")
     return optax.adam(learning_rate, b1=cfg.b1, b2=cfg.b2)
-  if cfg.name == "adamw":
-    return optax.adamw(learning_rate, b1=cfg.b1, b2=cfg.b2, weight_decay=weight_decay,
-                       mask=decay_mask)
-  raise ValueError(f"optim.name={cfg.name!r} is not one of {OPTIMIZERS}")
+  return optax.adamw(learning_rate, b1=cfg.b1, b2=cfg.b2, weight_decay=weight_decay,
+                     mask=decay_mask)
 
 
-def make_optimizer(cfg: ml_collections.ConfigDict, total_steps: int
-                   ) -> optax.GradientTransformation:
+def make_optimizer(cfg: OptimConfig, total_steps: int) -> optax.GradientTransformation:
   """The full update of `config.optim` for a run of `total_steps` training steps."""
   k = int(cfg.grad_accum_steps)
-  if k < 1:
-    raise ValueError(f"optim.grad_accum_steps must be >= 1, got {k}")
   base = _base_schedule(cfg, total_steps)
   # Under MultiSteps the inner count advances once per k steps: update u uses step u * k.
   learning_rate = base if k == 1 else (lambda count: base(count * k))

@@ -1,12 +1,14 @@
-"""Training: `train_and_evaluate(config, workdir)`, what `mst-train` runs on every host.
+"""Training: `train_and_evaluate(run, workdir)`, what `mst-train` runs on every host.
 
 In order: the mesh -> the data -> the model, optimizer and state (fresh, from a pre-trained file,
 or resumed from the workdir) -> the jitted train step -> the loop with summaries, evaluations,
-checkpoints and the NaN guard -> a final test evaluation. Everything random derives from
-`config.seed`; the data stream and the step RNG are functions of the step, so a run resumed from a
-checkpoint ends with exactly the parameters of an uninterrupted one.
+checkpoints and the NaN guard -> a final test evaluation. It takes a `Run`: the config, resolved
+and checked once by `mst.config.resolve.run`. Everything random derives from `run.seed`; the data
+stream and the step RNG are functions of the step, so a run resumed from a checkpoint ends with
+exactly the parameters of an uninterrupted one.
 """
 
+import dataclasses
 import functools
 import json
 import math
@@ -21,7 +23,6 @@ from clu import periodic_actions
 import flax
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import tensorflow as tf
@@ -29,16 +30,15 @@ import tensorflow as tf
 from mst.checkpoints import loader
 from mst.checkpoints import workdir_lock
 from mst.checkpoints import workdirs
-from mst.config import resolve
 from mst.evaluation import report
 from mst.models import musiq
 from mst.runtime import progress
 from mst.runtime import sharding
 from mst.training import collapse
 from mst.training import data as training_data
-from mst.training import losses
 from mst.training import optim
 from mst.training import preemption
+from mst.training import run as run_lib
 
 
 @flax.struct.dataclass
@@ -76,14 +76,13 @@ def train_step(state: TrainState, batch: dict, rng: jax.Array, *, model: musiq.M
   return TrainState(state.step + 1, params, opt_state), metrics
 
 
-def _initial_params(config, model_cfg, rng, train_builder) -> dict:
+def _initial_params(run: run_lib.Run, rng, train_builder) -> dict:
   """Fresh parameters, overwritten by a pre-trained file's where the shapes agree."""
-  params = jax.device_get(musiq.init_params(model_cfg, rng))
-  pretrained = resolve.init_checkpoint(config)
-  if pretrained:
-    params = loader.merge_pretrained(params, pretrained)
-  if config.init.head_bias_from_train_mean:
-    bias = training_data.head_bias(train_builder, config, model_cfg.head)
+  params = jax.device_get(musiq.init_params(run.model, rng))
+  if run.init.checkpoint:
+    params = loader.merge_pretrained(params, run.init.checkpoint)
+  if run.init.head_bias_from_train_mean:
+    bias = training_data.head_bias(train_builder, run.dataset, run.model.head)
     if bias is not None:
       params["head"]["bias"] = np.broadcast_to(bias, params["head"]["bias"].shape).copy()
   return params
@@ -101,136 +100,143 @@ def _check_finite(losses_by_step: list[tuple[int, Any]], last_saved: int | None,
           "optim.learning_rate, set optim.grad_clip_norm, or check the labels.")
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Trains (or resumes training) in `workdir`; returns the final test metrics.
+@dataclasses.dataclass
+class Outputs:
+  """Where a run's results go: its checkpoints, its summaries and its progress report."""
+  manager: workdirs.TrainCheckpoints
+  writer: metric_writers.MetricWriter
+  report: periodic_actions.ReportProgress
+
+
+def train_and_evaluate(run: run_lib.Run, workdir: str) -> dict[str, float]:
+  """Trains (or resumes training) `run` in `workdir`; returns the final test metrics.
 
   Raises `preemption.Preempted` after saving a checkpoint when SIGTERM asks the run to stop, and
   `workdir_lock.WorkdirError` when the workdir is another live run's or cannot be written.
   """
   workdir = workdirs.absolute(workdir)
-  resolve.validate(config, num_devices=jax.device_count())
   with workdir_lock.lock(workdir, jax.process_index()):
-    return _train_and_evaluate_in(config, workdir)
+    return _train_and_evaluate_in(run, workdir)
 
 
-def _train_and_evaluate_in(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+def _train_and_evaluate_in(run: run_lib.Run, workdir: str) -> dict[str, float]:
   """`train_and_evaluate` in a workdir this process holds."""
   mesh = sharding.make_mesh()
   is_chief = jax.process_index() == 0
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
   if is_chief:
-    workdirs.write_config(workdir, config)
+    workdirs.write_config(workdir, run.config)
 
-  manager = workdirs.TrainCheckpoints(workdir, config.train.keep_checkpoints)
-  pretrained = resolve.init_checkpoint(config)
-  if pretrained and manager.latest_step() is None:
-    loader.require_pretrained(pretrained)  # before preparing any data
+  manager = workdirs.TrainCheckpoints(workdir, run.loop.keep_checkpoints)
+  if run.init.checkpoint and manager.latest_step() is None:
+    loader.require_pretrained(run.init.checkpoint)  # before preparing any data
 
-  data = training_data.TrainingData(config, mesh)
+  data = training_data.TrainingData(run, mesh)
   total_steps = data.total_steps
-  model_cfg = resolve.model_config(config)
-  model = musiq.Musiq(model_cfg)
-  schedule = optim.make_schedule(config.optim, total_steps)
-  tx = optim.make_optimizer(config.optim, total_steps)
-  rng = jax.random.key(config.seed)
-  init_rng, step_rng = jax.random.split(rng)
+  model = musiq.Musiq(run.model)
+  schedule = optim.make_schedule(run.optim, total_steps)
+  tx = optim.make_optimizer(run.optim, total_steps)
+  init_rng, step_rng = jax.random.split(jax.random.key(run.seed))
 
   def make_state(params):
     return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
 
   abstract = jax.eval_shape(make_state, jax.eval_shape(
-      functools.partial(musiq.init_params, model_cfg), init_rng))
+      functools.partial(musiq.init_params, run.model), init_rng))
   state_sharding = TrainState(sharding.replicated(mesh),
                               sharding.param_shardings(abstract.params, mesh),
                               sharding.param_shardings(abstract.opt_state, mesh))
   state = manager.restore_latest(abstract, state_sharding)
   if state is None:
-    params = _initial_params(config, model_cfg, init_rng, data.builder)
+    params = _initial_params(run, init_rng, data.builder)
     state = jax.jit(make_state, out_shardings=state_sharding)(params)
-  start_step = int(state.step)
-  if start_step == 0:
+  if int(state.step) == 0:
     parameter_overview.log_parameter_overview(state.params)
   else:
-    logging.info("Resuming from step %d in %s", start_step, workdir)
+    logging.info("Resuming from step %d in %s", int(state.step), workdir)
 
-  step_fn = jax.jit(
+  jitted = jax.jit(
       functools.partial(train_step, model=model, tx=tx, schedule=schedule,
-                        loss_fn=losses.for_config(config, model_cfg.head)),
+                        loss_fn=run.loss.batch_loss()),
       in_shardings=(state_sharding, sharding.data_sharding(mesh), sharding.replicated(mesh)),
       out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=0)
-  evaluator = data.evaluator(config.dataset.eval_split, model)
-  report = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer)
+  step_fn = lambda state, batch: jitted(state, batch, step_rng)
+  out = Outputs(manager, writer,
+                periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer))
   try:
     with preemption.PreemptionWatch() as preempted:
-      state = _train_loop(config, state, start_step, total_steps, step_fn, step_rng, data,
-                          evaluator, manager, writer, report, preempted)
+      state = _train_loop(run, state, step_fn, data, out, preempted)
   finally:
     manager.wait()  # never leave a half-written checkpoint, even when stopping on an error
     writer.flush()
-  final = _final_evaluation(config, data, model, manager, state, writer, total_steps)
+  final = _final_evaluation(run, data, model, out, state, total_steps)
   writer.flush()
   return final
 
 
-def _train_loop(config, state, start_step, total_steps, step_fn, step_rng, data, evaluator,
-                manager, writer, report, preempted) -> TrainState:
-  """Steps start_step + 1 .. total_steps with logging, evaluation and checkpoints; on
+def _train_loop(run: run_lib.Run, state: TrainState, step_fn, data: training_data.TrainingData,
+                out: Outputs, preempted: preemption.PreemptionWatch) -> TrainState:
+  """Steps state.step + 1 .. total_steps with logging, evaluation and checkpoints; on
   preemption, a checkpoint of the step every host agreed on, then `Preempted`."""
-  workdir = manager.workdir
+  manager, writer, loop = out.manager, out.writer, run.loop
+  start_step, total_steps = int(state.step), data.total_steps
   train_metrics, recent_losses = None, []
-  monitor = collapse.Monitor.for_config(
-      config, training_data.train_mos(data.builder, config), total_steps)
+  monitor = collapse.Monitor.for_run(run.loss.name, run.model.head,
+                                     training_data.train_mos(data.builder, run.dataset),
+                                     total_steps)
+  evaluator = data.evaluator(run.dataset.eval_split, musiq.Musiq(run.model))
   batches = data.train_batches(start_step)
   bar = progress.Progress("train", total_steps, "steps", initial=start_step,
                           enabled=jax.process_index() == 0)
   for step in range(start_step + 1, total_steps + 1):
     with jax.profiler.StepTraceAnnotation("train", step_num=step):
-      state, metrics = step_fn(state, next(batches), step_rng)
+      state, metrics = step_fn(state, next(batches))
     train_metrics = metrics if train_metrics is None else train_metrics.merge(metrics)
     recent_losses.append((step, metrics.loss.total))
-    report(step)
+    out.report(step)
     bar.update()
-    checkpoint_now = step % config.train.checkpoint_every_steps == 0 or step == total_steps
-    if step % config.train.log_every_steps == 0 or checkpoint_now:
-      _check_finite(recent_losses, manager.latest_step(), workdir)
+    checkpoint_now = step % loop.checkpoint_every_steps == 0 or step == total_steps
+    if step % loop.log_every_steps == 0 or checkpoint_now:
+      _check_finite(recent_losses, manager.latest_step(), manager.workdir)
       scalars = train_metrics.compute()
       monitor.check_loss(step, scalars["loss"])
       writer.write_scalars(step, {f"train/{k}": v for k, v in scalars.items()})
       bar.notes["loss"] = float(scalars["loss"])
       train_metrics, recent_losses = None, []
-    if evaluator and (step % config.train.eval_every_steps == 0 or step == total_steps):
-      with report.timed("eval"):
+    if evaluator and (step % loop.eval_every_steps == 0 or step == total_steps):
+      with out.report.timed("eval"):
         predictions = evaluator.predictions(state.params)
         results = evaluator.scores(predictions)
       monitor.check_predictions(step, predictions.prediction, predictions.target)
-      writer.write_scalars(step, {f"{config.dataset.eval_split}/{k}": v
+      writer.write_scalars(step, {f"{run.dataset.eval_split}/{k}": v
                                   for k, v in results.items()})
-      if config.eval.select == "best":
+      if run.eval.select == "best":
         manager.maybe_save_best(step, state.params, results)
     stop = preempted.reached(step)  # asked on every step by every host: how they agree
     if checkpoint_now or stop:
       manager.save(step, state)
     if stop:
       bar.close()
-      raise preemption.Preempted(step, workdir)
+      raise preemption.Preempted(step, manager.workdir)
   bar.close()
   return state
 
 
-def _final_evaluation(config, data, model, manager, state, writer, step) -> dict[str, float]:
+def _final_evaluation(run: run_lib.Run, data: training_data.TrainingData, model: musiq.Musiq,
+                      out: Outputs, state: TrainState, step: int) -> dict[str, float]:
   """Test metrics of the parameters `eval.select` chose (the best validation evaluation's, or
   the last step's), printed and saved as JSON."""
-  split = config.dataset.test_split
+  split = run.dataset.test_split
   evaluator = data.evaluator(split, model)
   if evaluator is None:
     return {}
   params = state.params
-  if config.eval.select == "best":
-    params = manager.restore_best(state.params) or state.params
+  if run.eval.select == "best":
+    params = out.manager.restore_best(state.params) or state.params
   results = evaluator(params)
-  writer.write_scalars(step, {f"{split}/{k}": v for k, v in results.items()})
+  out.writer.write_scalars(step, {f"{split}/{k}": v for k, v in results.items()})
   if jax.process_index() == 0:
-    with tf.io.gfile.GFile(os.path.join(manager.workdir, f"{split}_metrics.json"), "w") as f:
+    with tf.io.gfile.GFile(os.path.join(out.manager.workdir, f"{split}_metrics.json"), "w") as f:
       json.dump(results, f, indent=2)
     print(report.metrics_table(split, results), flush=True)
   return results

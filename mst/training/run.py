@@ -1,0 +1,62 @@
+"""`Run`: everything a training run is, typed and checked. `mst.config.resolve.run` builds it from
+a config once, at the edge (building it is validation); the trainer and its data read only this.
+"""
+
+import dataclasses
+from typing import Any
+
+from mst.data import augmentation
+from mst.data import multiscale
+from mst.data import source
+from mst.evaluation import evaluate
+from mst.models import musiq
+from mst.training import losses
+from mst.training import optim
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+  """`config.data`: how training batches are laid out (mst.data.packing). `packing` also packs
+  several images into each row; `packed_length` 0 chooses the row length from training images."""
+  packing: bool = False
+  packed_length: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Init:
+  """`config.init`: the pre-trained `.npz` or workdir to start from (None: from scratch), and
+  whether the head bias starts at the mean training label."""
+  checkpoint: str | None = None
+  head_bias_from_train_mean: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Loop:
+  """`config.train`: the global batch, the length of the run, and how often it logs, evaluates
+  and saves."""
+  batch_size: int = 96
+  num_epochs: float = 30.0
+  num_steps: int = -1  # -1: from num_epochs
+  log_every_steps: int = 100
+  eval_every_steps: int = 1000
+  checkpoint_every_steps: int = 1000
+  keep_checkpoints: int = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """A training run: what it reads, the model it trains and how, and the config it came from
+  (`config`, plain JSON values, written to the workdir as config.json)."""
+  seed: int
+  dataset: source.DatasetSpec
+  model: musiq.ModelConfig
+  train_preprocess: multiscale.MultiScaleConfig  # l native tokens: fixed shapes
+  eval_preprocess: multiscale.MultiScaleConfig  # every native token (unless l = 0)
+  augment: augmentation.Augment
+  layout: Layout
+  optim: optim.OptimConfig
+  loss: losses.LossChoice
+  loop: Loop
+  eval: evaluate.EvalSettings
+  init: Init
+  config: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False)
