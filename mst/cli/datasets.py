@@ -7,6 +7,7 @@ import os
 import sys
 from typing import Sequence
 
+from mst.cli import exits
 from mst.cli import flags
 from mst.config import defaults
 from mst.data import datasets
@@ -59,6 +60,10 @@ def parse_args(argv: Sequence[str] | None):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+  return exits.run("mst-datasets", _main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
   args = parse_args(argv)
   flags.setup_logging(args.verbosity)
   data_dir = os.path.expanduser(args.data_dir)
@@ -68,14 +73,13 @@ def main(argv: Sequence[str] | None = None) -> int:
       builder = datasets.build(name, data_dir, manual_dir, overwrite=args.overwrite,
                                **args.builder_kwargs)
     except (FileNotFoundError, ValueError, TypeError) as e:
-      print(f"mst-datasets: {name}: {e}", file=sys.stderr)
-      return 2
+      raise exits.CommandError(f"{name}: {e}", exits.USAGE) from e
     counts = ", ".join(f"{split} {info.num_examples}"
                        for split, info in builder.info.splits.items())
     skipped = len(datasets.read_skipped(builder))
     print(f"{name}: prepared in {builder.data_dir} ({counts}; {skipped} images skipped)",
           flush=True)
-  return 0
+  return exits.OK
 
 
 if __name__ == "__main__":

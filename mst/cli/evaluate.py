@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
+from mst.cli import exits
 from mst.cli import flags
 from mst.models import musiq
 
@@ -44,6 +45,10 @@ def parse_args(argv: Sequence[str] | None):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+  return exits.run("mst-eval", _main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
   args, config = parse_args(argv)
   flags.setup_logging(args.verbosity)
   # Imported after parsing, so --help and usage errors are instant.
@@ -54,47 +59,38 @@ def main(argv: Sequence[str] | None = None) -> int:
   from mst.checkpoints import paths as checkpoint_paths  # pylint: disable=g-import-not-at-top
   from mst.checkpoints import workdir_lock  # pylint: disable=g-import-not-at-top
   from mst.config import resolve  # pylint: disable=g-import-not-at-top
+  from mst.data import source  # pylint: disable=g-import-not-at-top
   from mst.data.datasets import custom  # pylint: disable=g-import-not-at-top
   from mst.evaluation import evaluate  # pylint: disable=g-import-not-at-top
   from mst.evaluation import report  # pylint: disable=g-import-not-at-top
-  from mst.training import data as training_data  # pylint: disable=g-import-not-at-top
 
   compilation_cache.enable()
   sharding.initialize_distributed()
   checkpoints = [args.checkpoint] if args.checkpoint else args.runs
-  try:  # a URL that cannot be checked (no permission, an unknown scheme) is named here
+  # A URL that cannot be checked (no permission, an unknown scheme) is named here.
+  with exits.exit_status(exits.USAGE, OSError):
     found = {path: checkpoint_paths.exists(path) for path in checkpoints}
     output_dirs = {path: (args.checkpoint and args.output_dir)
                          or report.default_output_dir(path, args.split) for path in checkpoints}
-  except OSError as e:
-    print(f"mst-eval: error: {e}", file=sys.stderr)
-    return 2
   outputs = [output_dirs[path] for path in checkpoints if found[path]]
   outputs += [args.output_dir] if args.runs and args.output_dir else []
-  try:  # now, not after an hour of evaluation
+  with exits.exit_status(exits.FAILED, workdir_lock.WorkdirError):  # now, not after an hour
     for output_dir in outputs:
       workdir_lock.check_writable(output_dir, "--output-dir")
-  except workdir_lock.WorkdirError as e:
-    print(f"mst-eval: error: {e}", file=sys.stderr, flush=True)
-    return 1
-  try:  # Bad input stops here with a message that names it, not a traceback.
-    resolve.validate_eval(config, args.split, jax.device_count())
+  # Bad input stops here with a message that names it, not a traceback.
+  with exits.exit_status(exits.USAGE, resolve.ConfigError, custom.LabelFileError):
+    evaluation = resolve.evaluation(config, args.split, jax.device_count())
     if missing := [path for path in checkpoints if not found[path]]:
       raise resolve.ConfigError(f"no such checkpoint: {', '.join(missing)}")
-    builder = training_data.build_dataset(config)
-  except (resolve.ConfigError, custom.LabelFileError) as e:
-    print(f"mst-eval: error: {e}", file=sys.stderr)
-    return 2
+    builder = source.build_dataset(evaluation.dataset)
   mesh = sharding.make_mesh()
   chief = jax.process_index() == 0
   per_run = []
   for path in checkpoints:
-    try:
-      scores, columns = evaluate.evaluate_checkpoint(config, path, args.split, builder, mesh,
-                                                     dtype=args.dtype)
-    except loader.CheckpointError as e:  # damaged, or not a MUSIQ checkpoint
-      print(f"mst-eval: error: {e}", file=sys.stderr)
-      return 2
+    with exits.exit_status(exits.USAGE, loader.CheckpointError):  # damaged, or not MUSIQ's
+      scores, columns = evaluate.evaluate_checkpoint(
+          evaluation.eval, path, args.split, builder, mesh, dtype=args.dtype,
+          seed=evaluation.seed)
     output_dir = output_dirs[path]
     if chief:
       report.write_outputs(output_dir, scores, columns)
@@ -107,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(report.aggregate_table(args.split, summary), flush=True)
     if args.output_dir:
       report.write_runs_summary(args.output_dir, args.runs, summary)
-  return 0
+  return exits.OK
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Sequence
 
+from mst.cli import exits
 from mst.cli import flags
 from mst.models import musiq
 
@@ -41,22 +42,23 @@ def parse_args(argv: Sequence[str] | None):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+  return exits.run("mst-export", _main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
   args = parse_args(argv)
   flags.setup_logging(args.verbosity)
   from mst.checkpoints import loader  # pylint: disable=g-import-not-at-top
   from mst.scoring import export  # pylint: disable=g-import-not-at-top
 
   platforms = tuple(p for p in args.platforms.replace(",", " ").split())
-  try:
+  with exits.exit_status(exits.USAGE, loader.CheckpointError, FileExistsError, ValueError):
     path = export.export_saved_model(args.checkpoint, args.output, dtype=args.dtype,
                                      longer_side_lengths=args.longer_side_lengths,
                                      platforms=platforms, overwrite=args.overwrite)
-  except (loader.CheckpointError, FileExistsError, ValueError) as e:
-    print(f"mst-export: {e}", file=sys.stderr)
-    return 2
   print(f"SavedModel written to {path} (signatures: serving_default, "
         f"{export.BATCH_SIGNATURE})", flush=True)
-  return 0
+  return exits.OK
 
 
 if __name__ == "__main__":

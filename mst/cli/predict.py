@@ -11,6 +11,7 @@ from typing import Iterator, Sequence
 
 from mst.scoring import api
 from mst.checkpoints import loader
+from mst.cli import exits
 from mst.cli import flags
 from mst.data import image_io
 from mst.runtime import compilation_cache
@@ -108,17 +109,18 @@ def _check_files(args) -> int | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+  return exits.run("mst-predict", _main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
   host_memory.keep_freed_memory()  # each forward reuses the last one's buffers: half the sys time
   args = parse_args(argv)
   flags.setup_logging(args.verbosity)
   compilation_cache.enable()
-  try:
+  with exits.exit_status(exits.USAGE, loader.CheckpointError, ValueError, OSError):
     listed = _check_files(args)
     scorer = api.load(args.checkpoint, dtype=args.dtype, max_tokens=args.max_tokens,
                       longer_side_lengths=args.longer_side_lengths)
-  except (loader.CheckpointError, ValueError, OSError) as e:
-    print(f"mst-predict: {e}", file=sys.stderr)
-    return 2
   paths, empty_folders = image_io.find_all(args.paths, args.recursive)
   total = len(paths)
   if args.list:
@@ -139,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       bar.update(failed=failed)
     bar.close(f"{len(scorer.predictor.compiled_shapes)} compiled shapes"
               + (f"; written to {args.output}" if args.output else ""))
-  return 1 if failed or empty_folders else 0
+  return exits.FAILED if failed or empty_folders else exits.OK
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import sys
 from typing import Sequence
 
 from mst.runtime import host_memory
+from mst.cli import exits
 from mst.cli import flags
 
 DESCRIPTION = """\
@@ -47,6 +48,10 @@ def parse_args(argv: Sequence[str] | None):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+  return exits.run("mst-train", _main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
   host_memory.keep_freed_memory()  # before JAX and TensorFlow start their threads
   args, config = parse_args(argv)
   flags.setup_logging(args.verbosity)
@@ -68,23 +73,16 @@ def main(argv: Sequence[str] | None = None) -> int:
   compilation_cache.enable()
   sharding.initialize_distributed()
   logging.info("Process %d of %d", jax.process_index(), jax.process_count())
-  try:  # Bad input stops here with a message that names it, not a traceback.
-    resolve.validate(config, num_devices=jax.device_count())  # before anything is written
-  except ValueError as e:
-    return _fail(e)
-  try:
-    trainer.train_and_evaluate(config, args.workdir)
-  except (custom.LabelFileError, loader.PretrainedMissing) as e:
-    return _fail(e)
-  except preemption.Preempted as e:
-    logging.warning("%s", e)
-    return preemption.EXIT_PREEMPTED
-  except (workdir_lock.WorkdirError, workdirs.CheckpointError, trainer.NonFiniteLossError) as e:
-    print(f"mst-train: error: {e}", file=sys.stderr, flush=True)
-    return 1
-  return 0
+  # Bad input stops here, before anything is written, with a message that names it.
+  with exits.exit_status(exits.USAGE, ValueError):
+    run = resolve.run(config, num_devices=jax.device_count())
+  with (exits.exit_status(exits.USAGE, custom.LabelFileError, loader.PretrainedMissing),
+        exits.exit_status(exits.PREEMPTED, preemption.Preempted),
+        exits.exit_status(exits.FAILED, workdir_lock.WorkdirError, workdirs.CheckpointError,
+                          trainer.NonFiniteLossError)):
+    trainer.train_and_evaluate(run, args.workdir)
+  return exits.OK
 
 
-def _fail(error: Exception) -> int:
-  print(f"mst-train: error: {error}", file=sys.stderr)
-  return 2
+if __name__ == "__main__":
+  sys.exit(main())

@@ -10,6 +10,7 @@ from typing import Sequence
 
 from mst.runtime import compilation_cache
 from mst.checkpoints import loader
+from mst.cli import exits
 from mst.cli import flags
 from mst.data import image_io
 from mst.visualization import figures
@@ -71,6 +72,10 @@ def _draw_hse(visualizer: rollout.Visualizer, output_dir: str, log) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+  return exits.run("mst-visualize", _main, argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
   args = parse_args(argv)
   compilation_cache.enable()
 
@@ -78,13 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.quiet:
       print(message, file=sys.stderr, flush=True)
 
-  try:
+  with exits.exit_status(exits.USAGE, loader.CheckpointError, ValueError, OSError):
     visualizer = rollout.Visualizer.from_checkpoint(
         args.checkpoint, longer_side_lengths=args.longer_side_lengths, max_tokens=args.max_tokens)
     os.makedirs(args.output_dir, exist_ok=True)
-  except (loader.CheckpointError, ValueError, OSError) as e:
-    print(f"mst-visualize: {e}", file=sys.stderr)
-    return 2
   _draw_hse(visualizer, args.output_dir, log)
   paths, empty_folders = image_io.find_all(args.paths)
   for folder in empty_folders:
@@ -106,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(out, flush=True)
     log(f"[{index}/{len(paths)}] {path}: {prediction} -> {out} "
         f"({time.perf_counter() - start:.1f} s)")
-  return 1 if failed else 0
+  return exits.FAILED if failed else exits.OK
 
 
 if __name__ == "__main__":
