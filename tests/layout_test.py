@@ -128,3 +128,23 @@ def test_readme_module_table_matches_the_tree():
     if entry.endswith("/"):
       for file in re.findall(r"`([a-z_]+\.py)`", row):
         assert os.path.exists(REPO / entry / file), f"{entry}{file}"
+
+
+def test_below_the_edge_nothing_reads_a_raw_config():
+  # The console scripts resolve a ConfigDict into typed values once (mst.config.resolve); the
+  # library under them takes those values.
+  for path in PACKAGE.rglob("*.py"):
+    if path.relative_to(PACKAGE).parts[0] in ("training", "evaluation", "models", "data"):
+      assert "ml_collections" not in path.read_text(), path
+
+
+def test_config_depends_on_training_never_the_reverse():
+  graph = _imports()
+  assert any(m.startswith("mst.training") for m in graph["mst.config.resolve"])
+  for name, imported in graph.items():
+    if name.startswith("mst.training"):
+      assert not any(m.startswith("mst.config") for m in imported), name
+
+
+def test_no_loose_modules():
+  assert len([p for p in PACKAGE.glob("*.py") if p.name != "__init__.py"]) <= 6
