@@ -127,10 +127,9 @@ def check_splits(dataset: str, splits: dict[str, str]) -> None:
     raise ConfigError(str(e)) from None
 
 
-def _section(cls: type, section: ml_collections.ConfigDict, **computed: Any) -> Any:
-  """`cls` built from the config section's keys of the same names (and `computed` values)."""
-  names = [f.name for f in dataclasses.fields(cls) if f.name not in computed]
-  return cls(**{name: section[name] for name in names}, **computed)
+def _section(cls: type, section: ml_collections.ConfigDict) -> Any:
+  """`cls` built from the config section's keys of its field names."""
+  return cls(**{f.name: section[f.name] for f in dataclasses.fields(cls)})
 
 
 @dataclasses.dataclass(frozen=True)
