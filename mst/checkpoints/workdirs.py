@@ -13,6 +13,7 @@ deleted) fails to restore: the run warns, moves it to `<workdir>/damaged_checkpo
 from the newest step that restores.
 """
 
+from collections.abc import Mapping
 import contextlib
 import json
 import os
@@ -40,7 +41,7 @@ def absolute(workdir: str) -> str:
   return workdir if "://" in workdir else os.path.abspath(os.path.expanduser(workdir))
 
 
-def write_config(workdir: str, config: ml_collections.ConfigDict) -> None:
+def write_config(workdir: str, config: ml_collections.ConfigDict | Mapping[str, Any]) -> None:
   """Writes `config` with its schema and mst versions (`schema.stamp`)."""
   tf.io.gfile.makedirs(workdir)
   with tf.io.gfile.GFile(os.path.join(workdir, CONFIG_FILE), "w") as f:

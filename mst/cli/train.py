@@ -65,6 +65,7 @@ def _main(argv: Sequence[str] | None) -> int:
   from mst.checkpoints import workdir_lock  # pylint: disable=g-import-not-at-top
   from mst.checkpoints import workdirs  # pylint: disable=g-import-not-at-top
   from mst.config import resolve  # pylint: disable=g-import-not-at-top
+  from mst.config import schema  # pylint: disable=g-import-not-at-top
   from mst.data.datasets import custom  # pylint: disable=g-import-not-at-top
   from mst.training import preemption  # pylint: disable=g-import-not-at-top
   from mst.training import trainer  # pylint: disable=g-import-not-at-top
@@ -76,7 +77,9 @@ def _main(argv: Sequence[str] | None) -> int:
   # Bad input stops here, before anything is written, with a message that names it.
   with exits.exit_status(exits.USAGE, ValueError):
     run = resolve.run(config, num_devices=jax.device_count())
-  with (exits.exit_status(exits.USAGE, custom.LabelFileError, loader.PretrainedMissing),
+  # A newer mst's workdir as init.checkpoint is refused naming both versions.
+  with (exits.exit_status(exits.USAGE, custom.LabelFileError, loader.PretrainedMissing,
+                          schema.NewerWorkdirError),
         exits.exit_status(exits.PREEMPTED, preemption.Preempted),
         exits.exit_status(exits.FAILED, workdir_lock.WorkdirError, workdirs.CheckpointError,
                           trainer.NonFiniteLossError)):
