@@ -17,6 +17,7 @@ spread over a thread pool (TF's decoder releases the GIL).
 import concurrent.futures
 import csv
 import dataclasses
+import io
 import os
 import zipfile
 from collections.abc import Iterator, Sequence
@@ -36,34 +37,77 @@ SPLITS = ("train", "validation", "test")
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
-  """One labelled image before its bytes are read: `name` is the example key, the stored `name`
-  feature and the path the image source reads; `labels` are the remaining feature values."""
+  """One labelled image before its bytes are read: `name` is the example key and the stored `name`
+  feature; `path` is what the image source reads (default: `name`); `labels` are the remaining
+  feature values."""
   name: str
   labels: dict[str, Any]
+  path: str = ""
 
 
 class FolderSource:
-  """Reads image files below a folder (a relative path is joined to it, an absolute one is kept)."""
+  """Reads image files below a folder (a relative path is joined to it, an absolute one is kept).
 
-  def __init__(self, root: str):
-    self.root = root
+  With `ignore_case`, a path whose exact spelling is absent is matched case-insensitively, one
+  folder level at a time (TID2013 lists `i25_01_1.bmp` and ships `I25_01_1.BMP`).
+  """
+
+  def __init__(self, root: str, ignore_case: bool = False):
+    self.root, self.ignore_case = root, ignore_case
+    self._listings: dict[str, dict[str, str] | None] = {}
+
+  def location(self, path: str) -> str:
+    """Where `path` is, for messages."""
+    return os.path.join(self.root, path)
 
   def read(self, path: str) -> bytes:
-    with open(os.path.join(self.root, path), "rb") as f:
+    full = os.path.join(self.root, path)
+    if self.ignore_case and not os.path.exists(full):
+      full = self._match_case(path) or full
+    with open(full, "rb") as f:
       return f.read()
+
+  def _match_case(self, path: str) -> str | None:
+    current = self.root
+    for part in path.split("/"):
+      if current not in self._listings:  # A race lists a folder twice, harmlessly.
+        try:
+          self._listings[current] = {n.lower(): n for n in sorted(os.listdir(current))}
+        except OSError:
+          self._listings[current] = None
+      actual = (self._listings[current] or {}).get(part.lower())
+      if actual is None:
+        return None
+      current = os.path.join(current, actual)
+    return current
 
 
 class ZipSource:
-  """Reads images from a zip archive by base name, wherever the archive puts them (KonIQ ships
-  `1024x768/<name>` inside `koniq10k_1024x768.zip`)."""
+  """Reads files from a zip archive. Without `root`, by base name, wherever the archive puts them
+  (KonIQ ships `1024x768/<name>` inside `koniq10k_1024x768.zip`); with it, by the path below the
+  archive's folder `root` (e.g. `kadid10k/`). `ignore_case` matches names case-insensitively."""
 
-  def __init__(self, zip_path: str):
-    self._zip = zipfile.ZipFile(zip_path)  # Reads are thread-safe: members share a locked file.
-    self._members = {os.path.basename(i.filename): i.filename
-                     for i in self._zip.infolist() if not i.is_dir()}
+  def __init__(self, zip_path: str, root: str | None = None, ignore_case: bool = False):
+    self.zip_path, self._root, self._ignore_case = zip_path, root, ignore_case
+    try:
+      self._zip = zipfile.ZipFile(zip_path)  # Reads are thread-safe: members share a locked file.
+    except zipfile.BadZipFile as e:
+      raise ValueError(f"{zip_path}: not a readable zip archive ({e})") from None
+    self._members = {}
+    for info in self._zip.infolist():
+      if not info.is_dir() and (root is None or info.filename.startswith(root)):
+        self._members.setdefault(self._key(info.filename[len(root or ""):]), info.filename)
+
+  def _key(self, path: str) -> str:
+    key = os.path.basename(path) if self._root is None else path
+    return key.lower() if self._ignore_case else key
+
+  def location(self, path: str) -> str:
+    """Where `path` is, for messages: `<zip>:<member>`."""
+    return f"{self.zip_path}:{self._members.get(self._key(path), (self._root or '') + path)}"
 
   def read(self, path: str) -> bytes:
-    member = self._members.get(os.path.basename(path))
+    member = self._members.get(self._key(path))
     if member is None:
       raise FileNotFoundError(path)
     return self._zip.read(member)
@@ -133,11 +177,14 @@ def seeded_split(names: Sequence[str], fractions: Sequence[tuple[str, float]],
   return out
 
 
-def read_csv(path: str, required: Sequence[str]) -> list[dict[str, str]]:
+def read_csv(path: str, required: Sequence[str], text: str | None = None) -> list[dict[str, str]]:
   """Rows of a CSV file with a header (BOM and surrounding spaces tolerated), each row carrying its
   1-based file line as `_line`; fails naming the file (and line 1) if it is empty or a required
-  column is absent."""
-  with open(path, newline="", encoding="utf-8-sig") as f:
+  column is absent. `text` is the file's content when it is not on disk (a zip member): `path`
+  then only names it."""
+  opened = open(path, newline="", encoding="utf-8-sig") if text is None else io.StringIO(
+      text.removeprefix("\ufeff"), newline="")
+  with opened as f:
     reader = csv.DictReader(f, skipinitialspace=True)
     if reader.fieldnames is None:
       raise ValueError(f"{path}:1: the file is empty; its first line must be a header naming "
@@ -161,7 +208,7 @@ def to_float(row: dict[str, str], column: str, path: str) -> float:
   """The float in `row[column]`, or an error naming the file, line and column."""
   try:
     return float(row[column])
-  except (KeyError, ValueError):
+  except (KeyError, ValueError, TypeError):
     raise ValueError(f"{path}:{row.get('_line', '?')}: column {column!r} is not a number: "
                      f"{row.get(column)!r}") from None
 
@@ -182,6 +229,26 @@ def require(manual_dir: str, relpath: str, instructions: str) -> str:
     raise FileNotFoundError(f"{relpath} not found in the manual dir {manual_dir} (nor in a "
                             f"folder directly below it).\n{instructions}")
   return path
+
+
+def open_download(manual_dir: str, marker: str, instructions: str):
+  """A source reading a download by the paths below its top folder, the one that holds `marker`
+  (a label file such as `kadid10k/dmos.csv`'s `dmos.csv`): that folder extracted in the manual dir
+  or in a folder directly below it, else a zip directly in the manual dir that holds it (as the
+  set ships). Names match case-insensitively. Fails fast with the instructions when neither is
+  there."""
+  path = find(manual_dir, marker)
+  if path is not None:
+    return FolderSource(path[:len(path) - len(marker)], ignore_case=True)
+  for name in sorted(os.listdir(manual_dir)) if os.path.isdir(manual_dir) else []:
+    if name.lower().endswith(".zip") and zipfile.is_zipfile(os.path.join(manual_dir, name)):
+      with zipfile.ZipFile(os.path.join(manual_dir, name)) as z:
+        member = next((m for m in z.namelist() if m == marker or m.endswith("/" + marker)), None)
+      if member is not None:
+        return ZipSource(os.path.join(manual_dir, name), member[:len(member) - len(marker)],
+                         ignore_case=True)
+  raise FileNotFoundError(f"{marker} not found in the manual dir {manual_dir} (nor in a folder "
+                          f"directly below it, nor in a zip there).\n{instructions}")
 
 
 def mos_feature(doc: str) -> tfds.features.Scalar:
@@ -246,7 +313,7 @@ class ImageQualityBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     counts = self._skipped.counts()
     self.info.metadata["skipped"] = counts
     self.info.metadata["skipped_file"] = SKIPPED_FILE
-    total = sum(counts.values())
+    total = len({name for _, name, _ in self._skipped.rows})  # an image may be in 2 splits
     final_dir = os.path.join(os.path.dirname(os.fspath(self.data_dir)), str(self.version))
     (logging.warning if total else logging.info)(
         "%s: skipped %d image(s) (missing or undecodable), listed in %s", self.name, total,
@@ -276,10 +343,11 @@ class ImageQualityBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
             for split, entries in splits.items() if entries}
 
   def _drop_duplicates(self, splits: dict[str, list[Entry]]) -> dict[str, list[Entry]]:
-    """Keeps the first entry of each name (tfds needs unique keys); later ones are skipped."""
-    seen, out = set(), {}
+    """Keeps the first entry of each name in a split (tfds needs unique keys; an image may be in
+    several splits, as in `full` and `test`); later ones are skipped."""
+    out = {}
     for split, entries in splits.items():
-      out[split] = []
+      out[split], seen = [], set()
       for entry in entries:
         if entry.name in seen:
           self._skipped.add(split, entry.name, "duplicate label row (kept the first)")
@@ -291,7 +359,7 @@ class ImageQualityBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
   def _load(self, source, entry: Entry) -> tuple[bytes | None, str | None]:
     """(bytes to store, None) or (None, why the image is skipped)."""
     try:
-      data = source.read(entry.name)
+      data = source.read(entry.path or entry.name)
     except FileNotFoundError:
       return None, "missing file"
     except OSError as e:
