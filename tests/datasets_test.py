@@ -66,7 +66,8 @@ def load(builder, split):
 
 
 def skipped(builder):
-  return {row["name"]: (row["split"], row["reason"]) for row in mst.data.datasets.read_skipped(builder)}
+  return {row["name"]: (row["split"], row["reason"])
+          for row in mst.data.datasets.read_skipped(builder)}
 
 
 def counts(builder):
@@ -111,7 +112,9 @@ def test_unknown_name_and_missing_manual_dir_fail_fast(tmp_path):
 
 
 def test_registered_with_tfds():
-  assert set(mst.data.datasets.DATASETS) == {"koniq10k", "spaq", "ava", "paq2piq", "custom", "demo"}
+  assert set(mst.data.datasets.DATASETS) == {"koniq10k", "spaq", "ava", "paq2piq", "livec",
+                                              "kadid10k", "tid2013", "live", "csiq", "custom",
+                                              "demo"}
   for name, cls in mst.data.datasets.DATASETS.items():
     assert tfds.builder_cls(name) is cls
 
@@ -315,7 +318,8 @@ def ava_manual(root):
 def ava_built(tmp_path_factory):
   root = tmp_path_factory.mktemp("ava_manual")
   lines, images = ava_manual(root)
-  return mst.data.datasets.build("ava", str(tmp_path_factory.mktemp("data")), str(root)), lines, images
+  builder = mst.data.datasets.build("ava", str(tmp_path_factory.mktemp("data")), str(root))
+  return builder, lines, images
 
 
 def test_ava_splits_and_skips(ava_built):
@@ -418,7 +422,8 @@ def custom_manual(root, with_split):
 
 def test_custom_with_split_column(tmp_path):
   csv_path, image_dir = custom_manual(tmp_path / "mine", with_split=True)
-  builder = mst.data.datasets.build("custom", str(tmp_path / "data"), csv=csv_path, image_dir=image_dir)
+  builder = mst.data.datasets.build("custom", str(tmp_path / "data"), csv=csv_path,
+                                    image_dir=image_dir)
   assert counts(builder) == {"train": 5, "validation": 2, "test": 1}
   assert skipped(builder)["img9.jpg"] == ("test", "missing file")
   assert skipped(builder)["img3.jpg"][1].startswith("undecodable")
@@ -426,13 +431,15 @@ def test_custom_with_split_column(tmp_path):
   np.testing.assert_allclose(example["mos"], 1.0)
   assert example["image"] == (tmp_path / "mine" / "images" / "sub" / "img4.png").read_bytes()
   assert os.path.basename(os.path.dirname(builder.data_dir)) == builder.builder_config.name
-  again = mst.data.datasets.build("custom", str(tmp_path / "data"), csv=csv_path, image_dir=image_dir)
+  again = mst.data.datasets.build("custom", str(tmp_path / "data"), csv=csv_path,
+                                  image_dir=image_dir)
   assert again.data_dir == builder.data_dir and again.is_prepared()
 
 
 def test_custom_seeded_split_and_distinct_folders(tmp_path):
   csv_path, image_dir = custom_manual(tmp_path / "mine", with_split=False)
-  builder = mst.data.datasets.build("custom", str(tmp_path / "data"), csv=csv_path, image_dir=image_dir)
+  builder = mst.data.datasets.build("custom", str(tmp_path / "data"), csv=csv_path,
+                                    image_dir=image_dir)
   names = [f"sub/img{i}.png" if i == 4 else f"img{i}.jpg" for i in range(10)]
   expected = common.seeded_split(names, custom.FRACTIONS, seed=0)
   for split in ("train", "validation", "test"):
@@ -450,7 +457,8 @@ def test_custom_through_the_tfds_build_command(tmp_path):
   config = json.dumps({"csv": csv_path, "image_dir": image_dir})
   assert datasets_cli.main(
       ["custom", "--config", config, "--data-dir", str(tmp_path / "data")]) == 0
-  builder = mst.data.datasets.build("custom", str(tmp_path / "data"), csv=csv_path, image_dir=image_dir)
+  builder = mst.data.datasets.build("custom", str(tmp_path / "data"), csv=csv_path,
+                                    image_dir=image_dir)
   assert builder.is_prepared() and counts(builder)["train"] == 5
 
 

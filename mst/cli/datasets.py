@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import textwrap
 from typing import Sequence
 
 from mst.cli import exits
@@ -12,11 +13,13 @@ from mst.cli import flags
 from mst.config import defaults
 from mst.data import datasets
 
-DESCRIPTION = f"""\
+DESCRIPTION = """\
 Turn a dataset's original downloads into a prepared tfds dataset, once; training and evaluation
 then read the prepared copy. Nothing is fetched from the network. Images that are missing or
 cannot be decoded are skipped, counted, and listed in skipped_images.txt beside the prepared data.
-Datasets: {", ".join(datasets.DATASETS)} (a builder config after a slash: spaq/shorter_side_512)."""
+""" + textwrap.fill(f"Datasets: {', '.join(datasets.DATASETS)} (a builder config after a slash: "
+                    "spaq/shorter_side_512; kadid10k/seed_1 for the IQA sets' train/test seed).",
+                    100)
 
 EPILOG = """\
 examples:
@@ -41,8 +44,9 @@ def parse_args(argv: Sequence[str] | None):
                       help="the downloads as they ship (not needed for demo, or for custom, "
                            "which takes --config)")
   parser.add_argument("--config", metavar="NAME_OR_JSON",
-                      help="a builder config name (shorter_side_512), or for custom a JSON "
-                           'object {"csv": ..., "image_dir": ..., "split_seed": ...}')
+                      help="a builder config name (shorter_side_512, seed_1), or a JSON "
+                           'object: for custom {"csv": ..., "image_dir": ..., "split_seed": ...}, '
+                           'for livec, kadid10k, tid2013, live, csiq {"split_seed": ...}')
   parser.add_argument("--overwrite", action="store_true",
                       help="delete an already prepared version and prepare it again")
   flags.add_verbosity(parser)
@@ -76,7 +80,7 @@ def _main(argv: Sequence[str] | None) -> int:
       raise exits.CommandError(f"{name}: {e}", exits.USAGE) from e
     counts = ", ".join(f"{split} {info.num_examples}"
                        for split, info in builder.info.splits.items())
-    skipped = len(datasets.read_skipped(builder))
+    skipped = len({row["name"] for row in datasets.read_skipped(builder)})
     print(f"{name}: prepared in {builder.data_dir} ({counts}; {skipped} images skipped)",
           flush=True)
   return exits.OK

@@ -1,8 +1,9 @@
 """tfds builders for the MUSIQ datasets and your own data, built from original downloads.
 
-Importing this package registers `koniq10k`, `spaq`, `ava`, `paq2piq`, `custom` and `demo` (the
-bundled demo set, generated locally) with tfds, so
-both of these work offline (nothing is fetched while building or loading):
+Importing this package registers `koniq10k`, `spaq`, `ava`, `paq2piq`, the IQA papers' evaluation
+sets `livec`, `kadid10k`, `tid2013`, `live` and `csiq` (splits `full`, `train`, `test`; configs
+`seed_<n>`), `custom` and `demo` (the bundled demo set, generated locally) with tfds, so both of
+these work offline (nothing is fetched while building or loading):
 
     import mst.data.datasets
     mst.data.datasets.build("koniq10k", data_dir, manual_dir="/data/koniq")   # prepared builder
@@ -29,17 +30,27 @@ import tensorflow_datasets as tfds
 from mst.data.datasets import ava
 from mst.data.datasets.common import read_skipped
 from mst.data.datasets.common import SKIPPED_FILE
+from mst.data.datasets import csiq
 from mst.data.datasets import custom
 from mst.data.datasets import demo
+from mst.data.datasets import kadid10k
 from mst.data.datasets import koniq10k
+from mst.data.datasets import live
+from mst.data.datasets import livec
 from mst.data.datasets import paq2piq
 from mst.data.datasets import spaq
+from mst.data.datasets import tid2013
 
 DATASETS = {
     "koniq10k": koniq10k.Koniq10k,
     "spaq": spaq.Spaq,
     "ava": ava.Ava,
     "paq2piq": paq2piq.Paq2piq,
+    "livec": livec.Livec,
+    "kadid10k": kadid10k.Kadid10k,
+    "tid2013": tid2013.Tid2013,
+    "live": live.Live,
+    "csiq": csiq.Csiq,
     "custom": custom.Custom,
     "demo": demo.Demo,
 }
@@ -59,7 +70,8 @@ def build(name: str, data_dir: str, manual_dir: str | None = None, overwrite: bo
   """The builder of dataset `name` under `data_dir`, prepared from `manual_dir` if not yet.
 
   `name` may carry a config (`"spaq/shorter_side_512"`). kwargs: `config` (a config name or
-  object); for `custom`: `csv`, `image_dir` (default: the CSV's folder) and `split_seed`.
+  object); for `custom`: `csv`, `image_dir` (default: the CSV's folder) and `split_seed`; for
+  the IQA evaluation sets (`kadid10k`, ...): `split_seed` (or the config `seed_<n>`).
   A dataset that is already prepared needs no manual dir; one that is not fails fast without it.
   `overwrite` deletes a prepared version first and prepares it again. Nothing is fetched from the
   network (GCS lookups are off).
