@@ -145,6 +145,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.train.eval_every_steps = 1000  # on dataset.eval_split
   config.train.checkpoint_every_steps = 1000
   config.train.keep_checkpoints = 3
+  # One device's peak TFLOP/s, the denominator of the logged train/mfu; 0 = the peak of the
+  # device kind (mst.runtime.devices: dense bf16), none for a kind it does not know (CPU).
+  config.train.peak_tflops = 0.0
+  # "first,last" (e.g. "20,25"): a jax.profiler trace of those steps into <workdir>/profile, for
+  # TensorBoard's profile tab; "" = none.
+  config.train.profile_steps = ""
 
   # Evaluation: native resolution, all patches, every example once.
   config.eval = ml_collections.ConfigDict()

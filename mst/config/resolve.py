@@ -74,6 +74,8 @@ RULES = (
     Rule("train.log_every_steps", lambda n: n >= 1, "must be >= 1", "e.g. 100"),
     Rule("train.eval_every_steps", lambda n: n >= 1, "must be >= 1", "e.g. 1000"),
     Rule("train.checkpoint_every_steps", lambda n: n >= 1, "must be >= 1", "e.g. 1000"),
+    Rule("train.peak_tflops", lambda t: t >= 0, "a device's peak TFLOP/s must be >= 0",
+         "0 (the device kind's, if known) or the chip's dense bf16 peak, e.g. 989"),
 )
 
 
@@ -127,6 +129,30 @@ def check_splits(dataset: str, splits: dict[str, str]) -> None:
     raise ConfigError(str(e)) from None
 
 
+def profile_steps(value: str) -> tuple[int, int] | None:
+  """`train.profile_steps` ("first,last", or one step; "" = none) as (first, last) steps, with
+  1 <= first <= last; a ConfigError otherwise."""
+  text = str(value).strip()
+  if not text:
+    return None
+  parts = [part.strip() for part in text.split(",")]
+  fix = "set --config.train.profile_steps to 'first,last' steps, e.g. '20,25', or '' for none"
+  if len(parts) > 2 or not all(part.isascii() and part.isdigit() for part in parts):
+    raise _error("train.profile_steps", value, "not 'first,last' (two step numbers)", fix)
+  first, last = int(parts[0]), int(parts[-1])
+  if not 1 <= first <= last:
+    raise _error("train.profile_steps", value,
+                 "steps count from 1 and the first must not come after the last", fix)
+  return first, last
+
+
+def loop_config(config: ml_collections.ConfigDict) -> run_lib.Loop:
+  """The training loop of `config.train` (its keys' rules are in RULES)."""
+  fields = {f.name: config.train[f.name] for f in dataclasses.fields(run_lib.Loop)}
+  fields["profile_steps"] = profile_steps(config.train.profile_steps)
+  return run_lib.Loop(**fields)
+
+
 def _section(cls: type, section: ml_collections.ConfigDict) -> Any:
   """`cls` built from the config section's keys of its field names."""
   return cls(**{f.name: section[f.name] for f in dataclasses.fields(cls)})
@@ -161,7 +187,8 @@ def run(config: ml_collections.ConfigDict, num_devices: int | None = None) -> ru
   the keys of the first inconsistency: a value out of range (RULES, with the fix), a resized side
   smaller than a patch, a split the dataset lacks, a loss that does not suit the label or head (or
   mixup with hard class labels), an unknown optimizer or schedule, a layout the model cannot
-  take, a run with no steps, model selection that looks at the test split; with `num_devices`
+  take, a run with no steps, a malformed train.profile_steps, model selection that looks at the
+  test split; with `num_devices`
   (jax.device_count()), a global batch size that does not split over them. The model,
   preprocessing, augmentation and optimizer configs check their own fields as they are built."""
   check_rules(config)
@@ -191,7 +218,7 @@ def run(config: ml_collections.ConfigDict, num_devices: int | None = None) -> ru
   return run_lib.Run(
       seed=int(config.seed), dataset=dataset, model=model, train_preprocess=train_preprocess,
       eval_preprocess=preprocess_config(config, train=False), augment=augment, layout=layout,
-      optim=optim_config, loss=loss, loop=_section(run_lib.Loop, config.train),
+      optim=optim_config, loss=loss, loop=loop_config(config),
       eval=eval_settings, init=run_lib.Init(init_checkpoint(config),
                                             bool(config.init.head_bias_from_train_mean)),
       config=json.loads(config.to_json_best_effort()))

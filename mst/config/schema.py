@@ -28,13 +28,17 @@ import ml_collections
 from mst import __version__ as MST_VERSION
 from mst.config import defaults
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # A config.json without "schema_version" was written before there was one.
 UNVERSIONED = 1
 VERSION_KEYS = ("schema_version", "mst_version")
 # Schema version that introduced a key -> {"section.key": the value that reproduces what mst did
 # before the key existed}, for the keys added since version 1.
-ADDED_KEYS: dict[int, dict[str, Any]] = {}
+ADDED_KEYS: dict[int, dict[str, Any]] = {
+    # 2: throughput reporting (mst.training.throughput); neither changes what is computed. Before
+    # them no peak was configured and no step was profiled.
+    2: {"train.peak_tflops": 0.0, "train.profile_steps": ""},
+}
 
 
 class NewerWorkdirError(ValueError):

@@ -32,8 +32,8 @@ class Init:
 
 @dataclasses.dataclass(frozen=True)
 class Loop:
-  """`config.train`: the global batch, the length of the run, and how often it logs, evaluates
-  and saves."""
+  """`config.train`: the global batch, the length of the run, how often it logs, evaluates and
+  saves, and how it reports its speed (mst.training.throughput)."""
   batch_size: int = 96
   num_epochs: float = 30.0
   num_steps: int = -1  # -1: from num_epochs
@@ -41,6 +41,8 @@ class Loop:
   eval_every_steps: int = 1000
   checkpoint_every_steps: int = 1000
   keep_checkpoints: int = 3
+  peak_tflops: float = 0.0  # one device's, for MFU; 0: mst.runtime.devices' table
+  profile_steps: tuple[int, int] | None = None  # (first, last) steps traced; None: none
 
 
 @dataclasses.dataclass(frozen=True)
