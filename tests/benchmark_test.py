@@ -5,8 +5,13 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments import accelerator_benchmark  # pylint: disable=wrong-import-position
+
+# Tests of experiments/ tooling: only the full suite runs them (pytest.ini).
+pytestmark = pytest.mark.experiments
 
 
 def test_gpu_preset_on_cpu_says_so_and_prints_each_rate_in_both_dtypes(capsys):
@@ -48,6 +53,7 @@ def test_torch_pipeline_cuts_the_native_image_like_mst(tmp_path):
     np.testing.assert_array_equal(got[0].numpy(), ours[key].numpy())
 
 
+@pytest.mark.slow
 def test_train_benchmark_packing_table_shows_packing_filling_the_rows():
   # A fresh process: the script pins threads, which TensorFlow allows only before its first op.
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

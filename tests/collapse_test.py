@@ -81,6 +81,7 @@ def test_monitor_for_run_reads_the_loss_name_and_head():
   assert not collapse.Monitor.for_run("cross_entropy", "classification", None, 10).scores
 
 
+@pytest.mark.slow
 def test_a_run_that_cannot_learn_warns_of_a_collapse(csv_dataset, tmp_path_factory, caplog):
   # A vanishing learning rate (0 is refused by the config checks) keeps the head at the mean
   # training MOS: the constant predictor.

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from mst.runtime import compilation_cache
@@ -45,6 +46,7 @@ def _entries(cache: pathlib.Path) -> dict[str, bytes]:
           for path in folder.glob("*-cache")}
 
 
+@pytest.mark.slow
 def test_two_processes_fill_one_cache_and_a_third_compiles_nothing(tmp_path, small_npz):
   image = str(tmp_path / "photo.png")
   Image.fromarray(np.random.default_rng(0).integers(0, 256, (70, 90, 3), np.uint8)).save(image)

@@ -17,10 +17,32 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ.setdefault("MST_CACHE_DIR", "off")
 
 # pylint: disable=wrong-import-position  (JAX must see the flags above before it is imported)
+import jax
+from jax.experimental.compilation_cache import compilation_cache
 import pytest
 
 from helpers import write_csv_dataset
 from helpers import write_npz
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_compilation_cache(tmp_path_factory):
+  """One persistent compilation cache for this test session's pytest processes (both xdist
+  workers): a program compiled once is loaded, not compiled again, when a later test builds the
+  same one (a fresh `jax.jit` of the same model, the same model in another file). It roughly
+  halves the time of the model and checkpoint tests.
+
+  Fresh for each session, so no run reuses another's programs, and set in-process only: the
+  subprocesses tests start keep the cache settings they choose.
+  """
+  root = tmp_path_factory.getbasetemp()
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    root = root.parent  # the session's folder, which holds each worker's
+  jax.config.update("jax_compilation_cache_dir", str(root / "jax_cache"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+  # A size limit is what makes JAX lock the cache's files, so two workers can share it.
+  jax.config.update("jax_compilation_cache_max_size", 2 << 30)
+  compilation_cache.reset_cache()  # in case something compiled before this fixture
 
 
 @pytest.fixture(scope="session")

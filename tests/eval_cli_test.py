@@ -20,6 +20,8 @@ from helpers import write_npz
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+pytestmark = pytest.mark.slow  # mst-eval runs in subprocesses
+
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):

@@ -66,6 +66,7 @@ def _images(folder):
   return list(images)
 
 
+@pytest.mark.slow
 def test_readme_serve_commands_give_mst_predicts_scores_without_jax(tmp_path, monkeypatch,
                                                                     capsys, small_npz):
   (command,) = code_blocks("Serve it", "bash")

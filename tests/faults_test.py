@@ -82,6 +82,7 @@ def uninterrupted(run_flags, compilation_cache, tmp_path_factory):
   return _final_params(workdir)
 
 
+@pytest.mark.slow
 def test_preempted_then_killed_while_saving_resumes_to_the_same_params(
     run_flags, compilation_cache, uninterrupted, tmp_path):
   workdir = str(tmp_path / "run")

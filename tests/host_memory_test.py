@@ -49,6 +49,8 @@ def test_freed_buffers_are_reused_instead_of_faulted_in_every_step():
   assert _faults("keep") < 2 * pages  # faulted in once, then reused
 
 
+@pytest.mark.experiments
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["experiments/sweep.py", "experiments/scratch_recipe.py"])
 def test_scripts_that_train_in_process_keep_freed_memory(script):
   # They set it before TensorFlow and JAX start threads, as mst-train does.

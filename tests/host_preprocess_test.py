@@ -127,6 +127,7 @@ def test_other_files_fall_back_to_tf_which_decodes_or_names_the_problem(tmp_path
     image_io.read_image(str(tmp_path / "truncated.jpg"))
 
 
+@pytest.mark.slow
 def test_mst_predict_on_jpegs_never_imports_tensorflow(tmp_path, small_npz):
   rng = np.random.default_rng(3)
   for i, shape in enumerate([(60, 90, 3), (120, 70, 3)]):

@@ -356,6 +356,7 @@ def test_chunked_patch_embedding_equals_the_whole_batch_on_real_tokens():
   assert computed_padding == 2
 
 
+@pytest.mark.slow
 def test_cpu_chunking_changes_neither_outputs_nor_gradients():
   # Inference only chunks, but gradients through it (e.g. saliency maps) must be right too.
   chunked = dataclasses.replace(SMALL, patch_encoder="conv")  # a cheaper compile than resnet
@@ -378,6 +379,7 @@ def test_cpu_chunking_changes_neither_outputs_nor_gradients():
     np.testing.assert_allclose(got, want, atol=1e-4 * scale)
 
 
+@pytest.mark.slow
 def test_cls_only_last_block_gives_the_full_encoders_cls_output_and_gradients():
   config = dataclasses.replace(SMALL, num_layers=3)
   batch = _batch(config, seq_len=12, num_real=7)

@@ -18,6 +18,8 @@ from helpers import write_csv_dataset
 from mst.checkpoints import workdirs
 from mst.training import preemption
 
+pytestmark = pytest.mark.slow  # trains in subprocesses
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Each process runs mst-train's main with JAX's SIGTERM-trapping preemption service off.
 RUNNER = ("import jax; jax.config.update('jax_enable_preemption_service', False); "

@@ -87,6 +87,7 @@ def test_padded_layout_indexes_every_real_patch_of_each_shard(batch):
     assert set(np.flatnonzero(per_shard[shard])) <= set(idx[shard])
 
 
+@pytest.mark.slow
 def test_packed_and_real_patch_paths_give_the_padded_scores_and_gradients(batch):
   config = small_model_config(patch_encoder="linear")  # compiles fast; the layout is the point
   params = musiq.init_params(config, jax.random.key(0))

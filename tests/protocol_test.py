@@ -83,6 +83,7 @@ def fitted(tmp_path_factory):
   return root, data_dir, mos, workdir, path
 
 
+@pytest.mark.slow
 def test_labels_stay_on_0_to_100_from_the_csv_to_metrics_json(fitted, tmp_path, capsys):
   root, data_dir, mos, workdir, path = fitted
   output = tmp_path / "eval"
@@ -111,6 +112,7 @@ def test_labels_stay_on_0_to_100_from_the_csv_to_metrics_json(fitted, tmp_path, 
     assert trained[key] == pytest.approx(metrics[key], rel=1e-4, abs=1e-6), key
 
 
+@pytest.mark.slow
 def test_fine_tuning_an_official_checkpoint_starts_where_it_converged(fitted, tmp_path):
   root, data_dir, mos, fit_workdir, path = fitted
   fit = logged_scalars(str(fit_workdir))
@@ -144,6 +146,7 @@ def test_a_missing_pretrained_file_stops_training_before_the_data(tmp_path):
   assert not os.path.exists(tmp_path / "tfds")
 
 
+@pytest.mark.experiments
 def test_collect_puts_measured_main_results_beside_the_papers(tmp_path, capsys):
   from experiments import sweep  # pylint: disable=g-import-not-at-top
   for name, config_file, srcc in (("koniq-seed0", "koniq", 0.90), ("koniq-seed1", "koniq", 0.92),

@@ -7,6 +7,7 @@ import os
 
 import jax
 import numpy as np
+import pytest
 
 from experiments import scratch_recipe
 from mst.checkpoints import workdirs
@@ -32,6 +33,7 @@ def test_scratch_variant_loads_validates_and_needs_no_pretrained_file():
   assert both.train.num_steps <= 10 and both.init.checkpoint in ("", "none")
 
 
+@pytest.mark.slow
 def test_scratch_recipe_trains_from_scratch(csv_dataset, tmp_path_factory):
   config = overrides.load_config("configs/custom.py", "scratch")
   config.dataset.csv = str(csv_dataset)
@@ -54,6 +56,7 @@ def test_scratch_recipe_trains_from_scratch(csv_dataset, tmp_path_factory):
   assert abs(bias - mean_mos) < 0.05 and bias != np.float32(mean_mos)
 
 
+@pytest.mark.experiments
 def test_built_set_is_split_by_photo_with_mos_falling_with_strength(tmp_path):
   path = scratch_recipe.write_set(str(tmp_path), images=34, seed=3)
   rows = list(csv.DictReader(open(path)))

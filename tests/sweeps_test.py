@@ -27,6 +27,9 @@ from mst.data import multiscale
 from mst.data import preprocess
 from mst.models import musiq
 
+# Tests of experiments/ tooling: only the full suite runs them (pytest.ini).
+pytestmark = pytest.mark.experiments
+
 
 def _keys_of(config, key):
   for part in key.split("."):
@@ -259,6 +262,7 @@ def test_collect_shows_every_split_it_finds(tmp_path):
       "| a | 1 | 0.500 | 0.600 | 0.400 | 0.300 |"]
 
 
+@pytest.mark.slow
 def test_a_tiny_sweep_trains_end_to_end_and_collects(csv_dataset, tmp_path, capsys):
   root = tmp_path / "sweep"
   args = ["run", "scale_embedding", "--config", "configs/custom.py", "--arg", "runlocal",

@@ -57,6 +57,7 @@ def finished(csv_dataset, tmp_path_factory):
   return workdir, results
 
 
+@pytest.mark.slow
 def test_run_writes_checkpoints_summaries_config_and_test_metrics(finished, capsys):
   workdir, results = finished
   assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4"]
@@ -69,6 +70,7 @@ def test_run_writes_checkpoints_summaries_config_and_test_metrics(finished, caps
   assert saved == pytest.approx(results) and {"srcc", "plcc", "krcc", "rmse"} <= set(saved)
 
 
+@pytest.mark.slow
 def test_predict_scores_with_a_workdir_on_the_mos_scale(finished, csv_dataset, capsys):
   workdir, _ = finished
   image = str(csv_dataset.parent / "0.png")
@@ -79,6 +81,7 @@ def test_predict_scores_with_a_workdir_on_the_mos_scale(finished, csv_dataset, c
   assert 20 < line["score"] < 80
 
 
+@pytest.mark.slow
 def test_same_config_and_seed_give_bit_identical_params(finished, csv_dataset, tmp_path_factory):
   workdir, _ = finished
   again = tmp_path_factory.mktemp("again")
@@ -93,6 +96,7 @@ class _Interrupted(Exception):
   pass
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_exactly_the_same_params(finished, csv_dataset,
                                                             tmp_path_factory, monkeypatch):
   workdir, _ = finished
@@ -121,6 +125,7 @@ def test_interrupted_run_resumes_to_exactly_the_same_params(finished, csv_datase
   assert losses[3] == reference[3] and losses[4] == reference[4]
 
 
+@pytest.mark.slow
 def test_packed_training_takes_the_padded_runs_steps(finished, csv_dataset, tmp_path_factory):
   # The same batches packed into rows: the losses of the first steps equal the padded run's.
   workdir = tmp_path_factory.mktemp("packed")
@@ -133,6 +138,7 @@ def test_packed_training_takes_the_padded_runs_steps(finished, csv_dataset, tmp_
     assert losses[step] == pytest.approx(reference[step], rel=1e-4), step
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_naming_the_step(csv_dataset, tmp_path_factory):
   workdir = tmp_path_factory.mktemp("nan")
   config = _config(csv_dataset, tmp_path_factory, optim__name="sgd", optim__learning_rate=1e30,
