@@ -140,9 +140,11 @@ def profile_steps(value: str) -> tuple[int, int] | None:
   if len(parts) > 2 or not all(part.isascii() and part.isdigit() for part in parts):
     raise _error("train.profile_steps", value, "not 'first,last' (two step numbers)", fix)
   first, last = int(parts[0]), int(parts[-1])
-  if not 1 <= first <= last:
-    raise _error("train.profile_steps", value,
-                 "steps count from 1 and the first must not come after the last", fix)
+  if first < 1:
+    raise _error("train.profile_steps", value, "steps count from 1", fix)
+  if first > last:
+    raise _error("train.profile_steps", value, f"the first step, {first}, comes after the last",
+                 fix)
   return first, last
 
 

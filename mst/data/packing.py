@@ -151,6 +151,13 @@ def packed_layout(batch: Batch, shards: int, row_length: int,
           "real_patch_idx": real_patch_index(out["mask"], shards, budget)}
 
 
+def real_counts(batch: Batch) -> tuple[int, int]:
+  """(images, real patch tokens) of a train batch in either layout: one image per `cls_idx` slot
+  packed, per row padded; the tokens are the mask's (no padding, no CLS)."""
+  images = batch["cls_idx"].size if "cls_idx" in batch else batch["mask"].shape[0]
+  return int(images), int(batch["mask"].sum())
+
+
 def useful_fraction(batch: Batch) -> float:
   """Real tokens (patches and one CLS per image) over all token positions of a train batch."""
   images = batch["cls_idx"].size if "cls_idx" in batch else batch["mask"].shape[0]

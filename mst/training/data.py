@@ -46,7 +46,8 @@ class TrainingData:
     return max(1, math.ceil(loop.num_epochs * self.num_train / loop.batch_size))
 
   def train_batches(self, start_step: int):
-    """Global batches for steps start_step + 1, start_step + 2, ... (an endless iterator)."""
+    """(global batch, (images, tokens)) for steps start_step + 1, start_step + 2, ... (an endless
+    iterator): the counts are this host's real images and patch tokens (`packing.real_counts`)."""
     run = self.run
     data = pipeline.sharded_train_dataset(
         self.builder, run.dataset.train_split,
@@ -64,7 +65,7 @@ class TrainingData:
         batch = packing.packed_layout(batch, shards, self.packed_length, _agree_max)
       else:
         batch = packing.padded_layout(batch, shards, _agree_max)
-      yield pipeline.to_global_arrays(batch, data_sharding)
+      yield pipeline.to_global_arrays(batch, data_sharding), packing.real_counts(batch)
 
   def _packed_length(self) -> int:
     """`data.packed_length`, or the row length that packs the first training images best."""

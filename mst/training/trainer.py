@@ -32,6 +32,7 @@ from mst.checkpoints import workdir_lock
 from mst.checkpoints import workdirs
 from mst.evaluation import report
 from mst.models import musiq
+from mst.runtime import devices
 from mst.runtime import progress
 from mst.runtime import sharding
 from mst.training import collapse
@@ -39,6 +40,7 @@ from mst.training import data as training_data
 from mst.training import optim
 from mst.training import preemption
 from mst.training import run as run_lib
+from mst.training import throughput
 
 
 @flax.struct.dataclass
@@ -102,10 +104,25 @@ def _check_finite(losses_by_step: list[tuple[int, Any]], last_saved: int | None,
 
 @dataclasses.dataclass
 class Outputs:
-  """Where a run's results go: its checkpoints, its summaries and its progress report."""
+  """Where a run's results go: its checkpoints, its summaries, its progress report, the
+  throughput they report and its profiler trace."""
   manager: workdirs.TrainCheckpoints
   writer: metric_writers.MetricWriter
   report: periodic_actions.ReportProgress
+  meter: throughput.Meter
+  profile: throughput.ProfileWindow
+
+
+def _meter(run: run_lib.Run, mesh) -> throughput.Meter:
+  """The throughput meter, with the peak per device that MFU is measured against."""
+  kind, count = mesh.devices.flat[0].device_kind, mesh.devices.size
+  peak = devices.peak_per_device(run.loop.peak_tflops, kind)
+  if peak:
+    logging.info("train/mfu: against %g TFLOP/s per device x %d %r devices", peak, count, kind)
+  else:
+    logging.info("No train/mfu: the peak of a %r device is not known; set train.peak_tflops",
+                 kind)
+  return throughput.Meter(count, peak)
 
 
 def train_and_evaluate(run: run_lib.Run, workdir: str) -> dict[str, float]:
@@ -160,13 +177,21 @@ def _train_and_evaluate_in(run: run_lib.Run, workdir: str) -> dict[str, float]:
                         loss_fn=run.loss.batch_loss()),
       in_shardings=(state_sharding, sharding.data_sharding(mesh), sharding.replicated(mesh)),
       out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=0)
-  step_fn = lambda state, batch: jitted(state, batch, step_rng)
   out = Outputs(manager, writer,
-                periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer))
+                periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer),
+                _meter(run, mesh), throughput.ProfileWindow(run.loop.profile_steps, workdir,
+                                                            enabled=is_chief))
+  flops = throughput.StepFlops(jitted, mesh.devices.size)
+
+  def step_fn(state, batch):
+    out.meter.add_flops(flops(state, batch, step_rng))
+    return jitted(state, batch, step_rng)
+
   try:
     with preemption.PreemptionWatch() as preempted:
       state = _train_loop(run, state, step_fn, data, out, preempted)
   finally:
+    out.profile.close()  # a run that failed within the profiled steps
     manager.wait()  # never leave a half-written checkpoint, even when stopping on an error
     writer.flush()
   final = _final_evaluation(run, data, model, out, state, total_steps)
@@ -185,12 +210,15 @@ def _train_loop(run: run_lib.Run, state: TrainState, step_fn, data: training_dat
                                      training_data.train_mos(data.builder, run.dataset),
                                      total_steps)
   evaluator = data.evaluator(run.dataset.eval_split, musiq.Musiq(run.model))
-  batches = data.train_batches(start_step)
+  batches = out.meter.timed(data.train_batches(start_step))
   bar = progress.Progress("train", total_steps, "steps", initial=start_step,
                           enabled=jax.process_index() == 0)
+  out.meter.restart()
   for step in range(start_step + 1, total_steps + 1):
+    out.profile.before(step)
     with jax.profiler.StepTraceAnnotation("train", step_num=step):
       state, metrics = step_fn(state, next(batches))
+    out.profile.after(step, state)
     train_metrics = metrics if train_metrics is None else train_metrics.merge(metrics)
     recent_losses.append((step, metrics.loss.total))
     out.report(step)
@@ -200,26 +228,42 @@ def _train_loop(run: run_lib.Run, state: TrainState, step_fn, data: training_dat
       _check_finite(recent_losses, manager.latest_step(), manager.workdir)
       scalars = train_metrics.compute()
       monitor.check_loss(step, scalars["loss"])
-      writer.write_scalars(step, {f"train/{k}": v for k, v in scalars.items()})
-      bar.notes["loss"] = float(scalars["loss"])
+      _log_train(step, state, scalars, out, bar)
       train_metrics, recent_losses = None, []
     if evaluator and (step % loop.eval_every_steps == 0 or step == total_steps):
-      with out.report.timed("eval"):
+      with out.report.timed("eval"), out.meter.paused(state):
         predictions = evaluator.predictions(state.params)
         results = evaluator.scores(predictions)
       monitor.check_predictions(step, predictions.prediction, predictions.target)
       writer.write_scalars(step, {f"{run.dataset.eval_split}/{k}": v
                                   for k, v in results.items()})
       if run.eval.select == "best":
-        manager.maybe_save_best(step, state.params, results)
+        with out.meter.paused(state):
+          manager.maybe_save_best(step, state.params, results)
     stop = preempted.reached(step)  # asked on every step by every host: how they agree
     if checkpoint_now or stop:
-      manager.save(step, state)
+      with out.meter.paused(state):
+        manager.save(step, state)
     if stop:
       bar.close()
       raise preemption.Preempted(step, manager.workdir)
+  out.profile.close(state)
   bar.close()
   return state
+
+
+def _log_train(step: int, state: TrainState, scalars: dict[str, Any], out: Outputs,
+               bar: progress.Progress) -> None:
+  """Writes the interval's training metrics and throughput, and shows them on the progress line.
+
+  Blocks until the device has run the interval's steps first, so that the throughput is over the
+  device's time (mst.training.throughput).
+  """
+  jax.block_until_ready(state)
+  scalars = {**scalars, **out.meter.scalars()}
+  out.writer.write_scalars(step, {f"train/{k}": v for k, v in scalars.items()})
+  bar.notes["loss"] = float(scalars["loss"])
+  bar.notes.update(throughput.log_line(scalars))
 
 
 def _final_evaluation(run: run_lib.Run, data: training_data.TrainingData, model: musiq.Musiq,
