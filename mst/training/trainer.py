@@ -184,7 +184,8 @@ def _train_and_evaluate_in(run: run_lib.Run, workdir: str) -> dict[str, float]:
   flops = throughput.StepFlops(jitted, mesh.devices.size)
 
   def step_fn(state, batch):
-    out.meter.add_flops(flops(state, batch, step_rng))
+    if out.meter.peak_tflops:  # else no MFU: nothing to count FLOPs for
+      out.meter.add_flops(flops(state, batch, step_rng))
     return jitted(state, batch, step_rng)
 
   try:
