@@ -82,6 +82,7 @@ def test_permuting_real_tokens_with_their_indices_does_not_change_the_output(spa
                              rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_fixed_position_embedding_depends_on_the_sequence_position():
   config = dataclasses.replace(SMALL, spatial_embedding="fixed", max_positions=16)
   params = _params(config)
@@ -277,6 +278,7 @@ def test_pre_logits_and_classification_head():
   assert _apply(config, params, _batch(config)).shape == (2, 7)
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_is_close_to_float32():
   params = _params(SMALL)
   batch = _batch(SMALL)
@@ -287,6 +289,7 @@ def test_bfloat16_compute_is_close_to_float32():
   assert not np.array_equal(low, reference)
 
 
+@pytest.mark.slow
 def test_dropout_and_stochastic_depth_only_in_training():
   config = dataclasses.replace(SMALL, dropout_rate=0.3, attention_dropout_rate=0.3,
                                stochastic_depth=0.5)
@@ -343,6 +346,7 @@ def test_chunked_attention_equals_dot_product_attention(length, chunk):
                              atol=1e-5)
 
 
+@pytest.mark.slow
 def test_chunked_patch_embedding_equals_the_whole_batch_on_real_tokens():
   embed = musiq.PatchEmbedding("resnet", 16, 32, parent=None)
   batch = _batch(SMALL, seq_len=10, num_real=6, batch_size=3)

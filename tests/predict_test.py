@@ -90,6 +90,7 @@ def test_awkward_images_are_scored_and_bad_files_get_error_lines(tmp_path, capsy
     assert by_image[str(path)]["error"].startswith(str(path))
 
 
+@pytest.mark.slow
 def test_scores_equal_the_model_on_the_unpadded_sequence(tmp_path, capsys, small_npz):
   rng = np.random.default_rng(1)
   paths = [_save(tmp_path / f"{i}.png", rng.integers(0, 256, shape, dtype=np.uint8))
@@ -113,6 +114,7 @@ def test_grey_and_rgba_decode_like_their_rgb_equivalents(tmp_path):
       image_io.read_image(_save(tmp_path / "16.png", sixteen, mode="I;16"))[..., 0], grey)
 
 
+@pytest.mark.slow
 def test_distribution_head_adds_a_distribution(tmp_path, capsys):
   ckpt = write_npz(tmp_path / "ava.npz", small_model_config(num_classes=10, head="distribution"))
   image = _save(tmp_path / "a.jpg", np.full((64, 64, 3), 128, np.uint8))
@@ -124,6 +126,7 @@ def test_distribution_head_adds_a_distribution(tmp_path, capsys):
   assert 1 <= line["score"] <= 10
 
 
+@pytest.mark.slow
 def test_single_scale_checkpoint_uses_the_native_image_only(tmp_path, capsys):
   ckpt = write_npz(tmp_path / "single.npz", small_model_config(num_scales=1))
   image = _save(tmp_path / "a.png", np.random.default_rng(4).integers(0, 256, (70, 90, 3),

@@ -77,6 +77,7 @@ def _flax_logits(num_classes: int, flat: dict[str, np.ndarray],
   return np.asarray(jax.jit(model.apply)({"params": params}, batch))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_classes", [1, 10])
 def test_flax_matches_torch_reference(num_classes):
   flat, batch = _flat_params(num_classes), _batch()
