@@ -7,6 +7,7 @@ the file.
 """
 
 import contextlib
+import dataclasses
 import io
 import os
 import zipfile
@@ -18,6 +19,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from mst.cli import datasets as datasets_cli
+from mst.data import source
 import mst.data.datasets
 from mst.data.datasets import common
 from mst.data.datasets import iqa
@@ -193,6 +195,15 @@ def test_kadid_seed_reproduces_and_changes_the_split(kadid_manual, tmp_path):
   assert set(load(other, "full")) == set(load(first, "full"))
   with pytest.raises(ValueError, match="unknown config 'seed'"):
     build("kadid10k/seed", root, tmp_path / "c")
+
+
+def test_a_runs_dataset_split_seed_chooses_the_split(kadid_manual, tmp_path):
+  root, _ = kadid_manual
+  spec = source.DatasetSpec(name="kadid10k", data_dir=str(tmp_path), manual_dir=str(root),
+                            split_seed=2)
+  assert source.build_dataset(spec).data_dir.endswith(os.path.join("kadid10k", "seed_2", "1.0.0"))
+  named = dataclasses.replace(spec, name="kadid10k/seed_1")  # the name's seed wins
+  assert source.build_dataset(named).data_dir.endswith(os.path.join("kadid10k", "seed_1", "1.0.0"))
 
 
 def test_kadid_extracted_folder_gives_the_same_dataset(kadid_manual, tmp_path):

@@ -38,7 +38,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.dataset.manual_dir = ""  # original downloads, needed once to prepare a dataset
   config.dataset.csv = ""  # custom only: the labels CSV
   config.dataset.image_dir = ""  # custom only: the images (default: the CSV's folder)
-  config.dataset.split_seed = 0  # custom only: seed of the 80/10/10 split when the CSV has none
+  # Seed of the split: custom's 80/10/10 when the CSV has none, and the 80/20 train/test of the
+  # IQA evaluation sets (livec, kadid10k, tid2013, live, csiq).
+  config.dataset.split_seed = 0
   config.dataset.train_split = "train"
   # Evaluated during training ("" = none); never the test split (resolve.validate refuses it).
   config.dataset.eval_split = "validation"

@@ -11,6 +11,7 @@ from jax.experimental import multihost_utils
 import tensorflow_datasets as tfds
 
 from mst.data import datasets
+from mst.data.datasets import iqa
 
 LABELS = ("mos", "dist", "label")
 
@@ -68,6 +69,8 @@ def build_dataset(spec: DatasetSpec) -> tfds.core.DatasetBuilder:
     # Every host reads the labels (cheap): a bad CSV stops them all with its problems, rather than
     # process 0 alone while the others wait below for a dataset that never comes.
     datasets.custom.read_labels(os.path.expanduser(spec.csv), spec.split_seed)
+  elif _takes_split_seed(spec.name):
+    kwargs = dict(split_seed=spec.split_seed)
   data_dir = _expand(spec.data_dir)
   manual_dir = _expand(spec.manual_dir) or None
   build = datasets.build if spec.name.partition("/")[0] in datasets.DATASETS else _tfds_build
@@ -77,6 +80,15 @@ def build_dataset(spec: DatasetSpec) -> tfds.core.DatasetBuilder:
   if jax.process_index() != 0:
     builder = build(spec.name, data_dir, manual_dir=manual_dir, **kwargs)
   return builder
+
+
+def _takes_split_seed(name: str) -> bool:
+  """Whether `dataset.split_seed` chooses the split of dataset `name`: a set with a seeded
+  train/test split (the IQA evaluation sets), named without a config (`kadid10k/seed_1` names its
+  seed itself)."""
+  base, _, config_name = name.partition("/")
+  builder = datasets.DATASETS.get(base)
+  return not config_name and builder is not None and issubclass(builder, iqa.IqaBuilder)
 
 
 def _tfds_build(name: str, data_dir: str, manual_dir: str | None = None):
