@@ -65,7 +65,7 @@ def test_bad_rows_stop_preparing_and_missing_images_are_skipped_and_listed(tmp_p
   csv_path = write_csv_dataset(tmp_path / "data", count=6, sizes=(20, 24))
   bad = tmp_path / "data" / "bad.csv"
   bad.write_text(csv_path.read_text() + "5.png,70,test\n")
-  with pytest.raises(custom.LabelFileError, match=rf"bad.csv:8: image '5.png' is listed again"):
+  with pytest.raises(custom.LabelFileError, match=r"bad.csv:8: image '5.png' is listed again"):
     mst.data.datasets.build("custom", str(tmp_path / "tfds"), csv=str(bad))
   os.remove(tmp_path / "data" / "1.png")  # a missing image is skipped, not an error
   builder = mst.data.datasets.build("custom", str(tmp_path / "tfds"), csv=str(csv_path))
@@ -140,7 +140,8 @@ def test_mst_train_and_mst_eval_stop_at_start_up(tmp_path, capsys):
   assert eval_cli.main(["--config", "configs/spaq.py", "--checkpoint", str(workdir),
                         "--split", "dev"]) == 2
   assert ("mst-eval: error: --split='dev': dataset 'spaq/shorter_side_512' has only the "
-          "splits ['train', 'validation', 'test']; fix: name one of them") in capsys.readouterr().err
+          "splits ['train', 'validation', 'test']; fix: name one of them"
+          ) in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("name, text, message", [

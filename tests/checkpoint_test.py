@@ -283,7 +283,6 @@ def test_paper_model_inferred_from_exported_file(tmp_path):
 
 
 def test_preprocess_config_for_official_models():
-  from mst.data import preprocess  # pylint: disable=g-import-not-at-top  (TensorFlow: only here)
   multi = loader.preprocess_config_for(musiq.ModelConfig())
   assert multi == multiscale.MultiScaleConfig(
       patch_size=32, grid_size=10, longer_side_lengths=(224, 384), max_seq_len_from_original_res=-1)

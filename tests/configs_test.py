@@ -1,5 +1,6 @@
-"""Every config file: loads with each variant, adds no key that mst.config.defaults lacks, states the
-paper's settings, builds valid model and preprocessing configs, and takes command-line overrides."""
+"""Every config file: loads with each variant, adds no key that mst.config.defaults lacks, states
+the paper's settings, builds valid model and preprocessing configs, and takes command-line
+overrides."""
 
 import dataclasses
 import functools
@@ -16,7 +17,6 @@ from mst.config import defaults
 from mst.config import overrides
 from mst.config import resolve
 from mst.data import multiscale
-from mst.data import preprocess
 from mst.models import musiq
 from mst.training import optim
 

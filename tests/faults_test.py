@@ -31,6 +31,7 @@ from mst.cli import evaluate
 from mst.cli import predict
 from mst.cli import train
 from mst.training import preemption
+from helpers import QUICK_COMPILE_ENV
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INJECT = os.path.join(REPO, "tests", "fault_injection.py")
@@ -57,7 +58,8 @@ def _run(workdir, flags, cache, fault=None):
   """Runs mst-train (with `fault`, see fault_injection.py) to its end; (status, output)."""
   env = dict(os.environ, PYTHONPATH=REPO, XLA_FLAGS="--xla_force_host_platform_device_count=1",
              JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", MST_FAULT=fault or "none@0")
+             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", MST_FAULT=fault or "none@0",
+             **QUICK_COMPILE_ENV)
   done = subprocess.run([sys.executable, INJECT, f"--workdir={workdir}", *flags], env=env,
                         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                         timeout=600, check=False)
@@ -120,7 +122,8 @@ def test_preempted_then_killed_while_saving_resumes_to_the_same_params(
 
 
 def _state(value):
-  return {"step": jnp.asarray(value, jnp.int32), "params": {"w": jnp.full((4, 3), value, jnp.float32)}}
+  return {"step": jnp.asarray(value, jnp.int32),
+          "params": {"w": jnp.full((4, 3), value, jnp.float32)}}
 
 
 def _save_steps(workdir, steps, keep=3):

@@ -1,4 +1,5 @@
-"""mst.runtime.host_memory: a freed large buffer is reused, not faulted in again on the next step."""
+"""mst.runtime.host_memory: a freed large buffer is reused, not faulted in again on the next
+step."""
 
 import os
 import subprocess

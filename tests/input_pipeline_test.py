@@ -146,7 +146,8 @@ def test_hosts_read_disjoint_parts_that_cover_the_split(builder):
 def test_eval_counts_every_example_once_across_two_hosts(builder):
   sizes = ip.image_sizes(builder, "test")
   # Sizes come in the split's stored order (tfds shuffles at preparation); mos tells which is which.
-  stored_mos = [int(e["mos"]) for e in ip.read_split(builder, "test", ip.Host()).as_numpy_iterator()]
+  stored_mos = [int(e["mos"])
+                for e in ip.read_split(builder, "test", ip.Host()).as_numpy_iterator()]
   assert [tuple(s) for s in sizes] == [SIZES[m] for m in stored_mos]
   pp = multiscale.MultiScaleConfig(patch_size=32, grid_size=4, longer_side_lengths=(64,))
   shapes, indices = [], []
@@ -189,8 +190,8 @@ def test_training_refuses_unbounded_native_length(builder):
 
 # RandAugment and mixup (ImageNet pre-training).
 
-PRETRAIN = augmentation.Augment(flip_prob=0.5, crop=True, randaugment_layers=2, randaugment_magnitude=15,
-                      mixup_alpha=0.2)
+PRETRAIN = augmentation.Augment(flip_prob=0.5, crop=True, randaugment_layers=2,
+                                randaugment_magnitude=15, mixup_alpha=0.2)
 
 
 def _token_batch(batch_size=4, tokens=6, seed=0):
@@ -220,7 +221,8 @@ def test_mixup_lambda_is_a_seeded_beta_draw():
 def test_mixup_mixes_each_example_with_the_previous_one():
   batch = _token_batch()
   seed = tf.constant([3, 4], tf.int64)
-  mixed = {k: v.numpy() for k, v in augmentation.mixup_batch(batch, 0.2, seed, num_classes=5).items()}
+  mixed = {k: v.numpy()
+           for k, v in augmentation.mixup_batch(batch, 0.2, seed, num_classes=5).items()}
   lam = float(augmentation.mixup_lambda(0.2, seed))
   a = {k: v.numpy() for k, v in batch.items()}
   b = {k: np.roll(v, 1, axis=0) for k, v in a.items()}
@@ -260,7 +262,8 @@ def test_augment_validates_the_new_fields():
 
 def test_randaugment_leaves_order_crops_and_flips_as_they_were(builder):
   plain = augmentation.Augment(flip_prob=0.5, crop=True)
-  strong = augmentation.Augment(flip_prob=0.5, crop=True, randaugment_layers=2, randaugment_magnitude=15)
+  strong = augmentation.Augment(flip_prob=0.5, crop=True, randaugment_layers=2,
+                                randaugment_magnitude=15)
   before, after = _batches(_train(builder, augment=plain), 3), _batches(_train(builder,
                                                                                 augment=strong), 3)
   for a, b in zip(before, after):

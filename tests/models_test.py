@@ -29,7 +29,8 @@ def _batch(config, seq_len=12, num_real=9, batch_size=2, seed=0):
                              jnp.float32),
       "spatial_idx": jnp.asarray(rng.integers(0, config.grid_size ** 2, (batch_size, seq_len)),
                                  jnp.int32),
-      "scale_idx": jnp.asarray(rng.integers(0, config.num_scales, (batch_size, seq_len)), jnp.int32),
+      "scale_idx": jnp.asarray(rng.integers(0, config.num_scales, (batch_size, seq_len)),
+                               jnp.int32),
       "mask": jnp.asarray(mask),
   }
 

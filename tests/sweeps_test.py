@@ -24,7 +24,6 @@ from mst.cli import train as train_cli
 from mst.config import overrides
 from mst.config import resolve
 from mst.data import multiscale
-from mst.data import preprocess
 from mst.models import musiq
 
 # Tests of experiments/ tooling: only the full suite runs them (pytest.ini).

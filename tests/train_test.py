@@ -132,7 +132,8 @@ def test_packed_training_takes_the_padded_runs_steps(finished, csv_dataset, tmp_
   config = _config(csv_dataset, tmp_path_factory, data__packing=True, train__num_steps=2,
                    dataset__eval_split="", dataset__test_split="")
   trainer.train_and_evaluate(resolve.run(config, jax.device_count()), str(workdir))
-  losses, reference = logged_scalars(str(workdir), "train/loss"), logged_scalars(str(finished[0]), "train/loss")
+  losses = logged_scalars(str(workdir), "train/loss")
+  reference = logged_scalars(str(finished[0]), "train/loss")
   assert sorted(losses) == [1, 2]
   for step in (1, 2):
     assert losses[step] == pytest.approx(reference[step], rel=1e-4), step
