@@ -21,6 +21,12 @@ from mst.models import musiq
 # Four in six rows train, one validates, one tests: 16 / 4 / 4 of the default 24.
 TRAIN_VALIDATION_TEST = ("train",) * 4 + ("validation", "test")
 
+# Environment for the processes of end-to-end tests that mostly compile (a few steps of a tiny
+# model): XLA skips most of its optimisation passes, a third less time per mst-train run. Only for
+# runs compared with each other under the same setting, never with a reference's numbers (the
+# parity tests run the optimised programs users run).
+QUICK_COMPILE_ENV = {"JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
+
 
 def write_csv_dataset(root, count=24, seed=0, splits=TRAIN_VALIDATION_TEST, sizes=(40, 100)):
   """Writes a tiny dataset the `custom` builder reads; returns the path of its `labels.csv`.

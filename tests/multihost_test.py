@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import mst.data.datasets
+from helpers import QUICK_COMPILE_ENV
 from helpers import logged_scalars
 from helpers import write_csv_dataset
 from mst.checkpoints import workdirs
@@ -36,7 +37,7 @@ def _free_port():
 
 def _launch(workdir, flags, devices, process_id=None, num_processes=1, port=None, fault=None):
   env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-             PYTHONPATH=REPO)
+             PYTHONPATH=REPO, **QUICK_COMPILE_ENV)
   if process_id is not None:
     env.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES=str(num_processes),
                JAX_PROCESS_ID=str(process_id))
