@@ -19,7 +19,9 @@ from helpers import write_csv_dataset
 from mst.checkpoints import workdirs
 from mst.training import preemption
 
-pytestmark = pytest.mark.slow  # trains in subprocesses
+# Trains in subprocesses; with --dist loadgroup (the full suite's command) one worker runs this
+# file, so the uninterrupted `pair` of processes runs once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("multihost_test")]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Each process runs mst-train's main with JAX's SIGTERM-trapping preemption service off.

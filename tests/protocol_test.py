@@ -25,6 +25,9 @@ from mst.training import trainer
 from helpers import logged_scalars
 from helpers import set_fields
 
+# --dist loadgroup (the full suite's command) runs this file in one worker: `fitted` trains once.
+pytestmark = pytest.mark.xdist_group("protocol_test")
+
 COUNT = 24
 SETS = ("training",) * 4 + ("validation", "test")  # 16 / 4 / 4
 

@@ -21,6 +21,9 @@ from mst.training import trainer
 from helpers import logged_scalars
 from helpers import set_fields
 
+# --dist loadgroup (the full suite's command) runs this file in one worker: `finished` trains once.
+pytestmark = pytest.mark.xdist_group("train_test")
+
 
 def _run(csv_dataset, tmp_path_factory, **changes):
   """`_config`, resolved into the typed run the trainer takes."""
