@@ -468,6 +468,7 @@ def test_custom_rejects_bad_split_values(tmp_path):
     mst.data.datasets.build("custom", str(tmp_path / "data"), csv=str(tmp_path / "labels.csv"))
 
 
+@pytest.mark.slow
 def test_demo_set_is_generated_split_by_photo_with_graded_mos(tmp_path):
   builder = mst.data.datasets.build("demo", str(tmp_path))
   counts = {split: info.num_examples for split, info in builder.info.splits.items()}

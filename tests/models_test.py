@@ -272,6 +272,7 @@ def test_distribution_head_score_is_the_expected_bin():
     musiq.scores(logits, "classification")
 
 
+@pytest.mark.slow
 def test_pre_logits_and_classification_head():
   config = dataclasses.replace(SMALL, representation_size=24, num_classes=7, head="classification")
   params = _params(config)
