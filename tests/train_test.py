@@ -4,6 +4,8 @@ an interruption, the NaN guard, and scoring with the trained workdir.
 The data is conftest's `csv_dataset`: 24 small images, MOS (0-100) rising with brightness, split
 16 / 4 / 4."""
 
+import glob
+import io
 import json
 import os
 
@@ -11,6 +13,7 @@ import flax.traverse_util
 import jax
 import numpy as np
 import pytest
+from PIL import Image
 
 from mst.checkpoints import workdirs
 from mst.cli import predict
@@ -71,6 +74,30 @@ def test_run_writes_checkpoints_summaries_config_and_test_metrics(finished, caps
   assert json.load(open(workdir / "config.json"))["dataset"]["name"] == "custom"
   saved = json.load(open(workdir / "test_metrics.json"))
   assert saved == pytest.approx(results) and {"srcc", "plcc", "krcc", "rmse"} <= set(saved)
+
+
+def _logged_images(workdir, tag):
+  """step -> the PNG images of `tag` in a workdir's event files, decoded."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  images = {}
+  for path in glob.glob(os.path.join(str(workdir), "events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        if value.tag == tag:  # tf.summary.image: width, height, then the encoded images
+          images[event.step] = [np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+                                for png in value.tensor.string_val[2:]]
+  return images
+
+
+@pytest.mark.slow
+def test_each_validation_draws_prediction_against_mos_for_tensorboard(finished):
+  workdir, _ = finished
+  images = _logged_images(workdir, "validation/prediction_vs_mos")
+  assert sorted(images) == [2, 4] and all(len(step) == 1 for step in images.values())
+  image = images[4][0].astype(int)
+  assert image.shape[0] > 200 and image.shape[1] > 200
+  # The dots are blue on white: pixels much bluer than red are there (not a blank canvas).
+  assert ((image[..., 2] - image[..., 0]) > 60).sum() > 20
 
 
 @pytest.mark.slow

@@ -30,6 +30,7 @@ import tensorflow as tf
 from mst.checkpoints import loader
 from mst.checkpoints import workdir_lock
 from mst.checkpoints import workdirs
+from mst.evaluation import evaluate
 from mst.evaluation import report
 from mst.models import musiq
 from mst.runtime import devices
@@ -41,6 +42,7 @@ from mst.training import optim
 from mst.training import preemption
 from mst.training import run as run_lib
 from mst.training import throughput
+from mst.visualization import scatter
 
 
 @flax.struct.dataclass
@@ -238,6 +240,8 @@ def _train_loop(run: run_lib.Run, state: TrainState, step_fn, data: training_dat
       monitor.check_predictions(step, predictions.prediction, predictions.target)
       writer.write_scalars(step, {f"{run.dataset.eval_split}/{k}": v
                                   for k, v in results.items()})
+      if run.model.head != "classification" and jax.process_index() == 0:
+        _write_scatter(writer, step, run.dataset.eval_split, predictions)
       if run.eval.select == "best":
         with out.meter.paused(state):
           manager.maybe_save_best(step, state.params, results)
@@ -251,6 +255,14 @@ def _train_loop(run: run_lib.Run, state: TrainState, step_fn, data: training_dat
   out.profile.close(state)
   bar.close()
   return state
+
+
+def _write_scatter(writer: metric_writers.MetricWriter, step: int, split: str,
+                   predictions: evaluate.Predictions) -> None:
+  """Prediction against MOS with the logistic fit, as the image `<split>/prediction_vs_mos`."""
+  fig = scatter.scatter_figure(predictions.prediction, predictions.target,
+                               f"{split}, step {step}")
+  writer.write_images(step, {f"{split}/prediction_vs_mos": scatter.to_rgb(fig)[None]})
 
 
 def _log_train(step: int, state: TrainState, scalars: dict[str, Any], out: Outputs,
