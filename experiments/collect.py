@@ -17,6 +17,8 @@ import re
 import statistics
 from typing import Any, Sequence
 
+import numpy as np
+
 from experiments.sweeps.base import Run
 from mst.evaluation import report as eval_report
 
@@ -154,11 +156,31 @@ def markdown_table(finished: Sequence[Finished], setting_header: str = "Run",
   return eval_report.markdown_table(header, rows)
 
 
-def report(root: str, setting_header: str = "Run", runs: Sequence[Run] = ()) -> str:
-  """The table of the finished runs under `root`, then notes on unfinished and missing runs."""
+def median_summary(finished: Sequence[Finished]) -> str:
+  """The IQA papers' summary of repeated splits: per split and metric, the median over the runs,
+  the interquartile range and the range (min to max)."""
+  header = ["summary of runs", "runs", "median", "IQR", "min to max"]
+  rows = []
+  for split in _splits(finished):
+    for key, title in COLUMNS:
+      values = [item.metrics[split][key] for item in finished if key in item.metrics.get(split, {})]
+      if not values:
+        continue
+      q1, median, q3 = np.percentile(values, [25, 50, 75])
+      rows.append([f"{split} {title}", str(len(values)), f"{median:.3f}",
+                   f"{q1:.3f} to {q3:.3f}", f"{min(values):.3f} to {max(values):.3f}"])
+  return eval_report.markdown_table(header, rows)
+
+
+def report(root: str, setting_header: str = "Run", runs: Sequence[Run] = (),
+           median: bool = False) -> str:
+  """The table of the finished runs under `root` (with `median`, then their median and spread),
+  then notes on unfinished and missing runs."""
   finished, unfinished = find_runs(root)
   check_overrides(finished, runs)
   text = markdown_table(finished, setting_header, runs) if finished else "No finished runs."
+  if median and finished:
+    text += "\n\n" + median_summary(finished)
   found = {item.setting for item in finished} | {SEED_SUFFIX.sub("", n) for n in unfinished}
   missing = [run.name for run in runs if run.name not in found]
   if unfinished:

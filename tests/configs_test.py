@@ -21,7 +21,7 @@ from mst.models import musiq
 from mst.training import optim
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-TASKS = ("koniq", "spaq", "ava", "paq2piq", "imagenet", "custom", "demo")
+TASKS = ("koniq", "spaq", "ava", "paq2piq", "imagenet", "custom", "demo", "iqa")
 ARGS = (None, "", "runlocal", " runlocal ,runlocal")
 
 
@@ -332,3 +332,16 @@ def test_validate_rejects_inconsistent_configs(key, value, match):
   config[section][field] = value
   with pytest.raises(ValueError, match=match):
     resolve.validate(config)
+
+
+@pytest.mark.parametrize("dataset, top", [("livec", 100), ("kadid10k", 5), ("tid2013", 9),
+                                          ("live", 100), ("csiq", 1)])
+def test_iqa_config_trains_on_the_named_set_with_its_mos_near_0_to_1(dataset, top):
+  """The top of each set's published MOS scale (LIVE: 100 - DMOS, CSIQ: 1 - DMOS)."""
+  for arg in (dataset, f"runlocal,{dataset}"):
+    config = _load("iqa", arg)
+    assert config.dataset.name == dataset and config.dataset.mos_scale == top
+    assert config.dataset.eval_split == "" and config.eval.select == "last"
+    resolve.validate(config)
+  with pytest.raises(ValueError, match="name one dataset"):
+    _load("iqa", f"{dataset},{'csiq' if dataset != 'csiq' else 'live'}")

@@ -9,6 +9,7 @@ from experiments.sweeps import patch_encoder
 from experiments.sweeps import patch_size
 from experiments.sweeps import scale_embedding
 from experiments.sweeps import spatial_embedding
+from experiments.sweeps import splits
 from experiments.sweeps.base import Overrides
 from experiments.sweeps.base import Run
 from experiments.sweeps.base import Sweep
@@ -26,6 +27,9 @@ SWEEPS: dict[str, Sweep] = {
                         "resized copies with and without the native image (PaQ-2-PiQ)"),
     "lr_batch": Sweep(lr_batch.runs, "configs/ava.py", "Learning rate, batch",
                       "learning rate x {0.5, 1, 2}, batch x {0.5, 1, 2} of the config's"),
+    "splits": Sweep(splits.runs, "configs/iqa.py", "Split",
+                    "10 seeded 80/20 train/test splits of one dataset (configs/iqa.py --arg "
+                    "kadid10k, ...): median and spread, the IQA papers' protocol", median=True),
 }
 
 __all__ = ["SWEEPS", "Overrides", "Run", "Sweep"]

@@ -37,8 +37,10 @@ class Run:
 
 @dataclasses.dataclass(frozen=True)
 class Sweep:
-  """A study: its runs, the config file it was made for, and the table's row header."""
+  """A study: its runs, the config file it was made for, and the table's row header; `median`:
+  the runs are repeats of one setting (seeded splits), summarised by their median and spread."""
   runs: Callable[[ml_collections.ConfigDict], list[Run]]
   config: str  # relative to the repository root, e.g. "configs/ava.py"
   setting: str  # the table's first column header, e.g. "Spatial embedding"
   description: str = ""
+  median: bool = False
