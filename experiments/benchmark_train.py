@@ -9,9 +9,15 @@ pipeline's rate, and what skipping padding (real-patch encoding, sequence packin
    D=384, 14 layers, scales 224, 384 + the native image cut to l=512: 705 tokens) on a batch of
    1024x768 images: seconds per step, images/s and GFLOP/s (XLA's count for the jitted step) for
    mst (JAX) and for a straightforward PyTorch implementation of the same network and step.
-2. Input pipeline (`mst.data.pipeline.train_dataset`: JPEG decode, flip, 3-scale preprocessing,
-   batching) on 1024x768 JPEGs made from scikit-image's photographs: images/s with tf.data held to
-   one core, and with all cores (compare with the train step's images/s).
+2. Input pipeline (`--part pipeline`): `mst.data.pipeline.train_dataset` with the flip alone
+   (the paper's fine-tuning), 3 scales and l=512, today's path (JPEG decode, flip, 3-scale
+   preprocessing, batching) side by side with the prepared one (`config.data.prepared_dir`,
+   mst.data.prepared: stored decode and resizes read back, flipped, patched, batched), on KonIQ-like
+   1024x768 and AVA-like JPEGs made from scikit-image's photographs: images/s with tf.data held to
+   one core and with all cores, in interleaved rounds, plus the one-time preparation rate and the
+   stored bytes per image. Then the host cores one chip needs to be fed at 40% of its dense bf16
+   peak (mst.runtime.devices' table) with the paper model, for TPU v4, v5e, v5p, H100 and H200,
+   with today's path and the prepared one, next to the host vCPUs each chip comes with.
 3. Training without padding (`--part packing`): on KonIQ-like (1024x768), SPAQ-like (shorter side
    512, both orientations) and AVA-like (about 500x333, both orientations) size mixes, the
    useful-token fraction (real patches and CLS tokens over all positions) and train images/s of
@@ -44,7 +50,9 @@ import mst.data.datasets  # pylint: disable=g-import-not-at-top
 from mst.data import packing  # pylint: disable=g-import-not-at-top
 from mst.data import pipeline  # pylint: disable=g-import-not-at-top
 from mst.data import multiscale  # pylint: disable=g-import-not-at-top
+from mst.data import prepared  # pylint: disable=g-import-not-at-top
 from mst.data import preprocess  # pylint: disable=g-import-not-at-top
+from mst.runtime import devices  # pylint: disable=g-import-not-at-top
 from mst.training import trainer  # pylint: disable=g-import-not-at-top
 from mst.models import musiq  # pylint: disable=g-import-not-at-top
 
@@ -171,24 +179,29 @@ def packing_report(model_name: str, batch_size: int, repeats: int,
         f"{rates[2] / rates[1]:.2f}x |", flush=True)
 
 
-def jpeg_dataset(folder: str, count: int):
-  """`count` 1024x768 JPEGs from scikit-image's photographs, as a prepared `custom` dataset."""
+def jpeg_dataset(folder: str, count: int, sizes=((768, 1024),)):
+  """`count` JPEGs from scikit-image's photographs, as a prepared `custom` dataset; image i is
+  sizes[i % len(sizes)] (height, width)."""
   from mst.data.datasets import demo  # pylint: disable=g-import-not-at-top
   names = [n for n in demo.SOURCES if not n.endswith(("page.png", "coins.png"))]
   rows = []
   for i in range(count):
-    photo = demo.source_photo(names[i % len(names)]).convert("RGB").resize((1024, 768))
+    height, width = sizes[i % len(sizes)]
+    photo = demo.source_photo(names[i % len(names)]).convert("RGB").resize((width, height))
     photo.save(os.path.join(folder, f"{i}.jpg"), quality=90)
     rows.append((f"{i}.jpg", 50.0, "train"))
   with open(os.path.join(folder, "labels.csv"), "w", newline="") as f:
     csv.writer(f).writerows([("image", "mos", "split")] + rows)
   return mst.data.datasets.build("custom", os.path.join(folder, "tfds"),
-                            csv=os.path.join(folder, "labels.csv"))
+                                 csv=os.path.join(folder, "labels.csv"))
 
 
-def pipeline_images_per_second(builder, threads: int, images: int, batch_size: int) -> float:
+def pipeline_images_per_second(builder, threads: int, images: int, batch_size: int,
+                               prepared_split=None) -> float:
+  """Images/s of `pipeline.train_dataset` (flip only, l=512) held to `threads` cores, after its
+  first batch; with `prepared_split`, the prepared pipeline."""
   data = pipeline.train_dataset(builder, "train", batch_size=batch_size, pp_config=PP,
-                                      shuffle_buffer=64)
+                                shuffle_buffer=64, prepared=prepared_split)
   options = tf.data.Options()
   options.threading.private_threadpool_size = threads
   options.threading.max_intra_op_parallelism = 1
@@ -198,6 +211,82 @@ def pipeline_images_per_second(builder, threads: int, images: int, batch_size: i
   for _ in range(images // batch_size):
     next(iterator)
   return images // batch_size * batch_size / (time.perf_counter() - start)
+
+
+def pipeline_rates(builder, prepared_split, threads: int, images: int, repeats: int
+                   ) -> dict[tuple[str, int], float]:
+  """Median images/s of each (path, cores) over `repeats` rounds, each measuring every one once
+  in a rotating order (a fresh iterator each time, so no idle one fills its buffers meanwhile)."""
+  runs = {(path, cores): (lambda cores=cores, split=split: pipeline_images_per_second(
+      builder, cores, images, 8, split))
+          for path, split in (("today", None), ("prepared", prepared_split))
+          for cores in sorted({1, threads})}
+  rates = {name: [] for name in runs}
+  for round_ in range(repeats):
+    names = list(runs)[round_ % len(runs):] + list(runs)[:round_ % len(runs)]
+    for name in names:
+      time.sleep(benchmark.SETTLE_S)
+      rates[name].append(runs[name]())
+  return {name: float(np.median(values)) for name, values in rates.items()}
+
+
+def pipeline_report(threads: int, images: int, repeats: int) -> dict[str, dict]:
+  """Prints section 2's table, a row per size mix and path; returns the rates by mix."""
+  print(f"Input pipeline, flip only, 3 scales, l=512, batches of 8: images/s after the first "
+        f"batch, median of {repeats} interleaved rounds of {images} images; 1 and {threads} "
+        f"cores (tf.data's private thread pool)\n\n"
+        "| size mix | path | 1 core | all cores | prepared / today, 1 core | prepare once, "
+        "images/s | stored MB / image |\n|---|---|---:|---:|---:|---:|---:|", flush=True)
+  results = {}
+  for mix in ("koniq", "ava"):
+    name, sizes = SIZE_MIXES[mix]
+    with tempfile.TemporaryDirectory() as folder:
+      builder = jpeg_dataset(folder, 32, sizes)
+      start = time.perf_counter()
+      split = prepared.prepare(builder, "train", PP, os.path.join(folder, "prepared"))
+      prepare_rate = 32 / (time.perf_counter() - start)
+      stored = sum(tf.io.gfile.stat(os.path.join(split.folder, f)).length
+                   for f in tf.io.gfile.listdir(split.folder) if f.endswith(".bin")) / 32 / 1e6
+      rates = pipeline_rates(builder, split, threads, images, repeats)
+    today = (rates["today", 1], rates["today", threads])
+    new = (rates["prepared", 1], rates["prepared", threads])
+    print(f"| {name} | today (decode every epoch) | {today[0]:.1f} | {today[1]:.1f} | | | |")
+    print(f"| {name} | prepared (`data.prepared_dir`) | {new[0]:.1f} | {new[1]:.1f} | "
+          f"{new[0] / today[0]:.2f}x | {prepare_rate:.1f} | {stored:.2f} |", flush=True)
+    results[mix] = {"today": today[0], "prepared": new[0]}
+  return results
+
+
+# The accelerators of the cores-per-chip table: (name, a device kind mst.runtime.devices knows,
+# host vCPUs per chip and the machine they come from: Google Cloud's machine-type pages).
+CHIPS = (
+    ("TPU v4", "TPU v4", 240 / 4, "v4 host: 240 vCPUs, 4 chips"),
+    ("TPU v5e", "TPU v5 lite", 224 / 8, "v5litepod-8 host: 224 vCPUs, 8 chips"),
+    ("TPU v5p", "TPU v5", 208 / 4, "v5p host: 208 vCPUs, 4 chips"),
+    ("H100", "NVIDIA H100 80GB HBM3", 208 / 8, "a3-highgpu-8g: 208 vCPUs, 8 GPUs"),
+    ("H200", "NVIDIA H200", 224 / 8, "a3-ultragpu-8g: 224 vCPUs, 8 GPUs"),
+)
+# XLA's count of one paper-model train step per image at l=512 (705 tokens; experiments/flops.py).
+TRAIN_GFLOP_PER_IMAGE = 172.6
+UTILISATION = 0.4
+
+
+def cores_per_chip_report(results: dict[str, dict]) -> None:
+  """Prints the table of section 4 from the one-core rates of `pipeline_report`."""
+  print(f"\nHost cores one chip needs: images/s at {UTILISATION:.0%} of the dense bf16 peak "
+        f"(mst.runtime.devices: vendors' datasheets) with the paper model "
+        f"({TRAIN_GFLOP_PER_IMAGE} GFLOP per image per train step), over the one-core rates "
+        "above (one core here = one vCPU)\n\n"
+        "| chip | bf16 peak TFLOP/s | images/s at 40% | host vCPUs per chip | "
+        "KonIQ-like: today | KonIQ-like: prepared | AVA-like: today | AVA-like: prepared |\n"
+        "|---|---:|---:|---|---:|---:|---:|---:|")
+  for name, kind, vcpus, host in CHIPS:
+    peak = devices.peak_tflops(kind)
+    rate = peak * 1e12 * UTILISATION / (TRAIN_GFLOP_PER_IMAGE * 1e9)
+    need = [rate / results[mix][path] for mix in ("koniq", "ava")
+            for path in ("today", "prepared")]
+    print(f"| {name} | {peak:.0f} | {rate:,.0f} | {vcpus:.0f} ({host}) | "
+          + " | ".join(f"{n:.0f}" for n in need) + " |")
 
 
 def main(argv=None) -> None:
@@ -242,13 +331,7 @@ def step_and_pipeline(args) -> None:
     print(f"| GFLOP/s | {flops / jax_s / 1e9:.1f} | {flops / torch_s / 1e9:.1f} | "
           f"{torch_s / jax_s:.2f}x |\n")
   if args.part in ("all", "pipeline"):
-    with tempfile.TemporaryDirectory() as folder:
-      builder = jpeg_dataset(folder, 32)
-      one_core = pipeline_images_per_second(builder, 1, args.images, 8)
-      all_cores = pipeline_images_per_second(builder, args.threads, args.images, 8)
-    print("| input pipeline (1024x768 JPEG, 3 scales, l=512) | images / s |\n|---|---:|")
-    print(f"| tf.data on 1 core | {one_core:.1f} |")
-    print(f"| tf.data on {args.threads} cores | {all_cores:.1f} |\n")
+    cores_per_chip_report(pipeline_report(args.threads, args.images, args.repeats))
 
 
 if __name__ == "__main__":

@@ -66,21 +66,27 @@ def train_dataset(builder: tfds.core.DatasetBuilder, split: str, *, batch_size: 
                   pp_config: multiscale.MultiScaleConfig,
                   augment: augmentation.Augment = augmentation.Augment(),
                   seed: int = 0, host: Host = Host(), start_step: int = 0,
-                  shuffle_buffer: int = 10_000, num_classes: int | None = None
-                  ) -> tf.data.Dataset:
+                  shuffle_buffer: int = 10_000, num_classes: int | None = None,
+                  prepared=None) -> tf.data.Dataset:
   """Endless batches of `batch_size` (this host's share of the global batch) from step `start_step`.
 
   The native image is padded or cut to l = `pp_config.max_seq_len_from_original_res` tokens (it
   must be >= 0 for fixed-shape batches), the resized copies to m_k. With mixup, each batch is
   mixed within itself (`augmentation.mixup_batch`) and a class `label` becomes a soft `dist` over
   `num_classes`.
+
+  `prepared` (a `mst.data.prepared.PreparedSplit` of this split and `pp_config`) reads the stored
+  preprocessing instead of decoding: the same examples in the same order, the same flips.
   """
   if pp_config.max_seq_len_from_original_res < 0:
     raise ValueError("training needs a fixed sequence length: set max_seq_len_from_original_res "
                      "(l) >= 0, e.g. 512")
   if augment.mixup_alpha > 0:
     _check_num_classes(builder, num_classes)
-  part = read_split(builder, split, host)
+  if prepared is not None and prepared.pp != pp_config:
+    raise ValueError(f"{prepared.folder} was prepared for {prepared.pp}, not {pp_config}")
+  part = (read_split(builder, split, host) if prepared is None
+          else prepared.host_part(builder, split, host))
   per_epoch = num_examples(builder, split, host)
   if per_epoch == 0:
     raise ValueError(f"host {host.index} of {host.count} has no examples of split {split!r}")
@@ -96,6 +102,8 @@ def train_dataset(builder: tfds.core.DatasetBuilder, split: str, *, batch_size: 
 
   def prepare(position, example):
     example_seed = tf.stack([tf.constant(seed, tf.int64) * 1_000_003 + host.index, position])
+    if prepared is not None:  # `example` is the example's index in the split
+      return prepared.features(example, augment, example_seed)
     image = augmentation.augment_image(decode(example["image"]), augment, example_seed)
     return {**preprocess.multiscale_patches(image, pp_config), **labels_of(example)}
 
