@@ -65,6 +65,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data = ml_collections.ConfigDict()
   config.data.packing = False
   config.data.packed_length = 0  # tokens per packed row; 0 = chosen from training image sizes
+  # The prepared input pipeline (mst.data.prepared): a folder (local or gs://) where the training
+  # split's decode and resizes are stored once per dataset and preprocessing, then read by every
+  # run that shares them, about 4x less host CPU per image. Needs the flip as the only image
+  # augmentation (mixup is fine). "" = decode and resize every image every epoch.
+  config.data.prepared_dir = ""
 
   # Training-time augmentation (mst.data.augmentation.Augment). Fine-tuning uses the flip alone.
   config.augment = ml_collections.ConfigDict()

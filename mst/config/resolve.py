@@ -210,6 +210,7 @@ def run(config: ml_collections.ConfigDict, num_devices: int | None = None) -> ru
   optim_config = _section(optim.OptimConfig, config.optim)
   layout = _section(run_lib.Layout, config.data)
   check_layout(layout, model, train_preprocess)
+  check_prepared(layout, augment)
   if config.preprocess.max_seq_len == 0 and not config.preprocess.longer_side_lengths:
     raise ValueError("preprocess.max_seq_len=0 drops the native image and "
                      "preprocess.longer_side_lengths=() has no resized copy: no tokens are left")
@@ -244,6 +245,22 @@ def check_layout(layout: run_lib.Layout, model: musiq.ModelConfig,
     raise ValueError(f"data.packed_length={layout.packed_length} is shorter than the "
                      f"{longest} tokens an image can take (sum of m_k, l and the CLS token): "
                      "raise it, or 0 to choose it from the training images")
+
+
+def check_prepared(layout: run_lib.Layout, augment: augmentation.Augment) -> None:
+  """The prepared pipeline stores each image decoded and resized once: an augmentation that
+  changes the image before it is resized (a random crop, RandAugment) needs the decoding one."""
+  if not layout.prepared_dir:
+    return
+  changes = [f"augment.{key}={value!r}" for key, value, on in (
+      ("crop", augment.crop, augment.crop),
+      ("randaugment_layers", augment.randaugment_layers, augment.randaugment_layers > 0)) if on]
+  if changes:
+    raise _error("data.prepared_dir", layout.prepared_dir,
+                 f"the prepared pipeline stores every image decoded and resized once, but "
+                 f"{' and '.join(changes)} change(s) the image before it is resized, every epoch",
+                 "set --config.data.prepared_dir='' (decode every image every epoch), or keep "
+                 "the flip (and mixup) as the only augmentation")
 
 
 def init_checkpoint(config: ml_collections.ConfigDict) -> str | None:

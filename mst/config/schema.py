@@ -28,7 +28,7 @@ import ml_collections
 from mst import __version__ as MST_VERSION
 from mst.config import defaults
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # A config.json without "schema_version" was written before there was one.
 UNVERSIONED = 1
 VERSION_KEYS = ("schema_version", "mst_version")
@@ -38,6 +38,9 @@ ADDED_KEYS: dict[int, dict[str, Any]] = {
     # 2: throughput reporting (mst.training.throughput); neither changes what is computed. Before
     # them no peak was configured and no step was profiled.
     2: {"train.peak_tflops": 0.0, "train.profile_steps": ""},
+    # 3: the prepared input pipeline (mst.data.prepared); before it every image was decoded and
+    # resized every epoch.
+    3: {"data.prepared_dir": ""},
 }
 
 

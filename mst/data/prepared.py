@@ -155,7 +155,7 @@ def prepare(builder: tfds.core.DatasetBuilder, split: str, pp: multiscale.MultiS
   Processes preparing the same folder at once write identical files (each file is written to a
   temporary name and renamed), so the folder ends complete either way.
   """
-  folder = folder_of(builder, split, pp, root)
+  folder = folder_of(builder, split, pp, os.path.expanduser(root))
   if not tf.io.gfile.exists(os.path.join(folder, MANIFEST)):
     _write(builder, split, pp, folder)
   return load(folder, pp)

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from mst.data import packing
 from mst.data import pipeline
+from mst.data import prepared
 from mst.data import source
 from mst.evaluation import evaluate
 from mst.runtime import sharding
@@ -37,6 +38,10 @@ class TrainingData:
     if self.num_train < num_devices:
       raise ValueError(f"{self.num_train} training examples cannot feed {num_devices} devices")
     self.packed_length = self._packed_length() if run.layout.packing else 0
+    self.prepared = None
+    if run.layout.prepared_dir:
+      self.prepared = prepared.prepare(self.builder, spec.train_split, run.train_preprocess,
+                                       run.layout.prepared_dir)
 
   @property
   def total_steps(self) -> int:
@@ -54,7 +59,8 @@ class TrainingData:
         shards=sharding.local_device_positions(self.mesh), num_shards=self.mesh.devices.size,
         batch_size_per_shard=self.per_device, pp_config=run.train_preprocess,
         augment=run.augment, seed=run.seed, start_step=start_step,
-        shuffle_buffer=run.dataset.shuffle_buffer, num_classes=run.model.num_classes)
+        shuffle_buffer=run.dataset.shuffle_buffer, num_classes=run.model.num_classes,
+        prepared=self.prepared)
     data_sharding = sharding.data_sharding(self.mesh)
     scale = float(run.dataset.mos_scale)
     shards = len(sharding.local_device_positions(self.mesh))

@@ -16,10 +16,13 @@ from mst.training import optim
 
 @dataclasses.dataclass(frozen=True)
 class Layout:
-  """`config.data`: how training batches are laid out (mst.data.packing). `packing` also packs
-  several images into each row; `packed_length` 0 chooses the row length from training images."""
+  """`config.data`: how training batches are laid out (mst.data.packing) and made. `packing` also
+  packs several images into each row; `packed_length` 0 chooses the row length from training
+  images; `prepared_dir` ("" = off) is where the training split's decode and resizes are stored
+  once and read back (mst.data.prepared)."""
   packing: bool = False
   packed_length: int = 0
+  prepared_dir: str = ""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,150 @@
+"""The prepared input pipeline (mst.data.prepared): its batches equal the decoding pipeline's,
+flips and resumes included; its folder is reused while the preprocessing is the same and not
+otherwise; a config whose augmentation needs the decoded image is refused."""
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from helpers import set_fields
+from helpers import write_csv_dataset
+from mst.config import defaults
+from mst.config import resolve
+from mst.config import schema
+from mst.data import augmentation
+from mst.data import datasets
+from mst.data import host_preprocess
+from mst.data import multiscale
+from mst.data import pipeline
+from mst.data import prepared
+
+# Two resized copies and l = 6 native tokens: images wider than 6 patches are cut inside their
+# first patch row, taller ones after a few rows, and small ones padded.
+PP = multiscale.MultiScaleConfig(patch_size=32, grid_size=4, longer_side_lengths=(64, 128),
+                                 max_seq_len_from_original_res=6)
+# Float16 storage of the resized copies: half a float16 step at 1.0, 1/32 of a grey level.
+TOLERANCE = 2.0 ** -12
+
+
+@pytest.fixture(scope="module")
+def builder(tmp_path_factory):
+  root = tmp_path_factory.mktemp("prepared_data")
+  csv = write_csv_dataset(root / "images", count=13, splits=("train",), sizes=(20, 220))
+  grey = np.random.default_rng(1).integers(0, 256, (75, 150), dtype=np.uint8)
+  Image.fromarray(grey).save(root / "images" / "3.png")  # decoded to 3 channels
+  return datasets.build("custom", str(root / "tfds"), csv=str(csv))
+
+
+@pytest.fixture(scope="module")
+def split(builder, tmp_path_factory):
+  return prepared.prepare(builder, "train", PP, str(tmp_path_factory.mktemp("prepared")))
+
+
+def _batches(builder, count, **kwargs):
+  kwargs = {"batch_size": 3, "pp_config": PP, "seed": 1, **kwargs}
+  data = pipeline.train_dataset(builder, "train", **kwargs)
+  return [batch for _, batch in zip(range(count), data.as_numpy_iterator())]
+
+
+def _assert_equal_batches(today, ours):
+  assert len(today) == len(ours)
+  for a, b in zip(today, ours):
+    assert a.keys() == b.keys()
+    for key in a:
+      assert a[key].dtype == b[key].dtype and a[key].shape == b[key].shape, key
+      if key == "patches":
+        np.testing.assert_allclose(b[key], a[key], rtol=0, atol=TOLERANCE)
+      else:
+        np.testing.assert_array_equal(b[key], a[key], err_msg=key)
+
+
+@pytest.mark.parametrize("host", [pipeline.Host(), pipeline.Host(1, 3)])
+def test_batches_equal_the_decoding_pipelines_with_flips(builder, split, host):
+  augment = augmentation.Augment(flip_prob=0.5)
+  today = _batches(builder, 9, augment=augment, host=host)
+  ours = _batches(builder, 9, augment=augment, host=host, prepared=split)
+  _assert_equal_batches(today, ours)
+  # Some pixels differ by float16 rounding, not more: the bound is reached, not loose.
+  gap = max(np.abs(a["patches"] - b["patches"]).max() for a, b in zip(today, ours))
+  assert TOLERANCE / 4 < gap <= TOLERANCE
+
+
+@pytest.mark.parametrize("flip_prob", [0.0, 1.0])
+def test_always_and_never_flipped_equal_the_decoding_pipelines(builder, split, flip_prob):
+  # Every image resized from its mirror image (1.0) or never (0.0): the two stored copies.
+  augment = augmentation.Augment(flip_prob=flip_prob)
+  _assert_equal_batches(_batches(builder, 5, augment=augment),
+                        _batches(builder, 5, augment=augment, prepared=split))
+
+
+def test_the_mirrored_copy_is_not_the_flipped_resize(split):
+  # Why both copies are stored: resizing the mirror image is not mirroring the resized image.
+  gaps = []
+  for index, (height, width, rows) in enumerate(split.sizes):
+    data = np.fromfile(f"{split.folder}/{index:08d}.bin", np.uint8)
+    rh, rw = host_preprocess.resized_size(int(height), int(width), 64)
+    start, size = rows * width * 3, rh * rw * 3 * 2
+    plain, mirrored = (data[start + i * size:start + (i + 1) * size].view("<f2")
+                       .reshape(rh, rw, 3).astype(np.float32) for i in (0, 1))
+    gaps.append(np.abs(mirrored - plain[:, ::-1]).max())
+  assert 1e-3 < max(gaps) < 0.1
+
+
+@pytest.mark.parametrize("start_step", [2, 7])
+def test_resume_continues_exactly_where_the_stream_was(builder, split, start_step):
+  # 13 examples, batches of 3: step 7 starts inside epoch 1; mixup mixes each batch as today.
+  augment = augmentation.Augment(flip_prob=0.5, mixup_alpha=0.4)
+  full = _batches(builder, start_step + 2, augment=augment, prepared=split)
+  resumed = _batches(builder, 2, augment=augment, prepared=split, start_step=start_step)
+  for a, b in zip(full[start_step:], resumed):
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key])
+  _assert_equal_batches(_batches(builder, 2, augment=augment, start_step=start_step), resumed)
+
+
+def test_a_prepared_folder_is_reused_and_a_changed_config_gets_its_own(builder, split,
+                                                                        monkeypatch):
+  root = split.folder.rsplit("/", 2)[0]
+
+  def refuse(*args):
+    raise AssertionError("prepared again")
+  monkeypatch.setattr(prepared, "_write", refuse)
+  again = prepared.prepare(builder, "train", PP, root)
+  assert again.folder == split.folder
+  np.testing.assert_array_equal(again.sizes, split.sizes)
+  # The grid size changes positions only, computed when reading: the same folder.
+  same = multiscale.MultiScaleConfig(patch_size=32, grid_size=10, longer_side_lengths=(64, 128),
+                                     max_seq_len_from_original_res=6)
+  assert prepared.folder_of(builder, "train", same, root) == split.folder
+  for changed in ({"max_seq_len_from_original_res": 8}, {"longer_side_lengths": (64,)},
+                  {"patch_size": 16}):
+    other = multiscale.MultiScaleConfig(**{**vars(PP), **changed})
+    assert prepared.folder_of(builder, "train", other, root) != split.folder, changed
+  assert prepared.folder_of(builder, "train[:50%]", PP, root) != split.folder
+
+
+def test_a_split_prepared_for_other_preprocessing_is_refused(builder, split):
+  other = multiscale.MultiScaleConfig(patch_size=32, grid_size=4, longer_side_lengths=(64,),
+                                      max_seq_len_from_original_res=6)
+  with pytest.raises(ValueError, match="was prepared for"):
+    _batches(builder, 1, pp_config=other, prepared=split)
+
+
+@pytest.mark.parametrize("changes, named", [
+    ({"augment__crop": True}, "augment.crop=True"),
+    ({"augment__randaugment_layers": 2}, "augment.randaugment_layers=2")])
+def test_augmentation_that_needs_the_decoded_image_is_refused(changes, named):
+  config = set_fields(defaults.get_config("runlocal"), data__prepared_dir="/tmp/p", **changes)
+  with pytest.raises(resolve.ConfigError, match=rf"data.prepared_dir='/tmp/p': .*{named}.*fix: "
+                     r"set --config.data.prepared_dir=''"):
+    resolve.run(config)
+  config.data.prepared_dir = ""
+  resolve.run(config)  # the decoding pipeline takes it
+  config = set_fields(defaults.get_config("runlocal"), data__prepared_dir="/tmp/p",
+                      augment__mixup_alpha=0.2)
+  assert resolve.run(config).layout.prepared_dir == "/tmp/p"  # mixup mixes batches: fine
+
+
+def test_older_configs_decode_every_image():
+  assert schema.ADDED_KEYS[3] == {"data.prepared_dir": ""}
+  assert defaults.get_config().data.prepared_dir == ""
