@@ -28,6 +28,7 @@ import io
 import json
 import os
 
+from absl import logging
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -156,19 +157,27 @@ def prepare(builder: tfds.core.DatasetBuilder, split: str, pp: multiscale.MultiS
   temporary name and renamed), so the folder ends complete either way.
   """
   folder = folder_of(builder, split, pp, os.path.expanduser(root))
-  if not tf.io.gfile.exists(os.path.join(folder, MANIFEST)):
+  if tf.io.gfile.exists(os.path.join(folder, MANIFEST)):
+    logging.info("Reading the prepared %s split from %s", split, folder)
+  else:
+    logging.info("Preparing the %s split of %s in %s, once for every run with this "
+                 "preprocessing", split, builder.info.full_name, folder)
     _write(builder, split, pp, folder)
   return load(folder, pp)
 
 
 def load(folder: str, pp: multiscale.MultiScaleConfig) -> PreparedSplit:
+  """The prepared split in `folder` (made for `pp`): its sizes and labels; pixels stay on disk."""
   with tf.io.gfile.GFile(os.path.join(folder, INDEX), "rb") as f:
     index = dict(np.load(io.BytesIO(f.read())))
   sizes = index.pop("size")
   return PreparedSplit(folder, pp, sizes, index)
 
 
-def _write(builder, split, pp, folder) -> None:
+def _write(builder: tfds.core.DatasetBuilder, split: str, pp: multiscale.MultiScaleConfig,
+           folder: str) -> None:
+  """Decodes and resizes every example of `split` (in parallel, in split order) and writes one
+  file per example, then the index and, last, the manifest."""
   tf.io.gfile.makedirs(folder)
   options = tf.data.Options()
   options.deterministic = True
