@@ -17,12 +17,14 @@ from mst.data import host_preprocess
 from mst.data import multiscale
 from mst.data import pipeline
 from mst.data import prepared
+from mst.runtime import sharding
+from mst.training import data as training_data
 
 # Two resized copies and l = 6 native tokens: images wider than 6 patches are cut inside their
 # first patch row, taller ones after a few rows, and small ones padded.
 PP = multiscale.MultiScaleConfig(patch_size=32, grid_size=4, longer_side_lengths=(64, 128),
                                  max_seq_len_from_original_res=6)
-# Float16 storage of the resized copies: half a float16 step at 1.0, 1/32 of a grey level.
+# Float16 patches: half a float16 step below 1.0, 1/32 of a grey level on the [-1, 1] scale.
 TOLERANCE = 2.0 ** -12
 
 
@@ -46,15 +48,17 @@ def _batches(builder, count, **kwargs):
   return [batch for _, batch in zip(range(count), data.as_numpy_iterator())]
 
 
-def _assert_equal_batches(today, ours):
+def _assert_equal_batches(today, ours, patches_dtype=np.float16):
   assert len(today) == len(ours)
   for a, b in zip(today, ours):
     assert a.keys() == b.keys()
     for key in a:
-      assert a[key].dtype == b[key].dtype and a[key].shape == b[key].shape, key
+      assert a[key].shape == b[key].shape, key
       if key == "patches":
-        np.testing.assert_allclose(b[key], a[key], rtol=0, atol=TOLERANCE)
+        assert b[key].dtype == patches_dtype
+        np.testing.assert_allclose(b[key].astype(np.float32), a[key], rtol=0, atol=TOLERANCE)
       else:
+        assert a[key].dtype == b[key].dtype, key
         np.testing.assert_array_equal(b[key], a[key], err_msg=key)
 
 
@@ -65,7 +69,8 @@ def test_batches_equal_the_decoding_pipelines_with_flips(builder, split, host):
   ours = _batches(builder, 9, augment=augment, host=host, prepared=split)
   _assert_equal_batches(today, ours)
   # Some pixels differ by float16 rounding, not more: the bound is reached, not loose.
-  gap = max(np.abs(a["patches"] - b["patches"]).max() for a, b in zip(today, ours))
+  gap = max(np.abs(a["patches"] - b["patches"].astype(np.float32)).max()
+            for a, b in zip(today, ours))
   assert TOLERANCE / 4 < gap <= TOLERANCE
 
 
@@ -99,7 +104,9 @@ def test_resume_continues_exactly_where_the_stream_was(builder, split, start_ste
   for a, b in zip(full[start_step:], resumed):
     for key in a:
       np.testing.assert_array_equal(a[key], b[key])
-  _assert_equal_batches(_batches(builder, 2, augment=augment, start_step=start_step), resumed)
+  # Mixup mixes in float32, as today.
+  _assert_equal_batches(_batches(builder, 2, augment=augment, start_step=start_step), resumed,
+                        np.float32)
 
 
 def test_a_prepared_folder_is_reused_and_a_changed_config_gets_its_own(builder, split,
@@ -148,3 +155,20 @@ def test_augmentation_that_needs_the_decoded_image_is_refused(changes, named):
 def test_older_configs_decode_every_image():
   assert schema.ADDED_KEYS[3] == {"data.prepared_dir": ""}
   assert defaults.get_config().data.prepared_dir == ""
+
+
+def test_training_reads_the_prepared_split_and_gets_float32_patches(csv_dataset, tmp_path):
+  config = set_fields(defaults.get_config("runlocal"), dataset__name="custom",
+                      dataset__csv=str(csv_dataset), dataset__data_dir=str(tmp_path / "tfds"),
+                      data__prepared_dir=str(tmp_path / "prepared"))
+  mesh = sharding.make_mesh()
+  run = resolve.run(config, mesh.devices.size)
+  data = training_data.TrainingData(run, mesh)
+  assert data.prepared.folder.startswith(str(tmp_path / "prepared"))
+  batch, (images, _) = next(data.train_batches(0))
+  assert batch["patches"].dtype == np.float32 and images == run.loop.batch_size
+  config.data.prepared_dir = ""
+  today, _ = next(training_data.TrainingData(resolve.run(config), mesh).train_batches(0))
+  np.testing.assert_allclose(np.asarray(batch["patches"]), np.asarray(today["patches"]),
+                             rtol=0, atol=TOLERANCE)
+  np.testing.assert_array_equal(np.asarray(batch["mask"]), np.asarray(today["mask"]))

@@ -76,7 +76,8 @@ def train_dataset(builder: tfds.core.DatasetBuilder, split: str, *, batch_size: 
   `num_classes`.
 
   `prepared` (a `mst.data.prepared.PreparedSplit` of this split and `pp_config`) reads the stored
-  preprocessing instead of decoding: the same examples in the same order, the same flips.
+  preprocessing instead of decoding: the same examples in the same order, the same flips, with
+  float16 `patches` (float32 after mixup).
   """
   if pp_config.max_seq_len_from_original_res < 0:
     raise ValueError("training needs a fixed sequence length: set max_seq_len_from_original_res "
@@ -113,6 +114,7 @@ def train_dataset(builder: tfds.core.DatasetBuilder, split: str, *, batch_size: 
   batches = stream.batch(batch_size, drop_remainder=True)
   if augment.mixup_alpha > 0:
     def mix(step, batch):
+      batch = {**batch, "patches": tf.cast(batch["patches"], tf.float32)}  # prepared: float16
       batch_seed = tf.stack([tf.constant(seed, tf.int64) * 1_000_003 + host.index, step])
       batch_seed = tf.random.experimental.stateless_fold_in(batch_seed, augmentation.MIXUP_STREAM)
       return augmentation.mixup_batch(batch, augment.mixup_alpha, batch_seed, num_classes)

@@ -17,9 +17,11 @@ one folder, and a changed one gets its own. Files go through tf.io.gfile: gs:// 
 
 At training time `pipeline.train_dataset` shuffles example indices exactly as it shuffles encoded
 examples (tf.data's shuffle order depends only on the seed, the buffer and the count), reads each
-example's file, mirrors it when today's flip draw says so, cuts patches, and batches: the batches
-equal the decoding pipeline's, positions and masks exactly, native pixels exactly and resized
-pixels to float16 rounding (at most 2^-12 on the [-1, 1] scale, 1/32 of a grey level).
+example's file, mirrors it when today's flip draw says so, cuts patches and batches them as
+float16: half the bytes of float32 to copy into batches and onto the devices, where
+mst.training.data widens them. The batches equal the decoding pipeline's: positions, scale ids,
+masks and labels exactly, pixels to float16 rounding (at most 2^-12 on the [-1, 1] scale, 1/32 of
+a grey level).
 """
 
 import dataclasses
@@ -97,14 +99,17 @@ class PreparedSplit:
 
   def features(self, index: tf.Tensor, augment: augmentation.Augment, seed: tf.Tensor
                ) -> Features:
-    """What the decoding pipeline makes of example `index` with the example seed `seed`."""
+    """What the decoding pipeline makes of example `index` with the example seed `seed`, but
+    with float16 `patches`: half the bytes to batch and to copy to the devices, which widen them
+    (mst.training.data)."""
     data = tf.io.decode_raw(tf.io.read_file(_file(self.folder, index)), tf.uint8)
     height, width, rows = tf.unstack(tf.gather(tf.constant(self.sizes), index))
     native_bytes = rows * width * 3
     # The decoding pipeline's own flip of the native image; whether it flipped tells which
     # stored copy of each resized image is the one it would have made.
     native = tf.reshape(data[:native_bytes], [rows, width, 3])
-    native = augmentation.augment_image(native, augment, seed)
+    native = tf.cast(preprocess.normalize(augmentation.augment_image(native, augment, seed)),
+                     tf.float16)
     flipped = augmentation.augment_image(tf.constant([[[0], [1]]]), augment, seed)[0, 0, 0] > 0
     parts, offset = [], native_bytes
     for k, length in enumerate(self.pp.longer_side_lengths):
@@ -112,12 +117,12 @@ class PreparedSplit:
       size = rh * rw * 3 * 2
       start = offset + tf.where(flipped, size, 0)
       pixels = tf.bitcast(tf.reshape(data[start:start + size], [-1, 2]), tf.float16)
-      resized = tf.cast(tf.reshape(pixels, [rh, rw, 3]), tf.float32)
-      parts.append(_tokens(resized, rh, k, self.pp.scaled_lengths[k], self.pp))
+      parts.append(_tokens(tf.reshape(pixels, [rh, rw, 3]), rh, k, self.pp.scaled_lengths[k],
+                           self.pp))
       offset += 2 * size
     if self.pp.max_seq_len_from_original_res:
-      parts.append(_tokens(preprocess.normalize(native), height, len(parts),
-                           self.pp.max_seq_len_from_original_res, self.pp))
+      parts.append(_tokens(native, height, len(parts), self.pp.max_seq_len_from_original_res,
+                           self.pp))
     tokens = {key: tf.concat([part[key] for part in parts], axis=0) for key in parts[0]}
     return {**tokens, **{key: tf.gather(tf.constant(value), index)
                          for key, value in self.labels.items()}}

@@ -6,6 +6,7 @@ import math
 
 from absl import logging
 import jax
+import jax.numpy as jnp
 from jax.experimental import multihost_utils
 import numpy as np
 import tensorflow as tf
@@ -71,7 +72,10 @@ class TrainingData:
         batch = packing.packed_layout(batch, shards, self.packed_length, _agree_max)
       else:
         batch = packing.padded_layout(batch, shards, _agree_max)
-      yield pipeline.to_global_arrays(batch, data_sharding), packing.real_counts(batch)
+      arrays = pipeline.to_global_arrays(batch, data_sharding)
+      if arrays["patches"].dtype == jnp.float16:  # the prepared pipeline's, widened on device
+        arrays["patches"] = _widen(arrays["patches"])
+      yield arrays, packing.real_counts(batch)
 
   def _packed_length(self) -> int:
     """`data.packed_length`, or the row length that packs the first training images best."""
@@ -97,6 +101,9 @@ class TrainingData:
         self.builder, split, model=model, pp_config=run.eval_preprocess,
         batch_size=run.eval.batch_size, mesh=self.mesh,
         mos_scale=float(run.dataset.mos_scale), ava_metrics=run.eval.ava_metrics)
+
+
+_widen = jax.jit(lambda patches: patches.astype(jnp.float32))
 
 
 def _agree_max(values: tuple[int, ...]) -> tuple[int, ...]:
