@@ -123,7 +123,11 @@ class PreparedSplit:
     if self.pp.max_seq_len_from_original_res:
       parts.append(_tokens(native, height, len(parts), self.pp.max_seq_len_from_original_res,
                            self.pp))
-    tokens = {key: tf.concat([part[key] for part in parts], axis=0) for key in parts[0]}
+    # One concat of each scale's tokens and its padding: every byte of the example written once.
+    total = sum(self.pp.scaled_lengths) + max(self.pp.max_seq_len_from_original_res, 0)
+    tokens = {key: tf.ensure_shape(tf.concat([block for part in parts for block in part[key]], 0),
+                                   [total] + parts[0][key][0].shape[1:])
+              for key in parts[0]}
     return {**tokens, **{key: tf.gather(tf.constant(value), index)
                          for key, value in self.labels.items()}}
 
@@ -135,7 +139,8 @@ def _file(folder: str, index) -> tf.Tensor:
 def _tokens(image: tf.Tensor, height: tf.Tensor, scale_id: int, length: int,
             pp: multiscale.MultiScaleConfig) -> Features:
   """The first `length` tokens of an image `height` rows high (raster order, TF 'SAME' zero
-  padding; `preprocess.extract_patches`' layout) from its top rows `image`, padded to `length`."""
+  padding; `preprocess.extract_patches`' layout) from its top rows `image`: for each feature, its
+  real tokens and the zero (masked-out) tokens that pad them to `length`."""
   p = pp.patch_size
   rows, width = tf.shape(image)[0], tf.shape(image)[1]
   count_h, count_w = (height + p - 1) // p, (width + p - 1) // p
@@ -150,8 +155,8 @@ def _tokens(image: tf.Tensor, height: tf.Tensor, scale_id: int, length: int,
             "spatial_idx": preprocess.hash_spatial_index(count_h, count_w, pp.grid_size)[:n],
             "scale_idx": tf.fill([n], tf.constant(scale_id, tf.int32)),
             "mask": tf.ones([n], tf.bool)}
-  return {key: tf.ensure_shape(tf.pad(value, [[0, length - n]] + [[0, 0]] * (value.ndim - 1)),
-                               [length] + value.shape[1:]) for key, value in tokens.items()}
+  return {key: (value, tf.zeros(tf.concat([[length - n], tf.shape(value)[1:]], 0), value.dtype))
+          for key, value in tokens.items()}
 
 
 def prepare(builder: tfds.core.DatasetBuilder, split: str, pp: multiscale.MultiScaleConfig,
