@@ -63,25 +63,15 @@ def _mesh():
 
 
 def _train_step(run, mesh):
-  """The jitted train step and its abstract (state, batch, rng), as the trainer builds them."""
+  """The jitted train step and its abstract (state, batch, rng), built as the trainer builds
+  them."""
   total_steps = run.loop.num_steps
   tx = optim.make_optimizer(run.optim, total_steps)
-  model = musiq.Musiq(run.model)
-
-  def make_state(params):
-    return trainer.TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
-
-  state = jax.eval_shape(make_state, jax.eval_shape(
-      functools.partial(musiq.init_params, run.model), jax.random.key(0)))
-  state_sharding = trainer.TrainState(sharding.replicated(mesh),
-                                      sharding.param_shardings(state.params, mesh),
-                                      sharding.param_shardings(state.opt_state, mesh))
-  jitted = jax.jit(
-      functools.partial(trainer.train_step, model=model, tx=tx,
-                        schedule=optim.make_schedule(run.optim, total_steps),
-                        loss_fn=run.loss.batch_loss()),
-      in_shardings=(state_sharding, sharding.data_sharding(mesh), sharding.replicated(mesh)),
-      out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=0)
+  state = trainer.abstract_state(run, tx)
+  state_sharding = trainer.state_shardings(state, mesh)
+  jitted = trainer.jit_train_step(run, musiq.Musiq(run.model), tx,
+                                  optim.make_schedule(run.optim, total_steps), state_sharding,
+                                  mesh)
   rng = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=sharding.replicated(mesh))
   return jitted, (lowering.abstract(state, state_sharding), _train_batch(run, mesh), rng)
 
@@ -114,9 +104,8 @@ def _abstract_params(run, params_sharding=None):
 
 def _eval_step(run, mesh):
   """The evaluator's jitted prediction and its abstract (replicated params, sharded batch)."""
-  model = musiq.Musiq(run.model)
-  jitted = jax.jit(evaluate.predict_fn(model, run.model.head, run.dataset.mos_scale),
-                   out_shardings=sharding.replicated(mesh))
+  jitted = evaluate.predict_step(musiq.Musiq(run.model), run.model.head, run.dataset.mos_scale,
+                                 mesh)
   size = run.eval.batch_size
   batch = {**_model_input(run.eval_preprocess, size, *EVAL_IMAGE),
            "mos": jax.ShapeDtypeStruct((size,), jnp.float32),

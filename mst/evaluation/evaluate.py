@@ -20,7 +20,7 @@ from mst.models import musiq
 from mst.runtime import progress
 from mst.runtime import sharding
 
-CI_METRICS = ("srcc", "plcc")
+CI_METRICS = ("srcc", "plcc", "krcc")
 SELECT = ("best", "last")
 
 
@@ -60,6 +60,12 @@ def predict_fn(model: musiq.Musiq, head: str, mos_scale: float):
   return predict
 
 
+def predict_step(model: musiq.Musiq, head: str, mos_scale: float, mesh):
+  """`predict_fn` jitted as evaluation runs it: replicated parameters, the batch as it comes
+  (split over `mesh`), the outputs replicated for every host to read."""
+  return jax.jit(predict_fn(model, head, mos_scale), out_shardings=sharding.replicated(mesh))
+
+
 class Evaluator:
   """Scores one split again and again (e.g. after each training interval) with a fixed plan."""
 
@@ -75,8 +81,7 @@ class Evaluator:
     self.head = model.config.head
     self.ava_metrics = ava_metrics
     self.data_sharding = sharding.data_sharding(mesh)
-    self._predict = jax.jit(predict_fn(model, self.head, mos_scale),
-                            out_shardings=sharding.replicated(mesh))
+    self._predict = predict_step(model, self.head, mos_scale, mesh)
 
   def predictions(self, params) -> Predictions:
     """Every example's prediction and target, identical on every host."""
@@ -145,21 +150,31 @@ def evaluate_checkpoint(settings: EvalSettings, path: str, split: str,
   `name`, `target`, `prediction`) of one checkpoint (an official `.npz` or a workdir) on
   `split`."""
   loaded = loader.load_for_inference(path, dtype=dtype)
+  return evaluate_loaded(settings, loaded, split, builder, mesh, seed=seed, name=path)
+
+
+def evaluate_loaded(settings: EvalSettings, loaded: loader.Loaded, split: str,
+                    builder: tfds.core.DatasetBuilder, mesh, seed: int = 0, name: str = "",
+                    warn_scale: bool = True) -> tuple[dict[str, float], dict[str, list]]:
+  """`evaluate_checkpoint` of a loaded checkpoint (`name` in its warnings), so one checkpoint is
+  read once for many datasets. `warn_scale` False: predictions on another scale than the labels
+  are expected (a checkpoint tested on other datasets), so no warning."""
   evaluator = Evaluator(
       builder, split, model=musiq.Musiq(loaded.model_config), pp_config=loaded.pp_config,
       batch_size=settings.batch_size, mesh=mesh, mos_scale=loaded.mos_scale,
       ava_metrics=settings.ava_metrics)
   result = evaluator.predictions(jax.device_put(loaded.params))
   scores = evaluator.scores(result)
-  warning = (loaded.model_config.head != "classification" and
+  warning = (warn_scale and loaded.model_config.head != "classification" and
              scale_mismatch(result.prediction, result.target))
   if warning:
-    logging.warning("%s on %s: %s", path, split, warning)
+    logging.warning("%s on %s: %s", name, split, warning)
   if loaded.model_config.head != "classification" and settings.bootstrap_samples:
-    for name in CI_METRICS:
-      low, high = metrics.bootstrap_ci(getattr(metrics, name), result.prediction, result.target,
-                                       samples=settings.bootstrap_samples, seed=seed)
-      scores[f"{name}_ci95_low"], scores[f"{name}_ci95_high"] = low, high
+    for metric in CI_METRICS:
+      low, high = metrics.bootstrap_ci(getattr(metrics, metric), result.prediction,
+                                       result.target, samples=settings.bootstrap_samples,
+                                       seed=seed)
+      scores[f"{metric}_ci95_low"], scores[f"{metric}_ci95_high"] = low, high
   columns = {"name": example_names(builder, split), "target": result.target,
              "prediction": result.prediction}
   return scores, columns

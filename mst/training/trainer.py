@@ -138,6 +138,35 @@ def train_and_evaluate(run: run_lib.Run, workdir: str) -> dict[str, float]:
     return _train_and_evaluate_in(run, workdir)
 
 
+def new_state(params, tx: optax.GradientTransformation) -> TrainState:
+  """Step 0 of training `params` with `tx`."""
+  return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
+
+
+def abstract_state(run: run_lib.Run, tx: optax.GradientTransformation) -> TrainState:
+  """The shapes and dtypes of `run`'s train state (nothing allocated)."""
+  params = jax.eval_shape(functools.partial(musiq.init_params, run.model), jax.random.key(0))
+  return jax.eval_shape(functools.partial(new_state, tx=tx), params)
+
+
+def state_shardings(abstract: TrainState, mesh) -> TrainState:
+  """Where the train state lives: the step replicated, parameters and optimizer state as
+  `sharding.param_shardings` places them (replicated: data parallelism)."""
+  return TrainState(sharding.replicated(mesh), sharding.param_shardings(abstract.params, mesh),
+                    sharding.param_shardings(abstract.opt_state, mesh))
+
+
+def jit_train_step(run: run_lib.Run, model: musiq.Musiq, tx: optax.GradientTransformation,
+                   schedule: optax.Schedule, state_sharding: TrainState, mesh):
+  """The train step as training runs it: (state, global batch, rng) -> (state, metrics), one
+  program over `mesh` with the batch split along its data axis, the state donated."""
+  return jax.jit(
+      functools.partial(train_step, model=model, tx=tx, schedule=schedule,
+                        loss_fn=run.loss.batch_loss()),
+      in_shardings=(state_sharding, sharding.data_sharding(mesh), sharding.replicated(mesh)),
+      out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=0)
+
+
 def _train_and_evaluate_in(run: run_lib.Run, workdir: str) -> dict[str, float]:
   """`train_and_evaluate` in a workdir this process holds."""
   mesh = sharding.make_mesh()
@@ -156,15 +185,9 @@ def _train_and_evaluate_in(run: run_lib.Run, workdir: str) -> dict[str, float]:
   schedule = optim.make_schedule(run.optim, total_steps)
   tx = optim.make_optimizer(run.optim, total_steps)
   init_rng, step_rng = jax.random.split(jax.random.key(run.seed))
-
-  def make_state(params):
-    return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params))
-
-  abstract = jax.eval_shape(make_state, jax.eval_shape(
-      functools.partial(musiq.init_params, run.model), init_rng))
-  state_sharding = TrainState(sharding.replicated(mesh),
-                              sharding.param_shardings(abstract.params, mesh),
-                              sharding.param_shardings(abstract.opt_state, mesh))
+  make_state = functools.partial(new_state, tx=tx)
+  abstract = abstract_state(run, tx)
+  state_sharding = state_shardings(abstract, mesh)
   state = manager.restore_latest(abstract, state_sharding)
   if state is None:
     params = _initial_params(run, init_rng, data.builder)
@@ -174,11 +197,7 @@ def _train_and_evaluate_in(run: run_lib.Run, workdir: str) -> dict[str, float]:
   else:
     logging.info("Resuming from step %d in %s", int(state.step), workdir)
 
-  jitted = jax.jit(
-      functools.partial(train_step, model=model, tx=tx, schedule=schedule,
-                        loss_fn=run.loss.batch_loss()),
-      in_shardings=(state_sharding, sharding.data_sharding(mesh), sharding.replicated(mesh)),
-      out_shardings=(state_sharding, sharding.replicated(mesh)), donate_argnums=0)
+  jitted = jit_train_step(run, model, tx, schedule, state_sharding, mesh)
   out = Outputs(manager, writer,
                 periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer),
                 _meter(run, mesh), throughput.ProfileWindow(run.loop.profile_steps, workdir,
