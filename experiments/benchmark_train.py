@@ -31,6 +31,7 @@ interleaved rounds (each once per round, in a rotating order); compare ratios fr
 
 import argparse
 import csv
+import math
 import os
 import sys
 import tempfile
@@ -292,7 +293,8 @@ def cores_per_chip_report(results: dict[str, dict]) -> None:
   print(f"\nHost cores one chip needs: images/s at {UTILISATION:.0%} of the dense bf16 peak "
         f"(mst.runtime.devices: vendors' datasheets) with the paper model "
         f"({TRAIN_GFLOP_PER_IMAGE} GFLOP per image per train step), over the one-core rates "
-        "above (one core here = one vCPU)\n\n"
+        "above, rounded up (one core here = one vCPU; the training loop's own host work, "
+        "laying out batches and copying them to the device, comes on top)\n\n"
         "| chip | bf16 peak TFLOP/s | images/s at 40% | host vCPUs per chip | "
         "KonIQ-like: today | KonIQ-like: prepared | AVA-like: today | AVA-like: prepared |\n"
         "|---|---:|---:|---|---:|---:|---:|---:|")
@@ -302,7 +304,7 @@ def cores_per_chip_report(results: dict[str, dict]) -> None:
     need = [rate / results[mix][path] for mix in ("koniq", "ava")
             for path in ("today", "prepared")]
     print(f"| {name} | {peak:.0f} | {rate:,.0f} | {vcpus:.0f} ({host}) | "
-          + " | ".join(f"{n:.0f}" for n in need) + " |")
+          + " | ".join(str(math.ceil(n)) for n in need) + " |")
 
 
 def main(argv=None) -> None:
