@@ -2,6 +2,10 @@
 flips and resumes included; its folder is reused while the preprocessing is the same and not
 otherwise; a config whose augmentation needs the decoded image is refused."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 from PIL import Image
 import pytest
@@ -172,3 +176,22 @@ def test_training_reads_the_prepared_split_and_gets_float32_patches(csv_dataset,
   np.testing.assert_allclose(np.asarray(batch["patches"]), np.asarray(today["patches"]),
                              rtol=0, atol=TOLERANCE)
   np.testing.assert_array_equal(np.asarray(batch["mask"]), np.asarray(today["mask"]))
+
+
+@pytest.mark.experiments
+def test_the_pipeline_benchmark_prints_both_paths_and_the_cores_per_chip():
+  # A fresh process: the script pins threads, which TensorFlow allows only before its first op.
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  done = subprocess.run(
+      [sys.executable, os.path.join(repo, "experiments", "benchmark_train.py"), "--part",
+       "pipeline", "--images", "8", "--repeats", "1"],
+      capture_output=True, text=True, check=True, cwd=repo)
+  rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in done.stdout.splitlines()
+          if line.startswith("| ")]  # [0] and [5] are the two tables' headers
+  paths = [(row[0].split()[0], row[1].split()[0]) for row in rows[1:5]]
+  assert paths == [("KonIQ-like", "today"), ("KonIQ-like", "prepared"), ("AVA-like", "today"),
+                   ("AVA-like", "prepared")]
+  assert all(float(row[2]) > 0 and float(row[3]) > 0 for row in rows[1:5])
+  chips = {row[0]: [int(cell) for cell in row[4:]] for row in rows[6:]}
+  assert list(chips) == ["TPU v4", "TPU v5e", "TPU v5p", "H100", "H200"]
+  assert all(need >= 1 for needs in chips.values() for need in needs)
