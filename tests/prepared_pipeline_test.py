@@ -135,6 +135,10 @@ def test_a_prepared_folder_is_reused_and_a_changed_config_gets_its_own(builder, 
 
 
 def test_a_split_prepared_for_other_preprocessing_is_refused(builder, split):
+  every_patch = multiscale.MultiScaleConfig(patch_size=32, grid_size=4,
+                                            longer_side_lengths=(64,))  # l = -1: evaluation's
+  with pytest.raises(ValueError, match=r"set max_seq_len_from_original_res \(l\) >= 0"):
+    prepared.prepare(builder, "train", every_patch, split.folder)
   other = multiscale.MultiScaleConfig(patch_size=32, grid_size=4, longer_side_lengths=(64,),
                                       max_seq_len_from_original_res=6)
   with pytest.raises(ValueError, match="was prepared for"):

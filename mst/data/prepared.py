@@ -166,6 +166,10 @@ def prepare(builder: tfds.core.DatasetBuilder, split: str, pp: multiscale.MultiS
   Processes preparing the same folder at once write identical files (each file is written to a
   temporary name and renamed), so the folder ends complete either way.
   """
+  if pp.max_seq_len_from_original_res < 0:
+    raise ValueError("a prepared split is for training at a fixed native length: set "
+                     "max_seq_len_from_original_res (l) >= 0, not "
+                     f"{pp.max_seq_len_from_original_res}")
   folder = folder_of(builder, split, pp, os.path.expanduser(root))
   if tf.io.gfile.exists(os.path.join(folder, MANIFEST)):
     logging.info("Reading the prepared %s split from %s", split, folder)
