@@ -9,11 +9,13 @@ file under `<prepared_dir>/<dataset>/<split>-<key>/`:
   - each resized copy (ascending L_k) twice, as float16: resized from the image and from its
     mirror image. The Gaussian resize does not commute with a flip (its taps and sums are not
     mirror-symmetric in float32: up to 1.6e-2 apart for 1024x768 -> 224), so the flipped copy is
-    made the way the decoding pipeline makes it, from the flipped image.
-`index.npz` holds every example's sizes and labels; `manifest.json`, written last, marks a
-complete folder. The key hashes what the stored pixels depend on (the tfds dataset and its
-folder, the split, P, l and the L_k), so every run, seed and ablation row that shares them reuses
-one folder, and a changed one gets its own. Files go through tf.io.gfile: gs:// works.
+    made the way the decoding pipeline makes it, from the flipped image;
+  - the tokens' `spatial_idx`, `scale_idx` (int32) and `mask` (uint8), which a flip leaves alone.
+Arrays are raw little-endian bytes, one after the other. `index.npz` holds every example's sizes
+and labels; `manifest.json`, written last, marks a complete folder. The key hashes what the stored
+arrays depend on (the tfds dataset and its folder, the split, P, G, l and the L_k), so every run,
+seed and ablation row that shares them reuses one folder, and a changed one gets its own. Files go
+through tf.io.gfile: gs:// works.
 
 At training time `pipeline.train_dataset` shuffles example indices exactly as it shuffles encoded
 examples (tf.data's shuffle order depends only on the seed, the buffer and the count), reads each
@@ -42,6 +44,9 @@ from mst.data import preprocess
 
 FORMAT = 1  # bump when what a file holds changes: older folders are then not reused
 MANIFEST, INDEX = "manifest.json", "index.npz"
+# Stored after the pixels, as int32, int32 and uint8: one flat table per example is read faster
+# than computed (it is a third of the work of the small images of AVA).
+POSITIONS = ("spatial_idx", "scale_idx", "mask")
 Features = dict[str, tf.Tensor]
 
 
@@ -49,7 +54,7 @@ def folder_of(builder: tfds.core.DatasetBuilder, split: str, pp: multiscale.Mult
               root: str) -> str:
   """Where the prepared split lives: one folder per (dataset, split, what the pixels depend on)."""
   key = {"format": FORMAT, "dataset": builder.info.full_name, "data_dir": str(builder.data_dir),
-         "split": split, "patch_size": pp.patch_size,
+         "split": split, "patch_size": pp.patch_size, "grid_size": pp.grid_size,
          "native_tokens": pp.max_seq_len_from_original_res,
          "longer_side_lengths": list(pp.longer_side_lengths)}
   digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
@@ -75,9 +80,17 @@ def _stored(example: Features, pp: multiscale.MultiScaleConfig) -> Features:
   out = {"native": image[:rows], "size": tf.stack([height, width, rows])}
   plain = preprocess.normalize(image)
   mirrored = preprocess.normalize(tf.reverse(image, axis=[1]))
-  for k, length in enumerate(pp.longer_side_lengths):
+  positions = []
+  for k, (length, m_k) in enumerate(zip(pp.longer_side_lengths, pp.scaled_lengths)):
     out[f"scale_{k}"] = tf.cast(preprocess.resize_longer_side(plain, length), tf.float16)
     out[f"mirrored_{k}"] = tf.cast(preprocess.resize_longer_side(mirrored, length), tf.float16)
+    rh, rw = preprocess.resized_size(height, width, length)
+    positions.append(_positions(rh, rw, rh, k, m_k, pp))
+  if pp.max_seq_len_from_original_res:
+    positions.append(_positions(height, width, rows, len(positions),
+                                pp.max_seq_len_from_original_res, pp))
+  for key in POSITIONS:
+    out[key] = tf.concat([part[key] for part in positions], axis=0)
   return {**out, **pipeline.labels_of(example)}
 
 
@@ -111,23 +124,23 @@ class PreparedSplit:
     native = tf.cast(preprocess.normalize(augmentation.augment_image(native, augment, seed)),
                      tf.float16)
     flipped = augmentation.augment_image(tf.constant([[[0], [1]]]), augment, seed)[0, 0, 0] > 0
-    parts, offset = [], native_bytes
-    for k, length in enumerate(self.pp.longer_side_lengths):
+    p, blocks, offset = self.pp.patch_size, [], native_bytes
+    for length, m_k in zip(self.pp.longer_side_lengths, self.pp.scaled_lengths):
       rh, rw = preprocess.resized_size(height, width, length)
       size = rh * rw * 3 * 2
       start = offset + tf.where(flipped, size, 0)
       pixels = tf.bitcast(tf.reshape(data[start:start + size], [-1, 2]), tf.float16)
-      parts.append(_tokens(tf.reshape(pixels, [rh, rw, 3]), rh, k, self.pp.scaled_lengths[k],
-                           self.pp))
+      blocks += _patches(tf.reshape(pixels, [rh, rw, 3]), rh, m_k, p)
       offset += 2 * size
     if self.pp.max_seq_len_from_original_res:
-      parts.append(_tokens(native, height, len(parts), self.pp.max_seq_len_from_original_res,
-                           self.pp))
-    # One concat of each scale's tokens and its padding: every byte of the example written once.
-    total = sum(self.pp.scaled_lengths) + max(self.pp.max_seq_len_from_original_res, 0)
-    tokens = {key: tf.ensure_shape(tf.concat([block for part in parts for block in part[key]], 0),
-                                   [total] + parts[0][key][0].shape[1:])
-              for key in parts[0]}
+      blocks += _patches(native, height, self.pp.max_seq_len_from_original_res, p)
+    # One concat of the scales' patches and padding: every byte of the example written once.
+    total = sum(self.pp.scaled_lengths) + self.pp.max_seq_len_from_original_res
+    tokens = {"patches": tf.ensure_shape(tf.concat(blocks, 0), [total, p * p * 3])}
+    for key, width_in_bytes in zip(POSITIONS, (4, 4, 1)):
+      values = tf.reshape(data[offset:offset + total * width_in_bytes], [total, width_in_bytes])
+      tokens[key] = tf.bitcast(values, tf.int32) if width_in_bytes == 4 else values[:, 0] > 0
+      offset += total * width_in_bytes
     return {**tokens, **{key: tf.gather(tf.constant(value), index)
                          for key, value in self.labels.items()}}
 
@@ -136,27 +149,37 @@ def _file(folder: str, index) -> tf.Tensor:
   return tf.strings.join([folder, "/", tf.strings.as_string(index, width=8, fill="0"), ".bin"])
 
 
-def _tokens(image: tf.Tensor, height: tf.Tensor, scale_id: int, length: int,
-            pp: multiscale.MultiScaleConfig) -> Features:
-  """The first `length` tokens of an image `height` rows high (raster order, TF 'SAME' zero
-  padding; `preprocess.extract_patches`' layout) from its top rows `image`: for each feature, its
-  real tokens and the zero (masked-out) tokens that pad them to `length`."""
-  p = pp.patch_size
-  rows, width = tf.shape(image)[0], tf.shape(image)[1]
+def _grid(height: tf.Tensor, width: tf.Tensor, rows: tf.Tensor, p: int):
+  """(count_h, count_w, top, left, patch_rows) of an image `height` x `width` cut into P x P
+  patches with TF 'SAME' padding (top/left get half of it, rounded down), of which the patch rows
+  that cover its top `rows` rows are used."""
   count_h, count_w = (height + p - 1) // p, (width + p - 1) // p
   top, left = (count_h * p - height) // 2, (count_w * p - width) // 2
-  patch_rows = (top + rows + p - 1) // p
+  return count_h, count_w, top, left, (top + rows + p - 1) // p
+
+
+def _patches(image: tf.Tensor, height: tf.Tensor, length: int, p: int) -> list[tf.Tensor]:
+  """The first `length` patches (`preprocess.extract_patches`' layout) of an image `height` rows
+  high from its top rows `image`: the real ones, then the zero ones that pad them to `length`."""
+  rows, width = tf.shape(image)[0], tf.shape(image)[1]
+  _, count_w, top, left, patch_rows = _grid(height, width, rows, p)
   padded = tf.pad(image, [[top, patch_rows * p - top - rows],
                           [left, count_w * p - left - width], [0, 0]])
   patches = tf.transpose(tf.reshape(padded, [patch_rows, p, count_w, p, 3]), [0, 2, 1, 3, 4])
   n = tf.minimum(patch_rows * count_w, length)
   patches = tf.reshape(patches, [-1, p * p * 3])[:n]
-  tokens = {"patches": patches,
-            "spatial_idx": preprocess.hash_spatial_index(count_h, count_w, pp.grid_size)[:n],
+  return [patches, tf.zeros([length - n, p * p * 3], image.dtype)]
+
+
+def _positions(height: tf.Tensor, width: tf.Tensor, rows: tf.Tensor, scale_id: int, length: int,
+               pp: multiscale.MultiScaleConfig) -> Features:
+  """`spatial_idx`, `scale_idx` and `mask` of the tokens `_patches` makes, padded to `length`."""
+  count_h, count_w, _, _, patch_rows = _grid(height, width, rows, pp.patch_size)
+  n = tf.minimum(patch_rows * count_w, length)
+  tokens = {"spatial_idx": preprocess.hash_spatial_index(count_h, count_w, pp.grid_size)[:n],
             "scale_idx": tf.fill([n], tf.constant(scale_id, tf.int32)),
             "mask": tf.ones([n], tf.bool)}
-  return {key: (value, tf.zeros(tf.concat([[length - n], tf.shape(value)[1:]], 0), value.dtype))
-          for key, value in tokens.items()}
+  return {key: tf.pad(value, [[0, length - n]]) for key, value in tokens.items()}
 
 
 def prepare(builder: tfds.core.DatasetBuilder, split: str, pp: multiscale.MultiScaleConfig,
@@ -202,6 +225,7 @@ def _write(builder: tfds.core.DatasetBuilder, split: str, pp: multiscale.MultiSc
     arrays = [example["native"]]
     for k in range(len(pp.longer_side_lengths)):
       arrays += [example[f"scale_{k}"], example[f"mirrored_{k}"]]
+    arrays += [example[key] for key in POSITIONS]
     path = _file(folder, index).numpy().decode()
     _write_atomically(path, b"".join(np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<"))
                                      .tobytes() for a in arrays))
