@@ -38,7 +38,7 @@ def test_stamp_then_upgrade_gives_the_config_back():
   config.model.hidden_size = 48
   config.optim.lr_multipliers = (("^embedding/kernel$", 0.1),)
   stamped = schema.stamp(config)
-  assert stamped["schema_version"] == schema.SCHEMA_VERSION == 2
+  assert stamped["schema_version"] == schema.SCHEMA_VERSION == 3
   assert stamped["mst_version"] == mst.__version__
   upgraded = schema.upgrade(json.loads(json.dumps(stamped)), "config.json")
   assert "schema_version" not in upgraded and "mst_version" not in upgraded
@@ -49,7 +49,7 @@ def test_workdirs_write_the_versions_and_read_the_config_back(tmp_path):
   config = defaults.get_config("runlocal")
   workdirs.write_config(str(tmp_path), config)
   written = json.loads((tmp_path / workdirs.CONFIG_FILE).read_text())
-  assert (written["schema_version"], written["mst_version"]) == (2, mst.__version__)
+  assert (written["schema_version"], written["mst_version"]) == (3, mst.__version__)
   assert _json(workdirs.read_config(str(tmp_path))) == _json(config)
   workdirs.write_config(str(tmp_path), _json(config))  # plain JSON values are written the same
   assert json.loads((tmp_path / workdirs.CONFIG_FILE).read_text()) == written
@@ -62,8 +62,8 @@ def test_a_file_without_a_version_is_version_1():
 
 def test_a_newer_file_is_refused_naming_the_file_and_both_versions(tmp_path, capsys):
   raw = _written(schema_version=schema.SCHEMA_VERSION + 1, mst_version="9.1.0")
-  message = (rf"run/config.json was written by mst 9\.1\.0 with config schema version 3; this is "
-             rf"mst {mst.__version__}, which reads schema versions up to 2\. Upgrade mst")
+  message = (rf"run/config.json was written by mst 9\.1\.0 with config schema version 4; this is "
+             rf"mst {mst.__version__}, which reads schema versions up to 3\. Upgrade mst")
   with pytest.raises(schema.NewerWorkdirError, match=message):
     schema.upgrade(raw, "run/config.json")
   assert issubclass(schema.NewerWorkdirError, ValueError)
@@ -74,7 +74,7 @@ def test_a_newer_file_is_refused_naming_the_file_and_both_versions(tmp_path, cap
   # Scoring it: a message naming both versions, not a traceback.
   assert predict.main(["--quiet", "--checkpoint", str(tmp_path), "photo.png"]) == 2
   err = capsys.readouterr().err
-  assert "mst 9.1.0 with config schema version 3" in err and f"this is mst {mst.__version__}" in err
+  assert "mst 9.1.0 with config schema version 4" in err and f"this is mst {mst.__version__}" in err
   assert "Traceback" not in err
 
 
