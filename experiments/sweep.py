@@ -10,6 +10,8 @@
     python experiments/sweep.py status multiscale --root gs://bucket/multiscale
     python experiments/sweep.py collect --root /tmp/se --name spatial_embedding
     python experiments/sweep.py collect --root runs/paper --name main   # the main results table
+    python experiments/sweep.py evaluate --root /tmp/se --datasets koniq10k:test,livec,kadid10k
+    python experiments/sweep.py run splits --arg kadid10k --root runs/kadid   # 10 seeded splits
 
 Each run trains in its own workdir `ROOT/<run>` (`ROOT/<run>-seed<k>` with --seeds). Every run's
 config is built and validated before the first one starts, so a typo'd key or a bad value fails
@@ -232,6 +234,19 @@ def make_parser() -> argparse.ArgumentParser:
       description="Reads ROOT/*/config.json and *_metrics.json; one row per setting (seeds "
       "averaged: mean ± std), SRCC and PLCC per split, and with --name the sweep's row order, "
       "labels and the paper's numbers.")
+  evaluate = commands.add_parser(
+      "evaluate", help="score every finished run under a root on several datasets",
+      description="mst-eval --runs <every finished workdir under ROOT> --datasets LIST: one "
+      "table (rows the runs, columns the datasets; SRCC, PLCC, KRCC with bootstrap intervals) "
+      "as cross_dataset.md and .json, report.html, and each run's predictions per dataset.")
+  evaluate.add_argument("--root", required=True, help="the sweep's root (a folder or gs:// URL)")
+  evaluate.add_argument("--datasets", required=True, metavar="NAME[:SPLIT],...",
+                        help="e.g. koniq10k:test,livec:full,kadid10k (see mst-eval --help)")
+  evaluate.add_argument("--data-dir", default="~/tensorflow_datasets",
+                        help="where the prepared datasets are (default %(default)s)")
+  evaluate.add_argument("--manual-dir", help="one subfolder per dataset's original download, "
+                        "for those not prepared yet")
+  evaluate.add_argument("--output-dir", help="default: ROOT/cross_dataset")
   coll.add_argument("--root", required=True, help="the sweep's root (a folder or gs:// URL)")
   coll.add_argument("--name", choices=sorted(SWEEPS) + ["main"],
                     help="the sweep that made the runs; 'main': workdirs koniq, spaq, ava, "
@@ -259,7 +274,23 @@ def _collect(args) -> None:
     return
   sweep = SWEEPS[args.name]
   runs = sweep.runs(overrides_lib.load_config(args.config or sweep.config, args.arg))
-  print(collect.report(args.root, sweep.setting, runs))
+  print(collect.report(args.root, sweep.setting, runs, median=sweep.median))
+
+
+def _evaluate(args) -> int:
+  """`evaluate`: mst-eval's cross-dataset evaluation of the finished runs under the root."""
+  from mst.cli import evaluate  # pylint: disable=g-import-not-at-top  (JAX, only to evaluate)
+  finished, unfinished = collect.find_runs(args.root)
+  if not finished:
+    print(f"error: no finished run under {args.root}", file=sys.stderr)
+    return 2
+  if unfinished:
+    print(f"not finished, left out: {', '.join(unfinished)}")
+  argv = ["--runs", *[overrides_lib.workdir_join(args.root, item.name) for item in finished],
+          "--datasets", args.datasets, "--data-dir", args.data_dir,
+          "--output-dir", args.output_dir or overrides_lib.workdir_join(args.root, "cross_dataset")]
+  argv += ["--manual-dir", args.manual_dir] if args.manual_dir else []
+  return evaluate.main(argv)
 
 
 def _run_all(commands: Sequence[list[str]], dry_run: bool) -> int:
@@ -323,6 +354,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   if args.command == "collect":
     _collect(args)
     return 0
+  if args.command == "evaluate":
+    return _evaluate(args)
   if args.command == "setup":
     try:
       return _setup(args)
@@ -350,7 +383,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
   failed = run_locally(planned, args.root)
   runs = list({item.run.name: item.run for item in planned}.values())
-  print(collect.report(args.root, SWEEPS[args.name].setting, runs))
+  print(collect.report(args.root, SWEEPS[args.name].setting, runs,
+                       median=SWEEPS[args.name].median))
   if failed:
     print(f"{len(failed)} of {len(planned)} runs failed: {', '.join(failed)}", file=sys.stderr)
   return 1 if failed else 0

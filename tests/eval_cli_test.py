@@ -53,6 +53,8 @@ def test_npz_evaluation_scores_every_test_image_once_like_mst_predict(dataset, t
   assert scores["srcc_ci95_low"] <= scores["srcc"] <= scores["srcc_ci95_high"]
   rows = list(csv.DictReader(open(out / "predictions.csv")))
   assert sorted(row["image"] for row in rows) == [f"{i}.png" for i in range(4, 10)]
+  page = (out / "report.html").read_text()  # written through TensorFlow too
+  assert page.count('attention rollout"') == 6 and "custom:test" in page
   # Native resolution, all patches: the same scores mst-predict gives for the files.
   predict.main(["--quiet", "--checkpoint", npz_path] + [str(dataset / r["image"]) for r in rows])
   lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

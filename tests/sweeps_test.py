@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import socket
 import subprocess
 import tarfile
@@ -259,6 +260,49 @@ def test_collect_shows_every_split_it_finds(tmp_path):
       "| Run | runs | test SRCC | test PLCC | validation SRCC | validation PLCC |",
       "|---|---:|---:|---:|---:|---:|",
       "| a | 1 | 0.500 | 0.600 | 0.400 | 0.300 |"]
+
+
+def test_splits_sweep_trains_ten_seeded_splits_and_reports_their_median(tmp_path, capsys):
+  runs = SWEEPS["splits"].runs(None)
+  assert [run.overrides for run in runs] == [{"dataset.split_seed": k} for k in range(10)]
+  base = overrides.load_config("configs/iqa.py", "kadid10k")
+  for seed, srcc in enumerate((0.80, 0.84, 0.82, 0.90, 0.70)):
+    config = overrides.apply_overrides(base, runs[seed].overrides)
+    _fake_run(tmp_path, f"split{seed}", config, test={"srcc": srcc, "plcc": srcc + 0.05})
+  assert sweep.main(["collect", "--root", str(tmp_path), "--name", "splits"]) == 0
+  lines = capsys.readouterr().out.strip().splitlines()
+  assert lines[2] == "| split seed 0 | 1 | 0.800 | 0.850 |"
+  # Sorted SRCCs 0.70 0.80 0.82 0.84 0.90: median 0.82, quartiles 0.80 and 0.84.
+  assert lines[-1] == "Not started: split5, split6, split7, split8, split9"
+  assert lines[-6:-2] == [
+      "| summary of runs | runs | median | IQR | min to max |", "|---|---:|---:|---:|---:|",
+      "| test SRCC | 5 | 0.820 | 0.800 to 0.840 | 0.700 to 0.900 |",
+      "| test PLCC | 5 | 0.870 | 0.850 to 0.890 | 0.750 to 0.950 |"]
+
+
+@pytest.mark.slow
+def test_evaluate_scores_every_finished_run_on_several_datasets(tmp_path, capsys):
+  """Two finished runs (copies of the checked-in workdir) on LIVE Challenge from its files."""
+  from iqa_datasets_test import livec_files, write_zip  # pylint: disable=g-import-not-at-top
+  root = tmp_path / "sweep"
+  for name in ("a", "b"):
+    shutil.copytree(os.path.join(os.path.dirname(__file__), "data", "compat_workdir"),
+                    root / name)
+  os.makedirs(root / "unfinished")
+  (root / "unfinished" / "config.json").write_text("{}")
+  (tmp_path / "manual" / "livec").mkdir(parents=True)
+  write_zip(tmp_path / "manual" / "livec" / "ChallengeDB_release.zip", livec_files()[0])
+  assert sweep.main(["evaluate", "--root", str(root), "--datasets", "livec",
+                     "--data-dir", str(tmp_path / "tfds"),
+                     "--manual-dir", str(tmp_path / "manual")]) == 0
+  out = capsys.readouterr().out
+  assert "not finished, left out: unfinished" in out
+  table = json.loads((root / "cross_dataset" / "cross_dataset.json").read_text())
+  assert table["checkpoints"] == [str(root / "a"), str(root / "b")]
+  a, b = (table["results"][str(root / name)]["livec:full"] for name in ("a", "b"))
+  assert a == b and -1 <= a["srcc"] <= 1  # the same parameters score the same
+  for name in ("a", "b"):
+    assert (root / "cross_dataset" / name / "livec_full" / "predictions.csv").exists()
 
 
 @pytest.mark.slow

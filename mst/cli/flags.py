@@ -82,10 +82,10 @@ def int_list(text: str) -> tuple[int, ...]:
 # Config files.
 
 
-def add_config(parser: argparse.ArgumentParser, what: str) -> None:
-  """`--config FILE[:VARIANT]`, required; `--config.KEY=VALUE` overrides come with it."""
+def add_config(parser: argparse.ArgumentParser, what: str, required: bool = True) -> None:
+  """`--config FILE[:VARIANT]`; `--config.KEY=VALUE` overrides come with it."""
   parser.add_argument(
-      "--config", required=True, metavar="FILE[:VARIANT]",
+      "--config", required=required, metavar="FILE[:VARIANT]",
       help=f"{what} (configs/*.py, loaded by path), optionally with variants after a colon "
            "(configs/koniq.py:runlocal). Any key can then be overridden: "
            "--config.model.grid_size=15 --config.preprocess.longer_side_lengths='(384, 224)'")
