@@ -25,7 +25,7 @@ def scatter_figure(prediction: np.ndarray, target: np.ndarray, title: str,
   target = np.asarray(target, np.float64)
   fig = figure.Figure(figsize=inches, dpi=DPI, layout="constrained")
   ax = fig.add_subplot()
-  size = 12 if prediction.size < 500 else 3
+  size = 12 if prediction.size < 500 else 6
   ax.scatter(prediction, target, s=size, alpha=0.6, linewidths=0, color="tab:blue",
              rasterized=True, label="images")
   mapping = metrics.fit_logistic(prediction, target) if prediction.size >= 5 else None
