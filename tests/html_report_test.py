@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -25,6 +26,14 @@ def test_worst_images_are_ranked_on_the_mos_scale_after_the_logistic_fit():
   prediction[10] -= 8.0  # 0.8 too low
   assert list(html_report.worst_indices(target, prediction, count=2)) == [3, 10]
   assert len(html_report.worst_indices(target, prediction)) == 12
+
+
+def test_without_a_logistic_fit_the_raw_differences_rank_the_images():
+  # Four images are too few to fit: |MOS - prediction| = 0.5, 0, 3, 0.
+  assert list(html_report.worst_indices([1, 2, 3, 4], [1.5, 2, 0, 4], count=2)) == [2, 0]
+  # Constant predictions cannot be fitted: errors 2, 1, 0, 1, 2, 3; ties keep their order.
+  assert list(html_report.worst_indices(np.arange(1.0, 7.0), np.full(6, 3.0))) == [
+      5, 0, 4, 1, 3, 2]
 
 
 def _result(dataset, seed, worst=12, rollout=True):
@@ -65,6 +74,38 @@ def test_the_page_holds_metrics_plots_and_worst_images_and_nothing_external():
   assert "mean ± std of 2 runs" in page and "PLCC <b>0.820</b> ± 0.014" in page
   assert "higher is better" in page
   assert page.count("attention rollout\"") == 12
+  # The header names every dataset; the table has a column per dataset and a row per checkpoint,
+  # and each run's dataset has its own section.
+  assert "<h1>cross</h1>" in page and "datasets: livec:full, kadid10k:full" in page
+  table = page[page.index("<table"):page.index("</table>")]
+  assert "<th>livec:full</th><th>kadid10k:full</th>" in table
+  assert table.count("<th class=run>runs/") == 2
+  assert re.findall(r"<h2>(\S+) <span class=run-name>([^<]+)</span>", page) == [
+      ("livec:full", "runs/a&lt;script&gt;"), ("kadid10k:full", "runs/a&lt;script&gt;"),
+      ("livec:full", "runs/b")]
+
+
+def test_a_large_dataset_renders_quickly_into_a_small_page():
+  rng = np.random.default_rng(0)
+  target = rng.uniform(0, 100, 20_000)
+  result = html_report.DatasetResult("koniq:test", {"srcc": 0.9}, target,
+                                     target + rng.normal(0, 10, target.size))
+  start = time.perf_counter()
+  page = html_report.render([html_report.RunResult("c.npz", [result])])
+  assert time.perf_counter() - start < 20  # ~0.5 s alone; the dots are one raster image
+  assert len(page) < 600_000 and len(_images(page)) == 2
+
+
+class _FailingVisualizer:
+  def attention_maps(self, image, name):
+    raise ValueError(f"{name}: too many tokens")
+
+
+def test_a_rollout_that_fails_leaves_the_image_without_one():
+  assert html_report._visualizer(None) is None
+  assert html_report._visualizer("/nonexistent/model.npz") is None
+  image = np.zeros((8, 8, 3), np.uint8)
+  assert html_report._rollout(_FailingVisualizer(), image, "a.png") is None
 
 
 def test_a_classifier_gets_its_accuracy_without_plots():
