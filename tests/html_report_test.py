@@ -172,3 +172,17 @@ def test_the_page_loads_in_chromium_without_errors_and_every_image_renders(tmp_p
   done = _chromium(browser(), bad, "--virtual-time-budget=10000", "--dump-dom")
   assert 'data-images="1" data-broken="1"' in done.stdout
   assert any("CONSOLE" in line and "missing" in line for line in done.stderr.splitlines())
+
+
+@pytest.mark.experiments
+@pytest.mark.skipif(browser() is None, reason="no Chromium: apt-get install chromium "
+                    "(.ci/run installs it)")
+def test_the_readme_screenshot_is_the_top_of_the_page_in_256_colours(tmp_path):
+  from experiments import report_screenshot  # pylint: disable=g-import-not-at-top
+  page, png = tmp_path / "report.html", tmp_path / "shot.png"
+  html_report.write(str(page), _runs(), "cross")
+  report_screenshot.screenshot(str(page), str(png))
+  shot = Image.open(png)
+  assert shot.size == (report_screenshot.WIDTH, report_screenshot.HEIGHT) and shot.mode == "P"
+  # Not a blank page: the white background, dark text and the coloured thumbnails.
+  assert len(shot.getcolors(256)) > 50
