@@ -76,7 +76,9 @@ def test_the_page_holds_metrics_plots_and_worst_images_and_nothing_external():
   assert page.count("attention rollout\"") == 12
   # The header names every dataset; the table has a column per dataset and a row per checkpoint,
   # and each run's dataset has its own section.
-  assert "<h1>cross</h1>" in page and "datasets: livec:full, kadid10k:full" in page
+  assert "<h1>cross</h1>" in page and re.search(
+      r"<p class=meta>\d{4}-\d\d-\d\d \d\d:\d\d UTC · checkpoints: runs/a&lt;script&gt;, runs/b · "
+      r"datasets: livec:full, kadid10k:full</p>", page)
   table = page[page.index("<table"):page.index("</table>")]
   assert "<th>livec:full</th><th>kadid10k:full</th>" in table
   assert table.count("<th class=run>runs/") == 2

@@ -134,9 +134,11 @@ def _rollout(visualizer, image: np.ndarray, name: str) -> np.ndarray | None:
 def render(runs: Sequence[RunResult], title: str = "mst-eval report") -> str:
   """The whole page."""
   labels = list(dict.fromkeys(d.dataset for run in runs for d in run.datasets))
+  checkpoints = ", ".join(run.checkpoint for run in runs)
+  now = datetime.datetime.now(datetime.timezone.utc)
   parts = [f"<h1>{_text(title)}</h1>",
-           f"<p class=meta>{datetime.datetime.now():%Y-%m-%d %H:%M} · {len(runs)} checkpoint"
-           f"{'s' if len(runs) != 1 else ''} · datasets: {_text(', '.join(labels))}</p>",
+           f"<p class=meta>{now:%Y-%m-%d %H:%M} UTC · checkpoint{'s' if len(runs) != 1 else ''}: "
+           f"{_text(checkpoints)} · datasets: {_text(', '.join(labels))}</p>",
            "<h2>Metrics</h2>", _metrics_table(runs, labels), f"<p class=caption>{CAPTION}</p>"]
   for run in runs:
     for result in run.datasets:
