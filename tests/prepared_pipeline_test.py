@@ -162,6 +162,7 @@ def test_older_configs_decode_every_image():
   assert defaults.get_config().data.prepared_dir == ""
 
 
+@pytest.mark.slow  # prepares a split and builds TrainingData on 8 devices
 def test_training_reads_the_prepared_split_and_gets_float32_patches(csv_dataset, tmp_path):
   config = set_fields(defaults.get_config("runlocal"), dataset__name="custom",
                       dataset__csv=str(csv_dataset), dataset__data_dir=str(tmp_path / "tfds"),
