@@ -104,8 +104,8 @@ class _FailingVisualizer:
 
 
 def test_a_rollout_that_fails_leaves_the_image_without_one():
-  assert html_report._visualizer(None) is None
-  assert html_report._visualizer("/nonexistent/model.npz") is None
+  assert html_report.visualizer(None) is None
+  assert html_report.visualizer("/nonexistent/model.npz") is None
   image = np.zeros((8, 8, 3), np.uint8)
   assert html_report._rollout(_FailingVisualizer(), image, "a.png") is None
 

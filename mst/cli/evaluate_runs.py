@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+import functools
 import os
 
 import jax
@@ -52,7 +54,8 @@ def one_dataset(args: argparse.Namespace, config: ml_collections.ConfigDict) -> 
     if not chief:
       continue
     output_dir = output_dirs[path]
-    result = _dataset_result(label, scores, columns, builder, args.split, path)
+    result = _dataset_result(label, scores, columns, builder, args.split,
+                             functools.partial(html_report.visualizer, path))
     runs.append(html_report.RunResult(path, [result]))
     report.write_outputs(output_dir, scores, columns)
     html_report.write(os.path.join(output_dir, "report.html"), runs[-1:])
@@ -87,6 +90,8 @@ def several_datasets(args: argparse.Namespace) -> int:
   chief = jax.process_index() == 0
   labels = [target.label for target in targets]
   results, counts, runs = {}, {}, []
+  # One rollout model per checkpoint, made when its first dataset's worst images need it.
+  visualizer = functools.cache(html_report.visualizer)
   for path in checkpoints:
     with exits.exit_status(exits.USAGE, loader.CheckpointError):  # damaged, or not MUSIQ's
       loaded = loader.load_for_inference(path, dtype=args.dtype)
@@ -101,7 +106,7 @@ def several_datasets(args: argparse.Namespace) -> int:
         output_dir = os.path.join(run_dirs[path], target.folder)
         report.write_outputs(output_dir, scores, columns)
         datasets.append(_dataset_result(target.label, scores, columns, builder, target.split,
-                                        path))
+                                        functools.partial(visualizer, path)))
         print(f"{path} on {target.label}: {counts[target.label]} images, SRCC "
               f"{scores.get('srcc', float('nan')):.4f}, written to {output_dir}", flush=True)
     runs.append(html_report.RunResult(path, datasets))
@@ -161,12 +166,12 @@ def _build(target: cross_dataset.Target, args: argparse.Namespace):
 
 
 def _dataset_result(label: str, scores: dict, columns: dict, builder, split: str,
-                    checkpoint: str) -> html_report.DatasetResult:
-  """One dataset's part of report.html, with the images the model gets most wrong (regression
-  heads; a classifier's page shows its accuracy only)."""
+                    visualizer: Callable[[], object]) -> html_report.DatasetResult:
+  """One dataset's part of report.html, with the images the model gets most wrong and their
+  rollout by `visualizer()` (regression heads; a classifier's page shows its accuracy only)."""
   worst = []
   if "srcc" in scores:
     indices = html_report.worst_indices(columns["target"], columns["prediction"])
     worst = html_report.worst_images(builder, split, indices, columns["target"],
-                                     columns["prediction"], columns["name"], checkpoint)
+                                     columns["prediction"], columns["name"], visualizer())
   return html_report.DatasetResult(label, scores, columns["target"], columns["prediction"], worst)

@@ -24,15 +24,7 @@ from mst.evaluation import report
 # Datasets scored with a builder config that applies their own preprocessing (the paper scores
 # SPAQ with the shorter side resized to 512 px, as SPAQ's authors do).
 OWN_PREPROCESSING = {"spaq": "spaq/shorter_side_512"}
-METRICS = (("srcc", "SRCC"), ("plcc", "PLCC"), ("krcc", "KRCC"))
 NOT_CROSS = ("custom",)  # needs a CSV of its own: evaluate it with --config
-
-CAPTION = (
-    "SRCC, PLCC and KRCC of each checkpoint's predictions against each dataset's MOS, with "
-    "bootstrap 95% confidence intervals in brackets. Every dataset's labels are oriented so that "
-    "higher is better (LIVE and CSIQ: mos = a constant minus their DMOS), so a good model's "
-    "correlations are positive on every dataset. Each image is scored once, at native "
-    "resolution.")
 
 
 class TargetError(ValueError):
@@ -111,10 +103,10 @@ def table(results: Mapping[str, Mapping[str, Mapping[str, float]]],
   header = ["checkpoint", "metric"] + list(labels)
   rows = []
   for checkpoint, by_dataset in results.items():
-    for index, (metric, title) in enumerate(METRICS):
+    for index, (metric, title) in enumerate(report.CORRELATIONS):
       rows.append([checkpoint if index == 0 else "", title]
                   + [_cell(by_dataset.get(label), metric) for label in labels])
-  return report.markdown_table(header, rows) + "\n\n" + CAPTION
+  return report.markdown_table(header, rows) + "\n\n" + report.CORRELATION_CAPTION
 
 
 def table_json(results: Mapping[str, Mapping[str, Mapping[str, float]]],
@@ -123,7 +115,7 @@ def table_json(results: Mapping[str, Mapping[str, Mapping[str, float]]],
   every metric of every pair (NaN written as null)."""
   clean = lambda value: value if math.isfinite(value) else None
   return {
-      "caption": CAPTION,
+      "caption": report.CORRELATION_CAPTION,
       "datasets": [{"dataset": label, "images": counts.get(label)} for label in labels],
       "checkpoints": list(results),
       "results": {checkpoint: {label: {k: clean(float(v)) for k, v in scores.items()}

@@ -30,10 +30,6 @@ from mst.visualization import scatter
 
 WORST = 12
 THUMBNAIL = 200  # px, the longer side
-METRICS = (("srcc", "SRCC"), ("plcc", "PLCC"), ("krcc", "KRCC"))
-CAPTION = ("Correlations are computed on each dataset's labels oriented so that higher is better "
-           "(DMOS sets: mos derived from their DMOS), so a good model's are positive everywhere; "
-           "in brackets the bootstrap 95% confidence interval.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,9 +74,10 @@ def worst_indices(target, prediction, count: int = WORST) -> np.ndarray:
 
 
 def worst_images(builder, split: str, indices: Sequence[int], target, prediction,
-                 names: Sequence[str], checkpoint: str | None = None) -> list[WorstImage]:
+                 names: Sequence[str], visualizer=None) -> list[WorstImage]:
   """The images at `indices` of the split (in evaluation order), with the attention rollout of
-  `checkpoint` over each where it can be drawn (a failure there is logged, never fatal)."""
+  `visualizer` (`visualizer(checkpoint)`, made once per checkpoint) over each where it can be drawn
+  (a failure there is logged, never fatal)."""
   from mst.data import pipeline  # pylint: disable=g-import-not-at-top  (TensorFlow)
   wanted = {int(i): position for position, i in enumerate(indices)}
   encoded = {}
@@ -90,7 +87,6 @@ def worst_images(builder, split: str, indices: Sequence[int], target, prediction
       encoded[index] = image
       if len(encoded) == len(wanted):
         break
-  visualizer = _visualizer(checkpoint)
   out = []
   for index in wanted:
     image = np.asarray(Image.open(io.BytesIO(encoded[index])).convert("RGB"))
@@ -99,7 +95,9 @@ def worst_images(builder, split: str, indices: Sequence[int], target, prediction
   return out
 
 
-def _visualizer(checkpoint: str | None):
+def visualizer(checkpoint: str | None):
+  """The rollout visualizer of `checkpoint` for `worst_images`, or None (logged) where the model
+  gives none."""
   if not checkpoint:
     return None
   try:
@@ -139,7 +137,8 @@ def render(runs: Sequence[RunResult], title: str = "mst-eval report") -> str:
   parts = [f"<h1>{_text(title)}</h1>",
            f"<p class=meta>{now:%Y-%m-%d %H:%M} UTC · checkpoint{'s' if len(runs) != 1 else ''}: "
            f"{_text(checkpoints)} · datasets: {_text(', '.join(labels))}</p>",
-           "<h2>Metrics</h2>", _metrics_table(runs, labels), f"<p class=caption>{CAPTION}</p>"]
+           "<h2>Metrics</h2>", _metrics_table(runs, labels),
+           f"<p class=caption>{report.CORRELATION_CAPTION}</p>"]
   for run in runs:
     for result in run.datasets:
       parts.append(_dataset_section(run.checkpoint, result))
@@ -172,7 +171,7 @@ def _cell(scores: Mapping[str, float] | None) -> str:
     return "<br>".join(f"{_text(k)} {v:.4f}" for k, v in scores.items()
                        if not k.endswith(report.CI_SUFFIXES))
   lines = []
-  for key, name in METRICS:
+  for key, name in report.CORRELATIONS:
     if key not in scores:
       continue
     line = f"{name} <b>{scores[key]:.3f}</b>"
@@ -194,7 +193,7 @@ def _metrics_table(runs: Sequence[RunResult], labels: Sequence[str]) -> str:
     cells = []
     for label in labels:
       lines = []
-      for key, name in METRICS:
+      for key, name in report.CORRELATIONS:
         values = [d.scores[key] for run in runs for d in run.datasets
                   if d.dataset == label and key in d.scores]
         if len(values) > 1:

@@ -15,6 +15,14 @@ import numpy as np
 from mst.checkpoints import paths
 
 CI_SUFFIXES = ("_ci95_low", "_ci95_high")
+# The correlations the cross-dataset table and report.html show, and what they mean.
+CORRELATIONS = (("srcc", "SRCC"), ("plcc", "PLCC"), ("krcc", "KRCC"))
+CORRELATION_CAPTION = (
+    "SRCC, PLCC and KRCC of each checkpoint's predictions against each dataset's MOS, with "
+    "bootstrap 95% confidence intervals in brackets. Every dataset's labels are oriented so that "
+    "higher is better (LIVE and CSIQ: mos = a constant minus their DMOS), so a good model's "
+    "correlations are positive on every dataset. Each image is scored once, at native "
+    "resolution.")
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
