@@ -38,6 +38,8 @@ def test_torch_pipeline_cuts_the_native_image_like_mst(tmp_path):
   import numpy as np  # pylint: disable=g-import-not-at-top
   from PIL import Image  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from helpers import NO_TORCH  # pylint: disable=g-import-not-at-top
+  pytest.importorskip("torch", reason=NO_TORCH)
   from experiments import torch_pipeline  # pylint: disable=g-import-not-at-top
   from mst.data import multiscale  # pylint: disable=g-import-not-at-top
   from mst.data import preprocess  # pylint: disable=g-import-not-at-top

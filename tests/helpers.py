@@ -27,6 +27,10 @@ TRAIN_VALIDATION_TEST = ("train",) * 4 + ("validation", "test")
 # parity tests run the optimised programs users run).
 QUICK_COMPILE_ENV = {"JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
 
+# Why the PyTorch cross-checks skip where torch is missing: PyPI's Linux torch for Python 3.12 and
+# newer is a multi-GB CUDA build, so setup.py's test extra asks for the CPU wheel on 3.11 only.
+NO_TORCH = "no torch: setup.py's [test] extra installs the CPU torch 2.13.0 on Python 3.11 only"
+
 
 def write_csv_dataset(root, count=24, seed=0, splits=TRAIN_VALIDATION_TEST, sizes=(40, 100)):
   """Writes a tiny dataset the `custom` builder reads; returns the path of its `labels.csv`.

@@ -10,10 +10,12 @@ masking, tanh-GELU) moves the logits by more than that tolerance, so the cross-c
 import jax
 import numpy as np
 import pytest
-import torch
 
-from experiments import torch_musiq
+from helpers import NO_TORCH
 from mst.models import musiq
+
+torch = pytest.importorskip("torch", reason=NO_TORCH)
+from experiments import torch_musiq  # noqa: E402  (needs torch, checked just above)
 
 TOLERANCE = 1e-4
 SMALL = {"num_layers": 2, "hidden": 64, "heads": 4, "mlp": 128, "grid": 5, "num_scales": 2,

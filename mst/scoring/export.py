@@ -2,9 +2,10 @@
 
 The SavedModel holds the whole path from encoded image bytes to a score: TF's decoder, mst's
 multi-scale preprocessing (`mst.data.preprocess`, already TF ops), padding to mst-predict's
-sequence-length bucket, and the Flax model converted by `jax2tf` with a symbolic batch size and
-sequence length (one converted function serves every image size: nothing is retraced). It loads
-with `tf.saved_model.load` or TF Serving, in a process without JAX or mst.
+sequence-length bucket, and the Flax model exported once with a symbolic batch size and sequence
+length (one program serves every image size: nothing is retraced), as StableHLO at a version the
+supported TensorFlow reads (`xla_call`). It loads with `tf.saved_model.load` or TF Serving, in a
+process without JAX or mst.
 
 Signatures, as TF Hub's `google/musiq/*`:
   serving_default(image_bytes_tensor: string []) -> {"output_0": float32 []}
@@ -18,7 +19,7 @@ import dataclasses
 import os
 
 import jax
-from jax.experimental import jax2tf
+import numpy as np
 import tensorflow as tf
 
 from mst.checkpoints import loader
@@ -26,6 +27,7 @@ from mst.checkpoints import paths
 from mst.data import multiscale
 from mst.data import preprocess
 from mst.scoring import inference
+from mst.scoring import xla_call
 from mst.models import musiq
 
 INPUT_NAME = "image_bytes_tensor"  # the argument name TF Hub's MUSIQ signatures use
@@ -63,6 +65,14 @@ def image_features(data: tf.Tensor, pp_config: multiscale.MultiScaleConfig
   return preprocess.multiscale_patches(image, pp_config)
 
 
+def _example_batch(pp_config: multiscale.MultiScaleConfig) -> dict[str, np.ndarray]:
+  """One token of one image: the dtypes and ranks `_SEQUENCE_SPEC` makes symbolic."""
+  width = pp_config.patch_size ** 2 * 3
+  return {"patches": np.zeros((1, 1, width), np.float32),
+          "spatial_idx": np.zeros((1, 1), np.int32), "scale_idx": np.zeros((1, 1), np.int32),
+          "mask": np.ones((1, 1), bool)}
+
+
 class MusiqModule(tf.Module):
   """The parameters as variables and the two serving functions."""
 
@@ -76,10 +86,10 @@ class MusiqModule(tf.Module):
     model = musiq.Musiq(dataclasses.replace(loaded.model_config, chunked_on_cpu=False))
     forward = lambda params, batch: inference.outputs(
         model.apply({"params": params}, batch), head, loaded.mos_scale)
-    self._forward = jax2tf.convert(forward, polymorphic_shapes=[None, _SEQUENCE_SPEC],
-                                   native_serialization_platforms=tuple(platforms),
-                                   with_gradient=False)
-    self._params = tf.nest.map_structure(tf.Variable, jax.device_get(loaded.params))
+    params = jax.device_get(loaded.params)
+    self._forward = xla_call.XlaCall(forward, (params, _example_batch(loaded.pp_config)),
+                                     [None, _SEQUENCE_SPEC], platforms)
+    self._params = tf.nest.map_structure(tf.Variable, params)
     self._pp_config = loaded.pp_config
     self._head = head
 
