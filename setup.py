@@ -17,6 +17,8 @@ INSTALL_REQUIRES = [
     "tensorflow-cpu>=2.21,<2.22",
     "tensorflow-datasets>=4.9.10,<4.10",
     "orbax-checkpoint>=0.12.8,<0.13",
+    # Workdir files (config.json, checkpoint folders) locally or on cloud storage, without TF.
+    "etils[epath]>=1.7,<1.16",
     "clu>=0.0.12,<0.1",
     "ml_collections>=1.1.0,<1.2",
     "tensorboard>=2.20,<2.22",  # clu's summary writers import it; TF 2.21 no longer pulls it in.

@@ -21,12 +21,12 @@ import time
 from typing import Any
 
 from absl import logging
+from etils import epath
 import jax
 from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
-import tensorflow as tf
 
 from mst.config import schema
 
@@ -37,25 +37,24 @@ BEST_METRICS = {"srcc": "max", "accuracy": "max"}
 
 def absolute(workdir: str) -> str:
   """A local path made absolute; a URL (gs://bucket/run) as it is. Workdir files go through
-  tf.io.gfile and orbax, which both write to cloud storage."""
+  etils' epath and orbax, which both write to cloud storage (epath through TensorFlow's file
+  systems where TensorFlow is installed; a host without it still reads local workdirs)."""
   return workdir if "://" in workdir else os.path.abspath(os.path.expanduser(workdir))
 
 
 def write_config(workdir: str, config: ml_collections.ConfigDict | Mapping[str, Any]) -> None:
   """Writes `config` with its schema and mst versions (`schema.stamp`)."""
-  tf.io.gfile.makedirs(workdir)
-  with tf.io.gfile.GFile(os.path.join(workdir, CONFIG_FILE), "w") as f:
-    f.write(json.dumps(schema.stamp(config), indent=2))
+  epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+  (epath.Path(workdir) / CONFIG_FILE).write_text(json.dumps(schema.stamp(config), indent=2))
 
 
 def read_config(workdir: str) -> ml_collections.ConfigDict:
   """The workdir's config in today's keys, whichever mst wrote it (`schema.upgrade`); raises
   `schema.NewerWorkdirError` for one written by a newer mst."""
   path = os.path.join(workdir, CONFIG_FILE)
-  if not tf.io.gfile.exists(path):
+  if not epath.Path(path).exists():
     raise FileNotFoundError(f"{workdir}: not an mst training workdir (no {CONFIG_FILE})")
-  with tf.io.gfile.GFile(path) as f:
-    return schema.upgrade(json.load(f), path)
+  return schema.upgrade(json.loads(epath.Path(path).read_text()), path)
 
 
 class CheckpointError(RuntimeError):
@@ -69,7 +68,7 @@ STEP_METADATA = ("_CHECKPOINT_METADATA", "default/_METADATA")
 
 
 def _missing_metadata(step_dir: str) -> FileNotFoundError | None:
-  missing = [name for name in STEP_METADATA if not tf.io.gfile.exists(os.path.join(step_dir, name))]
+  missing = [name for name in STEP_METADATA if not (epath.Path(step_dir) / name).exists()]
   return FileNotFoundError(f"missing {', '.join(missing)}") if missing else None
 
 
@@ -147,10 +146,10 @@ class TrainCheckpoints:
       return
     if jax.process_index() == 0:
       aside = os.path.join(self.workdir, DAMAGED_DIR)
-      tf.io.gfile.makedirs(aside)
+      epath.Path(aside).mkdir(parents=True, exist_ok=True)
       for step in steps:
         destination = os.path.join(aside, f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
-        tf.io.gfile.rename(os.path.join(str(self.latest.directory), str(step)), destination)
+        epath.Path(self.latest.directory, str(step)).rename(destination)
         logging.warning("Moved the damaged checkpoint step %d to %s; resuming from an earlier "
                         "step", step, destination)
     if jax.process_count() > 1:
@@ -204,8 +203,8 @@ def _save_errors(manager: TrainCheckpoints, what: str):
     yield
   except Exception as e:  # pylint: disable=broad-except  (whatever orbax's writers raise)
     directory = str(manager.latest.directory)
-    complete = sorted(int(name.rstrip("/")) for name in tf.io.gfile.listdir(directory)
-                      if name.rstrip("/").isdigit())
+    complete = sorted(int(child.name) for child in epath.Path(directory).iterdir()
+                      if child.name.isdigit())
     kept = (f"the checkpoints saved before (steps {', '.join(map(str, complete))}) are intact"
             if complete else "no earlier checkpoint exists")
     raise CheckpointError(
