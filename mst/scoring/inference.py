@@ -101,7 +101,9 @@ class Predictor:
   def prepare(self, path: str) -> Prepared:
     """Reads and preprocesses one file; never raises for a bad image."""
     try:
-      image = image_io.read_image(path)
+      # The token limit is checked on the header's size, before the pixels are decoded.
+      image = image_io.read_image(path, lambda height, width: check_tokens(
+          height, width, self.pp_config, self.max_tokens, path))
       return Prepared(path, bucketed_features(image, self.pp_config, self.max_tokens, path))
     except image_io.ImageError as e:
       return Prepared(path, error=str(e))
@@ -132,14 +134,20 @@ def bucketed_features(image: np.ndarray, pp_config: multiscale.MultiScaleConfig,
   Raises:
     image_io.ImageError: the image makes more than `max_tokens` tokens (named `name`).
   """
-  height, width = image.shape[:2]
+  tokens = check_tokens(*image.shape[:2], pp_config, max_tokens, name)
+  features = host_preprocess.multiscale_patches(image, pp_config)
+  return host_preprocess.pad_to_length(features, multiscale.bucket_length(tokens))
+
+
+def check_tokens(height: int, width: int, pp_config: multiscale.MultiScaleConfig,
+                 max_tokens: int, name: str) -> int:
+  """The token count of a height x width image; ImageError naming `name` above `max_tokens`."""
   tokens = pp_config.seq_len(height, width)
   if tokens > max_tokens:
     raise image_io.ImageError(
         f"{name}: {width}x{height} makes {tokens} tokens, more than --max-tokens {max_tokens}; "
         "raise it if you have the memory, or downscale the image")
-  features = host_preprocess.multiscale_patches(image, pp_config)
-  return host_preprocess.pad_to_length(features, multiscale.bucket_length(tokens))
+  return tokens
 
 
 def check_compatible(model_config: musiq.ModelConfig, pp_config: multiscale.MultiScaleConfig):
