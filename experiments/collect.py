@@ -69,6 +69,11 @@ def _read_json(path: str) -> Any:
     return json.load(f)
 
 
+def _read_metrics(path: str) -> dict[str, float]:
+  """A `<split>_metrics.json`; an undefined metric, written as null, reads as NaN."""
+  return {k: float("nan") if v is None else v for k, v in _read_json(path).items()}
+
+
 def _join(root: str, name: str) -> str:
   return f"{root.rstrip('/')}/{name}" if "://" in root else os.path.join(root, name)
 
@@ -81,7 +86,7 @@ def find_runs(root: str) -> tuple[list[Finished], list[str]]:
     workdir = _join(root, name)
     if not _exists(_join(workdir, CONFIG_FILE)):
       continue
-    metrics = {file[:-len(METRICS_SUFFIX)]: _read_json(_join(workdir, file))
+    metrics = {file[:-len(METRICS_SUFFIX)]: _read_metrics(_join(workdir, file))
                for file in sorted(_listdir(workdir)) if file.endswith(METRICS_SUFFIX)}
     if not metrics:
       unfinished.append(name)

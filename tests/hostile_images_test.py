@@ -68,7 +68,8 @@ def test_bombs_are_refused_from_their_headers(bombs, monkeypatch):
   png, jpeg = bombs
   assert os.path.getsize(png) < 1_000_000 and os.path.getsize(jpeg) < 10_000
   _without_decoding(monkeypatch)
-  with pytest.raises(image_io.ImageError, match=r"bomb\.png: .*(20000x20000|megapixels)"):
+  with pytest.raises(image_io.ImageError, match=r"bomb\.png: 20000x20000 is 400 megapixels, more "
+                     r"than the 89\.5 megapixels any image may have here"):
     image_io.read_image(str(png))
   with pytest.raises(image_io.ImageError, match=r"bomb\.jpg: 30000x30000 is 900 megapixels"):
     image_io.read_image(str(jpeg))

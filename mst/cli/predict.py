@@ -79,9 +79,16 @@ def parse_args(argv: Sequence[str] | None):
 
 
 def listed_paths(path: str) -> Iterator[str]:
-  """The non-empty lines of a list file, read one at a time."""
+  """The non-empty lines of a list file, read one at a time. A line that is not UTF-8 is read
+  as Python reads such a file name (surrogateescape): that image is still scored, and written
+  escaped (mst.runtime.safe_output.printable)."""
   with contextlib.ExitStack() as stack:
-    f = sys.stdin if path == "-" else stack.enter_context(open(path, encoding="utf-8"))
+    if path == "-":
+      f = sys.stdin
+      if hasattr(f, "reconfigure"):
+        f.reconfigure(errors="surrogateescape")
+    else:
+      f = stack.enter_context(open(path, encoding="utf-8", errors="surrogateescape"))
     for line in f:
       if line.strip():
         yield line.rstrip("\r\n")
@@ -91,7 +98,7 @@ def count_lines(path: str) -> int | None:
   """The number of paths in a list file, for the ETA (None for stdin)."""
   if path == "-":
     return None
-  with open(path, encoding="utf-8") as f:
+  with open(path, encoding="utf-8", errors="surrogateescape") as f:
     return sum(1 for line in f if line.strip())
 
 

@@ -2,16 +2,19 @@
 
 A file is written under a temporary name beside it and renamed into place only once every line
 is written, so a run that is killed never leaves a half-written file under the name asked for.
+Every line goes through `mst.runtime.safe_output`: CSV cells a spreadsheet would run as formulas
+are neutralised, file names that are not UTF-8 are escaped, and NaN is written as JSON null.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
-import json
 import os
 import tempfile
 from typing import Iterator, TextIO
+
+from mst.runtime import safe_output
 
 FORMATS = ("jsonl", "csv")
 
@@ -61,10 +64,10 @@ class ResultWriter:
 
   def write(self, result: dict) -> None:
     if self._csv is None:
-      self.stream.write(json.dumps(result) + "\n")
+      self.stream.write(safe_output.json_dumps(result) + "\n")
     else:
       row = dict(result)
       for i, p in enumerate(row.pop("distribution", ())):
         row[f"p{i + 1}"] = p
-      self._csv.writerow(row)
+      self._csv.writerow({key: safe_output.csv_cell(value) for key, value in row.items()})
     self.stream.flush()

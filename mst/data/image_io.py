@@ -17,6 +17,7 @@ token limit) before any pixel is decoded: a decompression bomb costs its header.
 import io
 import os
 import stat
+import struct
 from typing import Callable
 
 import numpy as np
@@ -48,7 +49,8 @@ def read_image(path: str, check_size: Callable[[int, int], None] | None = None) 
     raise ImageError(f"{path}: image has no pixels ({height}x{width})")
   if height * width > MAX_PIXELS:
     raise ImageError(f"{path}: {width}x{height} is {height * width / 1e6:.0f} megapixels, more "
-                     f"than the {MAX_PIXELS / 1e6:.1f} any image may have here; downscale it")
+                     f"than the {MAX_PIXELS / 1e6:.1f} megapixels any image may have here; "
+                     "downscale it")
   if check_size is not None:
     check_size(height, width)
   image = _decode_without_tf(data)
@@ -117,6 +119,9 @@ def _kind(mode: int) -> str:
 def header_size(data: bytes, name: str) -> tuple[int, int]:
   """(height, width) from the header of an encoded image, decoding no pixels; ImageError naming
   `name` where no JPEG, PNG, BMP, GIF or WebP header can be read."""
+  if data.startswith(_PNG_MAGIC) and data[12:16] == b"IHDR":  # always the first chunk
+    width, height = struct.unpack(">II", data[16:24])
+    return height, width
   if data.startswith(_JPEG_MAGIC):
     try:
       height, width = simplejpeg.decode_jpeg_header(data)[:2]

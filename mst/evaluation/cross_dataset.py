@@ -12,7 +12,6 @@ sets derive it from their DMOS), so a good model's correlations are positive eve
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from typing import Mapping, Sequence
@@ -20,6 +19,7 @@ from typing import Mapping, Sequence
 from mst.data import datasets
 from mst.data import source
 from mst.evaluation import report
+from mst.runtime import safe_output
 
 # Datasets scored with a builder config that applies their own preprocessing (the paper scores
 # SPAQ with the shorter side resized to 512 px, as SPAQ's authors do).
@@ -104,7 +104,7 @@ def table(results: Mapping[str, Mapping[str, Mapping[str, float]]],
   rows = []
   for checkpoint, by_dataset in results.items():
     for index, (metric, title) in enumerate(report.CORRELATIONS):
-      rows.append([checkpoint if index == 0 else "", title]
+      rows.append([safe_output.printable(checkpoint) if index == 0 else "", title]
                   + [_cell(by_dataset.get(label), metric) for label in labels])
   return report.markdown_table(header, rows) + "\n\n" + report.CORRELATION_CAPTION
 
@@ -112,16 +112,14 @@ def table(results: Mapping[str, Mapping[str, Mapping[str, float]]],
 def table_json(results: Mapping[str, Mapping[str, Mapping[str, float]]],
                labels: Sequence[str], counts: Mapping[str, int]) -> dict:
   """The table as data: the caption, the datasets (with their image counts), the checkpoints and
-  every metric of every pair (NaN written as null)."""
-  clean = lambda value: value if math.isfinite(value) else None
-  return {
+  every metric of every pair (NaN written as null), ready for strict JSON."""
+  return safe_output.finite({
       "caption": report.CORRELATION_CAPTION,
       "datasets": [{"dataset": label, "images": counts.get(label)} for label in labels],
       "checkpoints": list(results),
-      "results": {checkpoint: {label: {k: clean(float(v)) for k, v in scores.items()}
-                               for label, scores in by_dataset.items()}
+      "results": {checkpoint: {label: dict(scores) for label, scores in by_dataset.items()}
                   for checkpoint, by_dataset in results.items()},
-  }
+  })
 
 
 def write_table(output_dir: str, results: Mapping[str, Mapping[str, Mapping[str, float]]],
@@ -132,4 +130,4 @@ def write_table(output_dir: str, results: Mapping[str, Mapping[str, Mapping[str,
   with tf.io.gfile.GFile(os.path.join(output_dir, "cross_dataset.md"), "w") as f:
     f.write(table(results, labels) + "\n")
   with tf.io.gfile.GFile(os.path.join(output_dir, "cross_dataset.json"), "w") as f:
-    f.write(json.dumps(table_json(results, labels, counts), indent=2) + "\n")
+    f.write(safe_output.json_dumps(table_json(results, labels, counts), indent=2) + "\n")

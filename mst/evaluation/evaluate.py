@@ -18,6 +18,7 @@ from mst.evaluation import metrics
 from mst.scoring import inference
 from mst.models import musiq
 from mst.runtime import progress
+from mst.runtime import safe_output
 from mst.runtime import sharding
 
 CI_METRICS = ("srcc", "plcc", "krcc")
@@ -134,13 +135,14 @@ def scale_mismatch(prediction: np.ndarray, target: np.ndarray) -> str | None:
 
 def example_names(builder: tfds.core.DatasetBuilder, split: str) -> list[str]:
   """The file name of each example, in split order (the order of evaluation indices): mst's
-  builders call it `name`, tfds's catalogue `file_name`; else the position."""
+  builders call it `name`, tfds's catalogue `file_name`; else the position. A name that is not
+  UTF-8 is escaped (`safe_output.printable`), not an error."""
   features = builder.info.features
   key = next((k for k in ("name", "file_name") if k in features), None)
   if key is None:
     return [str(i) for i in range(builder.info.splits[split].num_examples)]
   data = pipeline.read_split(builder, split, pipeline.Host())
-  return [name.decode() for name in data.map(lambda e: e[key]).as_numpy_iterator()]
+  return [safe_output.printable(name) for name in data.map(lambda e: e[key]).as_numpy_iterator()]
 
 
 def evaluate_checkpoint(settings: EvalSettings, path: str, split: str,

@@ -6,6 +6,10 @@ MOS with the fitted 4-parameter logistic curve, the distribution of the errors, 
 the model gets most wrong (thumbnails, MOS against prediction, with the attention rollout over
 them where the model gives one). Plots and images are embedded as data URIs: the file can be
 mailed, archived or opened from a bucket, and it needs no network and no JavaScript.
+
+A metric that is undefined (constant predictions, a NaN) reads "undefined", a note says why, and
+the plots draw the images whose prediction and MOS are finite: the page renders whatever the
+results. Names that are not UTF-8 are escaped (mst.runtime.safe_output.printable).
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ import dataclasses
 import datetime
 import html
 import io
+import math
+import numbers
 import os
 from typing import Mapping, Sequence
 
@@ -26,6 +32,7 @@ from PIL import Image
 
 from mst.evaluation import metrics
 from mst.evaluation import report
+from mst.runtime import safe_output
 from mst.visualization import scatter
 
 WORST = 12
@@ -161,22 +168,31 @@ def write(path: str, runs: Sequence[RunResult], title: str = "mst-eval report") 
 
 
 def _text(value) -> str:
-  return html.escape(str(value))
+  return html.escape(safe_output.printable(str(value)))
+
+
+def _finite(value) -> bool:
+  return isinstance(value, numbers.Real) and math.isfinite(value)
+
+
+def _number(value, spec: str) -> str:
+  """`value` formatted, or "undefined" where it is missing, NaN or infinite."""
+  return format(value, spec) if _finite(value) else "undefined"
 
 
 def _cell(scores: Mapping[str, float] | None) -> str:
   if not scores:
     return "–"
   if "srcc" not in scores:
-    return "<br>".join(f"{_text(k)} {v:.4f}" for k, v in scores.items()
+    return "<br>".join(f"{_text(k)} {_number(v, '.4f')}" for k, v in scores.items()
                        if not k.endswith(report.CI_SUFFIXES))
   lines = []
   for key, name in report.CORRELATIONS:
     if key not in scores:
       continue
-    line = f"{name} <b>{scores[key]:.3f}</b>"
+    line = f"{name} <b>{_number(scores[key], '.3f')}</b>"
     low, high = (scores.get(f"{key}{suffix}") for suffix in report.CI_SUFFIXES)
-    if low is not None and np.isfinite(low) and np.isfinite(high):
+    if _finite(low) and _finite(high):
       line += f" <span class=ci>[{low:.3f}, {high:.3f}]</span>"
     lines.append(line)
   return "<br>".join(lines)
@@ -196,8 +212,7 @@ def _metrics_table(runs: Sequence[RunResult], labels: Sequence[str]) -> str:
       for key, name in report.CORRELATIONS:
         values = [d.scores[key] for run in runs for d in run.datasets
                   if d.dataset == label and key in d.scores]
-        if len(values) > 1:
-          lines.append(f"{name} <b>{np.mean(values):.3f}</b> ± {np.std(values, ddof=1):.3f}")
+        lines += _mean_std(name, values)
       cells.append(f"<td>{'<br>'.join(lines) or '–'}</td>")
     rows.append(f"<tr class=mean><th class=run>mean ± std of {len(runs)} runs</th>"
                 f"{''.join(cells)}</tr>")
@@ -205,14 +220,52 @@ def _metrics_table(runs: Sequence[RunResult], labels: Sequence[str]) -> str:
           + "</table>")
 
 
+def _mean_std(name: str, values: Sequence[float]) -> list[str]:
+  """The mean ± std line of one correlation over the runs that define it (none for one run)."""
+  if len(values) < 2:
+    return []
+  defined = [value for value in values if _finite(value)]
+  if len(defined) < 2:
+    return [f"{name} <b>undefined</b> (defined in {len(defined)} of {len(values)} runs)"]
+  line = f"{name} <b>{np.mean(defined):.3f}</b> ± {np.std(defined, ddof=1):.3f}"
+  return [line + (f" (of the {len(defined)} runs that define it)" if len(defined) < len(values)
+                  else "")]
+
+
+def _undefined_note(target: np.ndarray, prediction: np.ndarray) -> str:
+  """Why metrics or plots are undefined, in words ("" when nothing is)."""
+  finite = np.isfinite(target) & np.isfinite(prediction)
+  notes = []
+  if not finite.all():
+    notes.append(f"{(~finite).sum()} of {finite.size} images have a prediction or MOS that is not "
+                 "a finite number: the metrics over every image are undefined, and the plots "
+                 "leave those images out.")
+  if finite.sum() < 2:
+    notes.append("Fewer than 2 images with a finite prediction and MOS: the correlations are "
+                 "undefined.")
+  for values, what in ((prediction[finite], "prediction"), (target[finite], "MOS")):
+    if values.size > 1 and np.ptp(values) == 0:
+      notes.append(f"Every {what} is {values[0]:.4g}: the correlations and the logistic fit are "
+                   "undefined.")
+  return "".join(f"<p class=undefined>{note}</p>" for note in notes)
+
+
 def _dataset_section(checkpoint: str, result: DatasetResult) -> str:
   heading = (f"<h2>{_text(result.dataset)} <span class=run-name>{_text(checkpoint)}</span></h2>"
              f"<p>{len(result.target)} images. {_cell(result.scores)}</p>")
   if "srcc" not in result.scores:  # a classifier: its accuracy is the whole story
     return f"<section>{heading}</section>"
-  plot = scatter.scatter_figure(result.prediction, result.target, result.dataset)
+  target = np.asarray(result.target, np.float64).reshape(-1)
+  prediction = np.asarray(result.prediction, np.float64).reshape(-1)
+  heading += _undefined_note(target, prediction)
+  finite = np.isfinite(target) & np.isfinite(prediction)
+  target, prediction = target[finite], prediction[finite]
+  if not target.size:
+    return f"<section>{heading}<p class=undefined>No plots: no image to draw.</p></section>"
+  plot = scatter.scatter_figure(prediction, target, result.dataset)
+  histogram = _error_histogram(result.dataset, target, prediction)
   plots = (f"<div class=plots>{_img(scatter.to_png(plot), 'image/png', 'prediction against MOS')}"
-           f"{_img(_error_histogram(result), 'image/png', 'distribution of errors')}</div>")
+           f"{_img(histogram, 'image/png', 'distribution of errors')}</div>")
   worst = ""
   if result.worst:
     cards = "".join(_worst_card(item) for item in result.worst)
@@ -223,16 +276,18 @@ def _dataset_section(checkpoint: str, result: DatasetResult) -> str:
   return f"<section>{heading}{plots}{worst}</section>"
 
 
-def _error_histogram(result: DatasetResult) -> bytes:
-  errors = np.asarray(result.target, np.float64) - mapped_predictions(result.target,
-                                                                      result.prediction)
+def _error_histogram(dataset: str, target: np.ndarray, prediction: np.ndarray) -> bytes:
+  """The errors of the (finite) predictions, mapped by the logistic fit where it converges."""
+  mapping = metrics.fit_logistic(prediction, target) if prediction.size >= 5 else None
+  errors = target - (prediction if mapping is None else mapping(prediction))
   fig = figure.Figure(figsize=(5.0, 4.2), dpi=scatter.DPI, layout="constrained")
   ax = fig.add_subplot()
   ax.hist(errors, bins=min(40, max(5, errors.size // 5)), color="tab:gray")
   ax.axvline(0.0, color="tab:red", linewidth=1)
-  ax.set_xlabel("MOS - prediction (on the MOS scale, after the logistic fit)")
+  ax.set_xlabel("MOS - prediction (on the MOS scale, after the logistic fit)" if mapping
+                else "MOS - prediction (raw: no logistic fit)")
   ax.set_ylabel("images")
-  ax.set_title(f"{result.dataset}: errors\nRMSE {np.sqrt(np.mean(errors ** 2)):.3g}, median "
+  ax.set_title(f"{dataset}: errors\nRMSE {np.sqrt(np.mean(errors ** 2)):.3g}, median "
                f"|error| {np.median(np.abs(errors)):.3g}", fontsize="medium")
   return scatter.to_png(fig)
 
@@ -243,8 +298,8 @@ def _worst_card(item: WorstImage) -> str:
   if item.rollout is not None and item.rollout.size:
     images += _img(_jpeg(_overlay(thumbnail, item.rollout)), "image/jpeg",
                    f"{item.name}: attention rollout")
-  return (f"<figure>{images}<figcaption>{_text(item.name)}<br>MOS {item.target:.3g} · "
-          f"predicted {item.prediction:.3g}</figcaption></figure>")
+  return (f"<figure>{images}<figcaption>{_text(item.name)}<br>MOS {_number(item.target, '.3g')} · "
+          f"predicted {_number(item.prediction, '.3g')}</figcaption></figure>")
 
 
 def _thumbnail(image: np.ndarray) -> Image.Image:
@@ -296,6 +351,7 @@ table.metrics th, table.metrics td { border: 1px solid #ccc; padding: 0.4em 0.7e
                                      vertical-align: top; text-align: right; }
 table.metrics th.run { text-align: left; font-weight: normal; font-family: monospace; }
 tr.mean { background: #f4f4f4; } .ci { color: #777; font-size: 0.85em; }
+.undefined { color: #8a5a00; }
 section { border-top: 1px solid #ddd; margin-top: 2em; }
 .run-name { font-size: 0.6em; color: #666; font-family: monospace; font-weight: normal; }
 .plots img { max-width: 49%; }

@@ -6,13 +6,13 @@ tables are all drawn by `markdown_table`.
 from __future__ import annotations
 
 import csv
-import json
 import os
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from mst.checkpoints import paths
+from mst.runtime import safe_output
 
 CI_SUFFIXES = ("_ci95_low", "_ci95_high")
 # The correlations the cross-dataset table and report.html show, and what they mean.
@@ -63,24 +63,28 @@ def aggregate_table(split: str, summary: Mapping[str, tuple[float, float]]) -> s
 def write_outputs(output_dir: str, scores: Mapping[str, float],
                   columns: Mapping[str, Sequence]) -> None:
   """`metrics.json` and `predictions.csv` (index, image, target, prediction) in `output_dir` (a
-  local folder or a URL such as gs://bucket/run/eval_test)."""
+  local folder or a URL such as gs://bucket/run/eval_test). Written through `safe_output`: an
+  undefined metric is null, a name a spreadsheet would run is neutralised, a non-UTF-8 one
+  escaped."""
   gfile = _gfile()
   gfile.makedirs(output_dir)
   with gfile.GFile(os.path.join(output_dir, "metrics.json"), "w") as f:
-    f.write(json.dumps(dict(scores), indent=2))
+    f.write(safe_output.json_dumps(dict(scores), indent=2))
   with gfile.GFile(os.path.join(output_dir, "predictions.csv"), "w") as f:
     writer = csv.writer(f)
     writer.writerow(["index", "image", "target", "prediction"])
     for index, row in enumerate(zip(columns["name"], columns["target"], columns["prediction"])):
-      writer.writerow([index, row[0], f"{row[1]:.6g}", f"{row[2]:.6g}"])
+      cells = [index, row[0], f"{row[1]:.6g}", f"{row[2]:.6g}"]
+      writer.writerow([safe_output.csv_cell(cell) for cell in cells])
 
 
 def write_runs_summary(output_dir: str, runs: Sequence[str], summary: Mapping) -> None:
-  """`runs_metrics.json` in `output_dir`: the runs and their metrics' mean and std."""
+  """`runs_metrics.json` in `output_dir`: the runs and their metrics' mean and std (null where
+  undefined: the std of one run)."""
   gfile = _gfile()
   gfile.makedirs(output_dir)
   with gfile.GFile(os.path.join(output_dir, "runs_metrics.json"), "w") as f:
-    f.write(json.dumps({"runs": list(runs), "mean_std": summary}, indent=2))
+    f.write(safe_output.json_dumps({"runs": list(runs), "mean_std": summary}, indent=2))
 
 
 def _gfile():

@@ -10,7 +10,6 @@ exactly the parameters of an uninterrupted one.
 
 import dataclasses
 import functools
-import json
 import math
 import os
 from typing import Any
@@ -35,6 +34,7 @@ from mst.evaluation import report
 from mst.models import musiq
 from mst.runtime import devices
 from mst.runtime import progress
+from mst.runtime import safe_output
 from mst.runtime import sharding
 from mst.training import collapse
 from mst.training import data as training_data
@@ -313,6 +313,6 @@ def _final_evaluation(run: run_lib.Run, data: training_data.TrainingData, model:
   out.writer.write_scalars(step, {f"{split}/{k}": v for k, v in results.items()})
   if jax.process_index() == 0:
     with tf.io.gfile.GFile(os.path.join(out.manager.workdir, f"{split}_metrics.json"), "w") as f:
-      json.dump(results, f, indent=2)
+      f.write(safe_output.json_dumps(results, indent=2))  # an undefined metric: null
     print(report.metrics_table(split, results), flush=True)
   return results
