@@ -11,11 +11,18 @@ file under `<prepared_dir>/<dataset>/<split>-<key>/`:
     mirror-symmetric in float32: up to 1.6e-2 apart for 1024x768 -> 224), so the flipped copy is
     made the way the decoding pipeline makes it, from the flipped image;
   - the tokens' `spatial_idx`, `scale_idx` (int32) and `mask` (uint8), which a flip leaves alone.
-Arrays are raw little-endian bytes, one after the other. `index.npz` holds every example's sizes
-and labels; `manifest.json`, written last, marks a complete folder. The key hashes what the stored
-arrays depend on (the tfds dataset and its folder, the split, P, G, l and the L_k), so every run,
-seed and ablation row that shares them reuses one folder, and a changed one gets its own. Files go
-through tf.io.gfile: gs:// works.
+Arrays are raw little-endian bytes, one after the other. `index.npz` holds every example's sizes,
+labels and file hash; `manifest.json`, written last, marks a complete folder and holds the hash of
+`index.npz`. The key hashes what the stored arrays depend on (the tfds dataset, its folder and its
+files' names, sizes and modification times, the split, P, G, l and the L_k), so every run, seed and
+ablation row that shares them reuses one folder, and a changed one, or a dataset rebuilt with
+`mst-datasets build X --overwrite`, gets its own. Files go through tf.io.gfile: gs:// works.
+
+Nothing read back is taken on trust: a file whose hash (FarmHash Fingerprint64, the one TF computes
+natively at 8 GB/s; checked the first time this process reads the file) or size is not the stored
+one, or whose positions are out of range, stops training with an error naming the file and the
+folder to delete. One process per machine prepares a folder (a lock file beside it); another that
+arrives meanwhile waits for it and reads the finished folder.
 
 At training time `pipeline.train_dataset` shuffles example indices exactly as it shuffles encoded
 examples (tf.data's shuffle order depends only on the seed, the buffer and the count), reads each
@@ -26,13 +33,17 @@ masks and labels exactly, pixels to float16 rounding (at most 2^-12 on the [-1, 
 a grey level).
 """
 
+import concurrent.futures
+import contextlib
 import dataclasses
 import hashlib
 import io
 import json
 import os
+import tempfile
 
 from absl import logging
+import filelock
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
@@ -42,8 +53,11 @@ from mst.data import multiscale
 from mst.data import pipeline
 from mst.data import preprocess
 
-FORMAT = 1  # bump when what a file holds changes: older folders are then not reused
+FORMAT = 2  # bump when what a file holds changes: older folders are then not reused
 MANIFEST, INDEX = "manifest.json", "index.npz"
+HASH = "file_hash"  # index.npz's every-file hashes, beside "size" and the labels
+_BUCKETS = 2 ** 63 - 1  # tf.strings.to_hash_bucket_fast of this many buckets: 63 bits of the hash
+WAIT_LOG_S = 60  # how often a process waiting for another one's preparation says so
 # Stored after the pixels, as int32, int32 and uint8: one flat table per example is read faster
 # than computed (it is a third of the work of the small images of AVA).
 POSITIONS = ("spatial_idx", "scale_idx", "mask")
@@ -52,14 +66,45 @@ Features = dict[str, tf.Tensor]
 
 def folder_of(builder: tfds.core.DatasetBuilder, split: str, pp: multiscale.MultiScaleConfig,
               root: str) -> str:
-  """Where the prepared split lives: one folder per (dataset, split, what the pixels depend on)."""
+  """Where the prepared split lives: one folder per (dataset and its files, split, what the pixels
+  depend on)."""
   key = {"format": FORMAT, "dataset": builder.info.full_name, "data_dir": str(builder.data_dir),
-         "split": split, "patch_size": pp.patch_size, "grid_size": pp.grid_size,
-         "native_tokens": pp.max_seq_len_from_original_res,
+         "dataset_files": dataset_files(builder), "split": split, "patch_size": pp.patch_size,
+         "grid_size": pp.grid_size, "native_tokens": pp.max_seq_len_from_original_res,
          "longer_side_lengths": list(pp.longer_side_lengths)}
   digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
   safe_split = "".join(c if c.isalnum() or c in "-_" else "_" for c in split)
   return os.path.join(root, builder.info.full_name.replace("/", "_"), f"{safe_split}-{digest}")
+
+
+def dataset_files(builder: tfds.core.DatasetBuilder) -> list[list]:
+  """[name, bytes, modification time in ns] of each file of the prepared tfds dataset: cheap (one
+  listing, one stat per file) and changed by a rebuild, which rewrites every file."""
+  data_dir = os.fspath(builder.data_dir)
+  names = sorted(name for name in tf.io.gfile.listdir(data_dir) if not name.endswith("/"))
+  with concurrent.futures.ThreadPoolExecutor(16) as pool:  # gs://: one request per file
+    stats = list(pool.map(lambda name: tf.io.gfile.stat(os.path.join(data_dir, name)), names))
+  return [[name, stat.length, stat.mtime_nsec] for name, stat in zip(names, stats)
+          if not stat.is_directory]
+
+
+def file_hash(data: bytes) -> int:
+  """The hash the read path checks (`PreparedSplit.features`), of a file's bytes."""
+  return int(tf.strings.to_hash_bucket_fast(data, _BUCKETS).numpy())
+
+
+class DamagedError(ValueError):
+  """A prepared folder that does not hold what it was prepared with."""
+
+
+def _damaged_message(folder: str) -> str:
+  # No quotes: TF's assertion messages (the read path's) escape them.
+  return (f": the prepared folder is damaged or was changed. Fix: delete the folder {folder} "
+          "and run again, which prepares it anew")
+
+
+def _damaged(path: str, problem: str, folder: str) -> DamagedError:
+  return DamagedError(f"{path} {problem}{_damaged_message(folder)}")
 
 
 def _native_rows(height: tf.Tensor, width: tf.Tensor, pp: multiscale.MultiScaleConfig
@@ -97,11 +142,19 @@ def _stored(example: Features, pp: multiscale.MultiScaleConfig) -> Features:
 @dataclasses.dataclass(frozen=True)
 class PreparedSplit:
   """A prepared split: its folder, the preprocessing it was made for, every example's (height,
-  width, stored native rows) and labels (as `pipeline.labels_of` gives them)."""
+  width, stored native rows), labels (as `pipeline.labels_of` gives them) and file hash."""
   folder: str
   pp: multiscale.MultiScaleConfig
   sizes: np.ndarray  # [n, 3] int32
   labels: dict[str, np.ndarray]
+  hashes: np.ndarray  # [n] int64, `file_hash` of each example's file
+  # Which files this process has read and checked against `hashes` (once each: see `_verified`).
+  _checked: tf.Variable = dataclasses.field(init=False, repr=False, compare=False)
+
+  def __post_init__(self):
+    with tf.device("/cpu:0"):  # where tf.data runs
+      checked = tf.Variable(tf.zeros([len(self.sizes)], tf.bool), trainable=False)
+    object.__setattr__(self, "_checked", checked)
 
   def host_part(self, builder: tfds.core.DatasetBuilder, split: str,
                 host: pipeline.Host) -> tf.data.Dataset:
@@ -114,10 +167,15 @@ class PreparedSplit:
                ) -> Features:
     """What the decoding pipeline makes of example `index` with the example seed `seed`, but
     with float16 `patches`: half the bytes to batch and to copy to the devices, which widen them
-    (mst.training.data)."""
-    data = tf.io.decode_raw(tf.io.read_file(_file(self.folder, index)), tf.uint8)
+    (mst.training.data). The file's bytes and positions are checked first (`_verified`,
+    `_check_length`, `_check_positions`)."""
+    path = _file(self.folder, index)
+    data = tf.io.decode_raw(self._verified(tf.io.read_file(path), index, path), tf.uint8)
     height, width, rows = tf.unstack(tf.gather(tf.constant(self.sizes), index))
     native_bytes = rows * width * 3
+    resized = [preprocess.resized_size(height, width, length)
+               for length in self.pp.longer_side_lengths]
+    data = self._check_length(data, native_bytes, resized, path)
     # The decoding pipeline's own flip of the native image; whether it flipped tells which
     # stored copy of each resized image is the one it would have made.
     native = tf.reshape(data[:native_bytes], [rows, width, 3])
@@ -125,8 +183,7 @@ class PreparedSplit:
                      tf.float16)
     flipped = augmentation.augment_image(tf.constant([[[0], [1]]]), augment, seed)[0, 0, 0] > 0
     p, blocks, offset = self.pp.patch_size, [], native_bytes
-    for length, m_k in zip(self.pp.longer_side_lengths, self.pp.scaled_lengths):
-      rh, rw = preprocess.resized_size(height, width, length)
+    for (rh, rw), m_k in zip(resized, self.pp.scaled_lengths):
       size = rh * rw * 3 * 2
       start = offset + tf.where(flipped, size, 0)
       pixels = tf.bitcast(tf.reshape(data[start:start + size], [-1, 2]), tf.float16)
@@ -139,10 +196,72 @@ class PreparedSplit:
     tokens = {"patches": tf.ensure_shape(tf.concat(blocks, 0), [total, p * p * 3])}
     for key, width_in_bytes in zip(POSITIONS, (4, 4, 1)):
       values = tf.reshape(data[offset:offset + total * width_in_bytes], [total, width_in_bytes])
-      tokens[key] = tf.bitcast(values, tf.int32) if width_in_bytes == 4 else values[:, 0] > 0
+      tokens[key] = tf.bitcast(values, tf.int32) if width_in_bytes == 4 else values[:, 0]
       offset += total * width_in_bytes
+    tokens = self._check_positions(tokens, [tf.shape(real)[0] for real in blocks[::2]], path)
     return {**tokens, **{key: tf.gather(tf.constant(value), index)
                          for key, value in self.labels.items()}}
+
+  def _verified(self, raw: tf.Tensor, index: tf.Tensor, path: tf.Tensor) -> tf.Tensor:
+    """`raw`, the bytes of example `index`'s file, once their hash is the stored one: checked the
+    first time this process reads the file (0.4 ms for 3.4 MB), not on every epoch."""
+    def check():
+      same = tf.equal(tf.strings.to_hash_bucket_fast(raw, _BUCKETS),
+                      tf.gather(tf.constant(self.hashes), index))
+      same = self._require(same, path, f"does not hold the bytes it was prepared with (its hash "
+                           f"is not the one in {INDEX}: truncated or changed)")
+      with tf.control_dependencies([same]):
+        done = self._checked.scatter_update(tf.IndexedSlices(tf.constant([True]),
+                                                             tf.reshape(index, [1])))
+      with tf.control_dependencies([done]):
+        return tf.identity(same)
+    checked = tf.cond(tf.gather(self._checked, index), lambda: tf.constant(True), check)
+    with tf.control_dependencies([checked]):
+      return tf.identity(raw)
+
+  def _check_length(self, data: tf.Tensor, native_bytes: tf.Tensor,
+                    resized: list[tuple[tf.Tensor, tf.Tensor]], path: tf.Tensor) -> tf.Tensor:
+    """`data`, once its length is what the example's sizes say (each read: a file damaged after
+    its first read is still not cut into patches)."""
+    total = sum(self.pp.scaled_lengths) + self.pp.max_seq_len_from_original_res
+    expected = native_bytes + sum(rh * rw * 3 * 2 * 2 for rh, rw in resized) + total * (4 + 4 + 1)
+    ok = self._require(tf.equal(tf.size(data), expected), path,
+                       f"is not as long as its sizes in {INDEX} say")
+    with tf.control_dependencies([ok]):
+      return tf.identity(data)
+
+  def _check_positions(self, tokens: Features, real: list[tf.Tensor], path: tf.Tensor
+                       ) -> Features:
+    """`tokens` with a boolean mask, once their positions are sane: `spatial_idx` in [0, G*G),
+    and `mask` 1 and `scale_idx` k on exactly the `real[k]` real patches of each scale k (0 on
+    the padding). A few comparisons of l + sum(m_k) numbers: checked on every read."""
+    lengths = list(self.pp.scaled_lengths) + (
+        [self.pp.max_seq_len_from_original_res] if self.pp.max_seq_len_from_original_res else [])
+    scale_of = tf.constant(np.repeat(np.arange(len(lengths), dtype=np.int32), lengths))
+    within = tf.constant(np.concatenate([np.arange(n, dtype=np.int32) for n in lengths]))
+    is_real = within < tf.gather(tf.stack(real), scale_of)
+    g2 = self.pp.grid_size ** 2
+    spatial, scale, mask = (tokens[key] for key in POSITIONS)
+    checks = [
+        (tf.reduce_all((spatial >= 0) & (spatial < g2)),
+         f"has a spatial_idx outside [0, G*G = {g2})"),
+        (tf.reduce_all(tf.equal(scale, tf.where(is_real, scale_of, 0))),
+         f"has a scale_idx other than the scale of its token (0 to {len(lengths) - 1}, 0 on "
+         "padding)"),
+        (tf.reduce_all(tf.equal(mask, tf.cast(is_real, tf.uint8))),
+         "has a mask that is not 1 on exactly its real patches")]
+    with tf.control_dependencies([self._require(ok, path, problem) for ok, problem in checks]):
+      return {**tokens, "spatial_idx": tf.identity(spatial), "scale_idx": tf.identity(scale),
+              "mask": tf.equal(mask, 1)}
+
+  def _require(self, ok: tf.Tensor, path: tf.Tensor, problem: str) -> tf.Tensor:
+    """`ok`, after an error naming the file, the problem and the folder to delete when it is
+    false (the message is built only then)."""
+    def fail():
+      message = tf.strings.join([path, f" {problem}{_damaged_message(self.folder)}"])
+      with tf.control_dependencies([tf.debugging.Assert(False, [message])]):
+        return tf.identity(ok)
+    return tf.cond(ok, lambda: ok, fail)
 
 
 def _file(folder: str, index) -> tf.Tensor:
@@ -186,8 +305,10 @@ def prepare(builder: tfds.core.DatasetBuilder, split: str, pp: multiscale.MultiS
             root: str) -> PreparedSplit:
   """The prepared `split` under `root`, made now unless a complete folder for it exists.
 
-  Processes preparing the same folder at once write identical files (each file is written to a
-  temporary name and renamed), so the folder ends complete either way.
+  One process per machine prepares a folder (`_one_at_a_time`); one that arrives meanwhile waits
+  and reads the finished folder. Processes on other hosts that find no manifest prepare it too:
+  they write identical files (each to a temporary name, then renamed), so the folder ends complete
+  either way.
   """
   if pp.max_seq_len_from_original_res < 0:
     raise ValueError("a prepared split is for training at a fixed native length: set "
@@ -196,49 +317,133 @@ def prepare(builder: tfds.core.DatasetBuilder, split: str, pp: multiscale.MultiS
   folder = folder_of(builder, split, pp, os.path.expanduser(root))
   if tf.io.gfile.exists(os.path.join(folder, MANIFEST)):
     logging.info("Reading the prepared %s split from %s", split, folder)
-  else:
-    logging.info("Preparing the %s split of %s in %s, once for every run with this "
-                 "preprocessing", split, builder.info.full_name, folder)
-    _write(builder, split, pp, folder)
+    return load(folder, pp)
+  with _one_at_a_time(folder):
+    if tf.io.gfile.exists(os.path.join(folder, MANIFEST)):
+      logging.info("Reading the %s split another process prepared meanwhile in %s", split, folder)
+    else:
+      logging.info("Preparing the %s split of %s in %s, once for every run with this "
+                   "preprocessing", split, builder.info.full_name, folder)
+      _write(builder, split, pp, folder)
   return load(folder, pp)
 
 
+def lock_path(folder: str) -> str:
+  """The lock file of a folder's preparation: beside a local folder; in this machine's temporary
+  folder for a gs:// one (locks are local files)."""
+  if "://" in folder:
+    digest = hashlib.sha256(folder.encode()).hexdigest()[:16]
+    return os.path.join(tempfile.gettempdir(), f"mst-prepared-{digest}.lock")
+  return folder.rstrip("/") + ".lock"
+
+
+@contextlib.contextmanager
+def _one_at_a_time(folder: str):
+  """Holds `folder`'s lock; while another process holds it, waits and says so every minute."""
+  path = lock_path(folder)
+  if "://" not in folder:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+  lock = filelock.FileLock(path)
+  try:
+    lock.acquire(timeout=0)
+  except filelock.Timeout:
+    logging.info("Another process on this machine is preparing %s (it holds %s); waiting for it "
+                 "to finish, then reading its folder", folder, path)
+    while True:
+      try:
+        lock.acquire(timeout=WAIT_LOG_S)
+        break
+      except filelock.Timeout:
+        logging.info("Still waiting for the process that prepares %s (lock %s)", folder, path)
+  try:
+    yield
+  finally:
+    lock.release()
+
+
 def load(folder: str, pp: multiscale.MultiScaleConfig) -> PreparedSplit:
-  """The prepared split in `folder` (made for `pp`): its sizes and labels; pixels stay on disk."""
-  with tf.io.gfile.GFile(os.path.join(folder, INDEX), "rb") as f:
-    index = dict(np.load(io.BytesIO(f.read())))
-  sizes = index.pop("size")
-  return PreparedSplit(folder, pp, sizes, index)
+  """The prepared split in `folder` (made for `pp`): its sizes, labels and file hashes, checked
+  against the manifest; pixels stay on disk, checked when read (`PreparedSplit.features`)."""
+  manifest = _manifest(folder, pp)
+  path = os.path.join(folder, INDEX)
+  with tf.io.gfile.GFile(path, "rb") as f:
+    data = f.read()
+  if file_hash(data) != manifest.get("index_hash"):
+    raise _damaged(path, f"does not hold the bytes it was prepared with (its hash is not the one "
+                   f"in {MANIFEST}: truncated or changed)", folder)
+  index = dict(np.load(io.BytesIO(data)))
+  if "size" not in index or HASH not in index:
+    raise _damaged(path, f"has no size or {HASH} arrays", folder)
+  sizes, hashes = index.pop("size"), index.pop(HASH)
+  _check_index(path, folder, manifest["examples"], sizes, hashes, index)
+  return PreparedSplit(folder, pp, sizes, index, hashes)
+
+
+def _manifest(folder: str, pp: multiscale.MultiScaleConfig) -> dict:
+  """`folder`'s manifest, once it says the folder is complete and made for `pp`."""
+  path = os.path.join(folder, MANIFEST)
+  try:
+    with tf.io.gfile.GFile(path, "rb") as f:
+      manifest = json.loads(f.read())
+  except (ValueError, UnicodeDecodeError) as e:
+    raise _damaged(path, f"is not JSON ({e})", folder) from None
+  if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+    raise _damaged(path, f"is not a format-{FORMAT} manifest", folder)
+  wanted = json.loads(json.dumps(dataclasses.asdict(pp)))
+  if manifest.get("preprocess") != wanted:
+    raise _damaged(path, f"says the folder was prepared for {manifest.get('preprocess')}, not "
+                   f"{wanted}", folder)
+  if not isinstance(manifest.get("examples"), int):
+    raise _damaged(path, "has no number of examples", folder)
+  return manifest
+
+
+def _check_index(path: str, folder: str, count: int, sizes: np.ndarray, hashes: np.ndarray,
+                 labels: dict[str, np.ndarray]) -> None:
+  """Every example's sizes, hash and labels are there, and its sizes are an image's."""
+  if sizes.shape != (count, 3) or hashes.shape != (count,) or any(
+      len(value) != count for value in labels.values()):
+    raise _damaged(path, f"does not hold sizes, hashes and labels for the manifest's {count} "
+                   "examples", folder)
+  height, width, rows = sizes.T
+  if count and not ((height > 0).all() and (width > 0).all() and (rows >= 0).all()
+                    and (rows <= height).all()):
+    raise _damaged(path, "has a size that is not an image's (height, width > 0 and "
+                   "0 <= rows <= height)", folder)
 
 
 def _write(builder: tfds.core.DatasetBuilder, split: str, pp: multiscale.MultiScaleConfig,
            folder: str) -> None:
   """Decodes and resizes every example of `split` (in parallel, in split order) and writes one
-  file per example, then the index and, last, the manifest."""
+  file per example, then the index (with each file's hash) and, last, the manifest (with the
+  index's hash)."""
   tf.io.gfile.makedirs(folder)
   options = tf.data.Options()
   options.deterministic = True
   examples = pipeline.read_split(builder, split, pipeline.Host()).map(
       lambda e: _stored(e, pp), num_parallel_calls=tf.data.AUTOTUNE).with_options(options)
-  sizes, labels = [], {}
+  sizes, hashes, labels = [], [], {}
   for index, example in enumerate(examples.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()):
     arrays = [example["native"]]
     for k in range(len(pp.longer_side_lengths)):
       arrays += [example[f"scale_{k}"], example[f"mirrored_{k}"]]
     arrays += [example[key] for key in POSITIONS]
-    path = _file(folder, index).numpy().decode()
-    _write_atomically(path, b"".join(np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<"))
-                                     .tobytes() for a in arrays))
+    data = b"".join(np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<")).tobytes()
+                    for a in arrays)
+    _write_atomically(_file(folder, index).numpy().decode(), data)
     sizes.append(example["size"])
+    hashes.append(file_hash(data))
     for key in pipeline.LABELS:
       if key in example:
         labels.setdefault(key, []).append(example[key])
   buffer = io.BytesIO()
   np.savez(buffer, size=np.array(sizes, np.int32).reshape(-1, 3),
+           **{HASH: np.array(hashes, np.int64)},
            **{key: np.stack(value) for key, value in labels.items()})
   _write_atomically(os.path.join(folder, INDEX), buffer.getvalue())
   manifest = {"format": FORMAT, "dataset": builder.info.full_name, "split": split,
-              "examples": len(sizes), "preprocess": dataclasses.asdict(pp)}
+              "examples": len(sizes), "preprocess": dataclasses.asdict(pp),
+              "dataset_files": dataset_files(builder), "index_hash": file_hash(buffer.getvalue())}
   _write_atomically(os.path.join(folder, MANIFEST), json.dumps(manifest, indent=1).encode())
 
 
