@@ -193,3 +193,15 @@ def test_mst_predict_gives_every_file_a_row_in_bounded_memory(tmp_path, small_np
   assert "megapixels" in rows["bomb.jpg"]["error"] and "megapixels" in rows["bomb.png"]["error"]
   # The bombs would take 1.2 and 2.7 GB decoded; the run stays within 0.5 GB of a clean one.
   assert peak - clean_peak < 512 * 1024, (peak, clean_peak)
+
+
+def test_dataset_builders_skip_a_bomb_from_its_header(bombs, monkeypatch):
+  from mst.data.datasets import common  # pylint: disable=g-import-not-at-top
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  def decode_image(*_, **__):
+    raise AssertionError("pixels were decoded")
+  monkeypatch.setattr(tf.io, "decode_image", decode_image)
+  for bomb, size in zip(bombs, ("20000x20000 is 400", "30000x30000 is 900")):
+    image, reason = common.decode(bomb.read_bytes())
+    assert image is None
+    assert reason.startswith(f"too large: {size} megapixels, over the 89.5"), reason

@@ -119,7 +119,7 @@ def _kind(mode: int) -> str:
 def header_size(data: bytes, name: str) -> tuple[int, int]:
   """(height, width) from the header of an encoded image, decoding no pixels; ImageError naming
   `name` where no JPEG, PNG, BMP, GIF or WebP header can be read."""
-  if data.startswith(_PNG_MAGIC) and data[12:16] == b"IHDR":  # always the first chunk
+  if data.startswith(_PNG_MAGIC) and data[12:16] == b"IHDR" and len(data) >= 24:  # first chunk
     width, height = struct.unpack(">II", data[16:24])
     return height, width
   if data.startswith(_JPEG_MAGIC):

@@ -82,23 +82,45 @@ Missing and corrupt images (there are some, e.g. ids 440774, 179118, 371434, 277
     return common.FolderSource(images), splits
 
 
+# The columns of AVA.txt, as error messages name them, and the largest value each may hold (stored
+# as int32, the image id as int64).
+COLUMNS = (("index", 2**63 - 1), ("image id", 2**63 - 1),
+           *((f"votes for score {i}", common.INT32_MAX) for i in range(1, BINS + 1)),
+           ("semantic tag 1", common.INT32_MAX), ("semantic tag 2", common.INT32_MAX),
+           ("challenge id", common.INT32_MAX))
+
+
 def read_labels(path: str) -> list[tuple[str, dict]]:
-  """(file name `<id>.jpg`, label features) per line of AVA.txt."""
+  """(file name `<id>.jpg`, label features) per line of AVA.txt; a LabelFileError naming the file,
+  the line, the column and the value for a field that is not a whole number in its column's
+  range (NaN, inf, 1e39 and 3.5 votes among them) and for a line whose votes sum past int32."""
   out = []
-  with open(path) as f:
-    for line_number, line in enumerate(f, start=1):
-      fields = line.split()
-      if not fields:
-        continue
-      if len(fields) != NUM_COLUMNS:
-        raise ValueError(f"{path}:{line_number}: expected {NUM_COLUMNS} columns, got "
-                         f"{len(fields)}")
-      try:
-        values = [int(v) for v in fields]
-      except ValueError:
-        raise ValueError(f"{path}:{line_number}: non-integer column in {line.strip()!r}") from None
-      out.append((f"{values[1]}.jpg", _labels(values)))
+  for line_number, line in enumerate(common.read_text(path).splitlines(), start=1):
+    fields = line.split()
+    if not fields:
+      continue
+    if len(fields) != NUM_COLUMNS:
+      raise common.LabelFileError.at(path, line_number, f"expected {NUM_COLUMNS} columns, got "
+                                                        f"{len(fields)}")
+    values = _whole_numbers(fields, path, line_number)
+    if sum(values[2:2 + BINS]) > common.INT32_MAX:
+      raise common.LabelFileError.at(path, line_number, f"the votes sum to "
+                                     f"{sum(values[2:2 + BINS])}, over {common.INT32_MAX}")
+    out.append((f"{values[1]}.jpg", _labels(values)))
   return out
+
+
+def _whole_numbers(fields: list[str], path: str, line: int) -> list[int]:
+  """The fields of a line as ints in their columns' ranges, or an error naming the first bad one
+  (a fast path for the ~255k good lines, then `common.whole_label` for the message)."""
+  try:
+    values = [int(field) for field in fields]
+    if all(0 <= value <= high for value, (_, high) in zip(values, COLUMNS)):
+      return values
+  except ValueError:
+    pass
+  return [common.whole_label(field, path, line, column, high)
+          for field, (column, high) in zip(fields, COLUMNS)]
 
 
 def _labels(values: list[int]) -> dict:
@@ -117,6 +139,10 @@ def _labels(values: list[int]) -> dict:
 
 
 def read_test_ids(path: str) -> set[int]:
-  """The image ids of the official test list, one per line."""
-  with open(path) as f:
-    return {int(line.split()[0].removesuffix(".jpg")) for line in f if line.strip()}
+  """The image ids of the official test list, one per line (`<id>` or `<id>.jpg`)."""
+  ids = set()
+  for number, line in enumerate(common.read_text(path).splitlines(), start=1):
+    if line.strip():
+      field = line.split()[0].removesuffix(".jpg")
+      ids.add(common.whole_label(field, path, number, "image id", 2**63 - 1))
+  return ids

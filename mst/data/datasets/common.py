@@ -3,23 +3,33 @@ skip list, seeded splits and label-file readers.
 
 Every builder stores each image's encoded bytes exactly as shipped (decoding to 3 channels happens
 in the input pipeline), the file name, `mos` on the dataset's own scale and the dataset's other
-labels. An image that is missing or that TensorFlow cannot decode is skipped, never a crash or a
-silent drop: it is counted in the log and in `info.metadata['skipped']`, and listed with its reason
-in `skipped_images.txt` beside the prepared dataset (`<data_dir>/<name>[/<config>]/<version>/`).
+labels. An image that is missing, refused (over MAX_FILE_BYTES, not a regular file, a corrupt zip
+member) or that TensorFlow cannot decode is skipped, never a crash or a silent drop: it is counted
+in the log and in `info.metadata['skipped']`, and listed with its reason in `skipped_images.txt`
+beside the prepared dataset (`<data_dir>/<name>[/<config>]/<version>/`).
 
 The decodability check is a full `tf.io.decode_image(channels=3)`, the decoder the input pipeline
 uses: a header check (PIL `Image.verify()`, ~100x cheaper) misses truncated JPEGs, which then fail
 mid-training. A full decode costs ~3-6 ms for a 1024x768 JPEG and ~60-100 ms for SPAQ's 4000x3000
 ones, i.e. ~10-25 CPU-minutes for AVA's ~255k images or SPAQ's 11k, paid once when preparing and
 spread over a thread pool (TF's decoder releases the GIL).
+
+Hostile input costs nothing: no file or zip member over MAX_FILE_BYTES is read (an image is skipped
+and listed, a label file refused), a member cannot inflate past what its header declares, and a
+label that is not a finite float32 (NaN, inf, 1e39), a label file that is not UTF-8 text or holds
+a NUL byte, and a CSV field over the csv module's limit are errors naming the file and the line
+(`LabelFileError`, a ValueError: mst-datasets and mst-train exit 2).
 """
 
 import concurrent.futures
 import csv
 import dataclasses
 import io
+import math
 import os
+import stat
 import zipfile
+import zlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -28,11 +38,82 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from mst.data import image_io
 from mst.runtime import progress
 
 SKIPPED_FILE = "skipped_images.txt"
 CHECK_THREADS = min(16, os.cpu_count() or 1)
 SPLITS = ("train", "validation", "test")
+# The most bytes the builders read from one file or zip member, images and label files alike:
+# 256 MiB, ~20x the largest image of the supported sets (SPAQ's 4000x3000 JPEGs, a few MB each) and
+# ~20x the largest label file (AVA.txt, ~15 MB). A file or member whose size (for a zip member: its
+# header's `file_size`) is over it is not read: an image is skipped and listed in
+# skipped_images.txt, a label file refused. So a zip bomb (300 MB of zeros deflates to ~300 KB)
+# costs nothing, however many of them an archive holds.
+MAX_FILE_BYTES = 256 << 20
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # labels are stored as float32: ~3.4e38
+INT32_MAX = int(np.iinfo(np.int32).max)  # vote counts and levels are stored as int32
+MAX_PROBLEMS = 50  # bad rows listed in one error; the count says how many more
+
+
+class LabelFileError(ValueError):
+  """A label file mst cannot use. The message names the file and the line (or sheet row, or .mat
+  entry) of each problem as `file:line: what` (the first MAX_PROBLEMS of them, then how many more),
+  so one pass fixes them all; `problems` holds the (line, what) pairs. mst-train and mst-eval exit
+  2 on it (they catch it as `custom.LabelFileError`, this class)."""
+
+  def __init__(self, message: str, problems: Sequence[tuple[Any, str]] = ()):
+    super().__init__(message)
+    self.problems = list(problems)
+
+  @classmethod
+  def at(cls, path: str, line: Any, what: str) -> "LabelFileError":
+    """The error of one problem at `path:line`."""
+    return cls(f"{path}:{line}: {what}", [(line, what)])
+
+  @classmethod
+  def of_rows(cls, title: str, path: str, problems: list[tuple[Any, str]]) -> "LabelFileError":
+    """The error listing each of `problems` under the first line `title`."""
+    lines = [f"{path}:{line}: {what}" for line, what in problems[:MAX_PROBLEMS]]
+    if len(problems) > MAX_PROBLEMS:
+      lines.append(f"... and {len(problems) - MAX_PROBLEMS} more problem(s)")
+    return cls(title + "\n" + "\n".join(lines), problems)
+
+
+class UnreadableFile(ValueError):
+  """A file or zip member that is not read, or not used, for safety or because it is corrupt: too
+  large, not a regular file, a member that fails to inflate. `reason` says why (what the skip list
+  records); the message also says where."""
+
+  def __init__(self, location: str, reason: str):
+    super().__init__(f"{location}: {reason}")
+    self.reason = reason
+
+
+def _check_size(location: str, size: int, whose: str) -> None:
+  """UnreadableFile unless `size` (bytes, as `whose` gives it) is within MAX_FILE_BYTES."""
+  if size > MAX_FILE_BYTES:
+    raise UnreadableFile(location, f"too large: {whose} {size} bytes, over the {MAX_FILE_BYTES}-"
+                                   "byte limit (common.MAX_FILE_BYTES); not read")
+
+
+def read_file(path: str) -> bytes:
+  """The bytes of the regular file `path`. A FIFO, device or socket (which could block or never
+  end) and a file over MAX_FILE_BYTES are refused with UnreadableFile, unread."""
+  fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO's open would block
+  try:
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+      raise UnreadableFile(path, "not a regular file (a folder, FIFO, device or socket); not read")
+    _check_size(path, info.st_size, "the file has")
+  except BaseException:
+    os.close(fd)
+    raise
+  with os.fdopen(fd, "rb") as f:
+    data = f.read(info.st_size + 1)
+  if len(data) > info.st_size:
+    raise UnreadableFile(path, "the file grew while being read; not used")
+  return data
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,8 +145,7 @@ class FolderSource:
     full = os.path.join(self.root, path)
     if self.ignore_case and not os.path.exists(full):
       full = self._match_case(path) or full
-    with open(full, "rb") as f:
-      return f.read()
+    return read_file(full)
 
   def _match_case(self, path: str) -> str | None:
     current = self.root
@@ -85,18 +165,21 @@ class FolderSource:
 class ZipSource:
   """Reads files from a zip archive. Without `root`, by base name, wherever the archive puts them
   (KonIQ ships `1024x768/<name>` inside `koniq10k_1024x768.zip`); with it, by the path below the
-  archive's folder `root` (e.g. `kadid10k/`). `ignore_case` matches names case-insensitively."""
+  archive's folder `root` (e.g. `kadid10k/`). `ignore_case` matches names case-insensitively.
+
+  A member whose header declares over MAX_FILE_BYTES is refused unread, and a member is read asking
+  for its declared size plus one byte: zipfile inflates at most what is asked for and stops at the
+  declared size, so a member whose header understates its data (a bomb posing as a small image)
+  costs no more memory than its claim; it then fails its CRC check and is refused as corrupt.
+  """
 
   def __init__(self, zip_path: str, root: str | None = None, ignore_case: bool = False):
     self.zip_path, self._root, self._ignore_case = zip_path, root, ignore_case
-    try:
-      self._zip = zipfile.ZipFile(zip_path)  # Reads are thread-safe: members share a locked file.
-    except zipfile.BadZipFile as e:
-      raise ValueError(f"{zip_path}: not a readable zip archive ({e})") from None
-    self._members = {}
+    self._zip = open_zip(zip_path)  # Reads are thread-safe: members share a locked file.
+    self._members: dict[str, zipfile.ZipInfo] = {}
     for info in self._zip.infolist():
       if not info.is_dir() and (root is None or info.filename.startswith(root)):
-        self._members.setdefault(self._key(info.filename[len(root or ""):]), info.filename)
+        self._members.setdefault(self._key(info.filename[len(root or ""):]), info)
 
   def _key(self, path: str) -> str:
     key = os.path.basename(path) if self._root is None else path
@@ -104,13 +187,32 @@ class ZipSource:
 
   def location(self, path: str) -> str:
     """Where `path` is, for messages: `<zip>:<member>`."""
-    return f"{self.zip_path}:{self._members.get(self._key(path), (self._root or '') + path)}"
+    info = self._members.get(self._key(path))
+    return f"{self.zip_path}:{info.filename if info else (self._root or '') + path}"
 
   def read(self, path: str) -> bytes:
-    member = self._members.get(self._key(path))
-    if member is None:
+    info = self._members.get(self._key(path))
+    if info is None:
       raise FileNotFoundError(path)
-    return self._zip.read(member)
+    where = f"{self.zip_path}:{info.filename}"
+    _check_size(where, info.file_size, "the zip header says")
+    try:
+      with self._zip.open(info) as f:
+        data = f.read(info.file_size + 1)  # never more than MAX_FILE_BYTES + 1
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as e:
+      raise UnreadableFile(where, f"corrupt zip member ({e})") from None
+    if len(data) != info.file_size:
+      raise UnreadableFile(where, f"corrupt zip member (inflates to {len(data)} bytes, not the "
+                                  f"header's {info.file_size})")
+    return data
+
+
+def open_zip(path: str) -> zipfile.ZipFile:
+  """The zip archive at `path` opened for reading, or an error naming it."""
+  try:
+    return zipfile.ZipFile(path)
+  except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, OSError) as e:
+    raise ValueError(f"{path}: not a readable zip archive ({e})") from None
 
 
 def decode(data: bytes) -> tuple[tf.Tensor | None, str | None]:
@@ -118,6 +220,15 @@ def decode(data: bytes) -> tuple[tf.Tensor | None, str | None]:
   (None, why it cannot be decoded)."""
   if not data:
     return None, "empty file"
+  # The size from the header first: a decompression bomb is refused, never decoded.
+  try:
+    height, width = image_io.header_size(data, "image")
+  except image_io.ImageError:
+    return None, "undecodable: no JPEG, PNG, BMP, GIF or WebP header"
+  if height * width > image_io.MAX_PIXELS:
+    return None, (f"too large: {width}x{height} is {height * width / 1e6:.0f} megapixels, over "
+                  f"the {image_io.MAX_PIXELS / 1e6:.1f} any image may have (image_io.MAX_PIXELS); "
+                  "not decoded")
   try:
     image = tf.io.decode_image(data, channels=3, expand_animations=False)
   except (tf.errors.InvalidArgumentError, tf.errors.UnknownError) as e:
@@ -177,40 +288,152 @@ def seeded_split(names: Sequence[str], fractions: Sequence[tuple[str, float]],
   return out
 
 
-def read_csv(path: str, required: Sequence[str], text: str | None = None) -> list[dict[str, str]]:
+def read_text(path: str, data: bytes | None = None) -> str:
+  """The text of the label file `path` (read from disk unless its bytes `data` are given, as for a
+  zip member): UTF-8, a BOM dropped. LabelFileError naming the file and the line for bytes that
+  are not UTF-8 and for a NUL byte (a binary file, or a spreadsheet saved under a text name), and
+  for a file over MAX_FILE_BYTES or not a regular file."""
+  if data is None:
+    try:
+      data = read_file(path)
+    except UnreadableFile as e:
+      raise LabelFileError(str(e)) from None
+  try:
+    text = data.decode("utf-8-sig")
+  except UnicodeDecodeError as e:
+    line = e.object.count(b"\n", 0, e.start) + 1
+    raise LabelFileError.at(path, line, f"not UTF-8 text (byte {e.object[e.start:e.start + 1]!r}"
+                                        "); save the file as UTF-8") from None
+  nul = text.find("\0")
+  if nul >= 0:
+    raise LabelFileError.at(path, text.count("\n", 0, nul) + 1,
+                            "a NUL byte: not a text file (a binary or spreadsheet file?)")
+  return text
+
+
+def _csv_records(reader: csv.DictReader, path: str) -> Iterator[dict]:
+  """The records of `reader`; a CSV error (a field over the csv module's size limit, typically
+  from an unbalanced quote) names the file and the lines of the record."""
+  lines = reader.reader  # DictReader.line_num is only updated after a record is read
+  while True:
+    start = lines.line_num + 1
+    try:
+      yield next(reader)
+    except StopIteration:
+      return
+    except csv.Error as e:
+      span = f"line {start}" + (f" to {lines.line_num}" if lines.line_num > start else "")
+      raise LabelFileError.at(path, start, f"not readable as CSV ({e}; the record spans {span}; "
+                                           "an unbalanced quote?)") from None
+
+
+def read_csv(path: str, required: Sequence[str], data: bytes | None = None) -> list[dict[str, str]]:
   """Rows of a CSV file with a header (BOM and surrounding spaces tolerated), each row carrying its
-  1-based file line as `_line`; fails naming the file (and line 1) if it is empty or a required
-  column is absent. `text` is the file's content when it is not on disk (a zip member): `path`
-  then only names it."""
-  opened = open(path, newline="", encoding="utf-8-sig") if text is None else io.StringIO(
-      text.removeprefix("\ufeff"), newline="")
-  with opened as f:
-    reader = csv.DictReader(f, skipinitialspace=True)
-    if reader.fieldnames is None:
-      raise ValueError(f"{path}:1: the file is empty; its first line must be a header naming "
-                       f"the columns {list(required)}")
-    header = [h.strip() for h in reader.fieldnames]
-    missing = [c for c in required if c not in header]
-    if missing:
-      raise ValueError(f"{path}:1: missing column(s) {missing}; the header is {header} (the "
-                       f"first line must name the columns {list(required)})")
-    rows = []
-    for row in reader:
-      clean = {(k or "").strip(): (v or "").strip() for k, v in row.items()
-               if isinstance(v, str) or v is None}
-      if any(clean.values()):
-        clean["_line"] = str(reader.line_num)
-        rows.append(clean)
+  1-based file line as `_line`; LabelFileError naming the file and the line if it is empty, a
+  required column is absent, or it is not text `read_text` accepts or CSV the csv module reads.
+  `data` is the file's bytes when it is not on disk (a zip member): `path` then only names it."""
+  reader = csv.DictReader(io.StringIO(read_text(path, data), newline=""), skipinitialspace=True)
+  records = _csv_records(reader, path)
+  try:
+    fieldnames = reader.fieldnames
+  except csv.Error as e:
+    raise LabelFileError.at(path, 1, f"not readable as CSV ({e})") from None
+  if fieldnames is None:
+    raise LabelFileError.at(path, 1, "the file is empty; its first line must be a header naming "
+                                     f"the columns {list(required)}")
+  header = [h.strip() for h in fieldnames]
+  missing = [c for c in required if c not in header]
+  if missing:
+    raise LabelFileError.at(path, 1, f"missing column(s) {missing}; the header is {header} (the "
+                                     f"first line must name the columns {list(required)})")
+  rows = []
+  for row in records:
+    clean = {(k or "").strip(): (v or "").strip() for k, v in row.items()
+             if isinstance(v, str) or v is None}
+    if any(clean.values()):
+      clean["_line"] = str(reader.line_num)
+      rows.append(clean)
   return rows
 
 
-def to_float(row: dict[str, str], column: str, path: str) -> float:
-  """The float in `row[column]`, or an error naming the file, line and column."""
+def load_workbook(path: str, data: bytes | None = None):
+  """The .xlsx workbook `path` (its bytes `data` when it is not on disk) opened with openpyxl,
+  read-only, cell values only. LabelFileError naming the file when it is not a readable workbook,
+  or when a part of it declares over MAX_FILE_BYTES: an .xlsx is a zip, whose sheet could be a
+  bomb; zipfile stops each part at its declared size."""
+  import openpyxl  # pylint: disable=g-import-not-at-top  # only the .xlsx sets need it
+  if data is None:
+    try:
+      data = read_file(path)
+    except UnreadableFile as e:
+      raise LabelFileError(str(e)) from None
   try:
-    return float(row[column])
-  except (KeyError, ValueError, TypeError):
-    raise ValueError(f"{path}:{row.get('_line', '?')}: column {column!r} is not a number: "
-                     f"{row.get(column)!r}") from None
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+      large = [info for info in z.infolist() if info.file_size > MAX_FILE_BYTES]
+    if large:
+      raise LabelFileError(f"{path}: part {large[0].filename} declares {large[0].file_size} "
+                           f"bytes, over the {MAX_FILE_BYTES}-byte limit; not read")
+    return openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
+  except LabelFileError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except  # openpyxl and zipfile raise many kinds
+    raise LabelFileError(f"{path}: not a readable .xlsx workbook ({type(e).__name__}: "
+                         f"{e})") from None
+
+
+# No official release of the supported sets is known to hold a NaN, infinite or float32-overflowing
+# label, so every builder treats one as an error in the label file, never as a row to skip.
+def label_problem(value: Any) -> tuple[float, str | None]:
+  """(`value`, a string or a cell, as a float; None) or (NaN, what is wrong with it as a label):
+  not a number, NaN or infinite, or beyond float32's range (stored as float32 it would be inf)."""
+  try:
+    number = float(value.strip() if isinstance(value, str) else value)
+  except (TypeError, ValueError, OverflowError):
+    return math.nan, "is not a finite number"
+  if not math.isfinite(number):
+    return math.nan, "is not a finite number"
+  if abs(number) > FLOAT32_MAX:
+    return math.nan, f"overflows float32 (beyond +-{FLOAT32_MAX:.4g})"
+  return number, None
+
+
+def finite_label(value: Any, path: str, line: Any, column: str) -> float:
+  """`value` as a float float32 holds finitely, or a LabelFileError naming the file, the line, the
+  column and the value: a NaN or inf label would poison training (a NaN loss) and metrics."""
+  number, problem = label_problem(value)
+  if problem:
+    raise LabelFileError.at(path, line, f"{column} {value!r} {problem}")
+  return number
+
+
+def whole_label(value: Any, path: str, line: Any, column: str, high: int = INT32_MAX) -> int:
+  """`value` as a whole number in [0, high] (a vote count, a level, an id), or a LabelFileError
+  naming the file, the line, the column and the value."""
+  number = _whole(value)
+  if number is None:
+    raise LabelFileError.at(path, line, f"{column} {value!r} is not a whole number")
+  if not 0 <= number <= high:
+    raise LabelFileError.at(path, line, f"{column} {value!r} is out of range 0..{high}")
+  return number
+
+
+def _whole(value: Any) -> int | None:
+  """`value` (`12`, `12.0`, a number cell) as an int, or None."""
+  if isinstance(value, str):
+    try:
+      return int(value.strip())
+    except ValueError:
+      pass
+  try:
+    real = float(value.strip() if isinstance(value, str) else value)
+  except (TypeError, ValueError, OverflowError):
+    return None
+  return int(real) if math.isfinite(real) and real.is_integer() else None
+
+
+def to_float(row: dict[str, Any], column: str, path: str) -> float:
+  """`finite_label` of `row[column]` at the row's `_line`."""
+  return finite_label(row.get(column), path, row.get("_line", "?"), column)
 
 
 def find(manual_dir: str, relpath: str) -> str | None:
@@ -242,7 +465,7 @@ def open_download(manual_dir: str, marker: str, instructions: str):
     return FolderSource(path[:len(path) - len(marker)], ignore_case=True)
   for name in sorted(os.listdir(manual_dir)) if os.path.isdir(manual_dir) else []:
     if name.lower().endswith(".zip") and zipfile.is_zipfile(os.path.join(manual_dir, name)):
-      with zipfile.ZipFile(os.path.join(manual_dir, name)) as z:
+      with open_zip(os.path.join(manual_dir, name)) as z:
         member = next((m for m in z.namelist() if m == marker or m.endswith("/" + marker)), None)
       if member is not None:
         return ZipSource(os.path.join(manual_dir, name), member[:len(member) - len(marker)],
@@ -316,7 +539,7 @@ class ImageQualityBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
     total = len({name for _, name, _ in self._skipped.rows})  # an image may be in 2 splits
     final_dir = os.path.join(os.path.dirname(os.fspath(self.data_dir)), str(self.version))
     (logging.warning if total else logging.info)(
-        "%s: skipped %d image(s) (missing or undecodable), listed in %s", self.name, total,
+        "%s: skipped %d image(s) (missing, refused or undecodable), listed in %s", self.name, total,
         os.path.join(final_dir, SKIPPED_FILE))
 
   @classmethod
@@ -362,8 +585,12 @@ class ImageQualityBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
       data = source.read(entry.path or entry.name)
     except FileNotFoundError:
       return None, "missing file"
+    except UnreadableFile as e:
+      return None, e.reason
     except OSError as e:
       return None, f"unreadable file: {e.strerror or e}"
+    except ValueError as e:  # a name open() refuses (an embedded NUL)
+      return None, f"unreadable file: {e}"
     image, reason = decode(data)
     if reason:
       return None, reason

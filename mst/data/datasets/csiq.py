@@ -2,7 +2,6 @@
 0-1, built from the download (`csiq.DMOS.xlsx` and `dst_imgs/`, the images zipped or extracted);
 the workbook is read with openpyxl."""
 
-import io
 import os
 
 import numpy as np
@@ -76,14 +75,12 @@ contrast) and `level` `dst_lev`. Splits: `full` (all 866, the cross-dataset prot
       values["_line"] = f"{SHEET} row {row}"
       kind = str(values["dst_type"]).lower().replace(" ", "")
       if kind not in DISTORTIONS:
-        raise ValueError(f"{where}:{values['_line']}: unknown dst_type {values['dst_type']!r}; "
-                         f"known: {sorted(DISTORTIONS)}")
+        raise common.LabelFileError.at(where, values["_line"], f"unknown dst_type "
+                                       f"{values['dst_type']!r}; known: {sorted(DISTORTIONS)}")
       folder, token = DISTORTIONS[kind]
-      number = {c: common.to_float(values, c, where) for c in ("dst_lev", "dmos", "dmos_std")}
-      if not number["dst_lev"].is_integer():
-        raise ValueError(f"{where}:{values['_line']}: dst_lev {values['dst_lev']!r} is not a "
-                         "whole number")
-      reference, level = _image_id(values["image"]), int(number["dst_lev"])
+      number = {c: common.to_float(values, c, where) for c in ("dmos", "dmos_std")}
+      level = common.whole_label(values["dst_lev"], where, values["_line"], "dst_lev")
+      reference = _image_id(values["image"])
       name = f"{reference}.{token}.{level}.png"
       entries.append(common.Entry(name=name, path=f"{folder}/{name}", labels={
           "mos": MOS_FROM_DMOS - number["dmos"], "dmos": number["dmos"],
@@ -103,11 +100,7 @@ def _image_source(manual_dir: str):
 
 def _read_sheet(data: bytes, where: str):
   """Yields (row number, {column: value}) for the rows below the header of sheet `SHEET`."""
-  import openpyxl  # pylint: disable=g-import-not-at-top  # only the .xlsx sets need it
-  try:
-    book = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
-  except Exception as e:  # pylint: disable=broad-except  # openpyxl raises many kinds
-    raise ValueError(f"{where}: not a readable .xlsx workbook ({type(e).__name__}: {e})") from None
+  book = common.load_workbook(where, data)
   try:
     if SHEET not in book.sheetnames:
       raise ValueError(f"{where}: no sheet {SHEET!r}; the sheets are {book.sheetnames}")

@@ -8,11 +8,10 @@ again with `mst.data.datasets.build` and the same paths (the name is recomputed 
 `tfds.builder_from_directory(<that folder>)`.
 """
 
-from collections.abc import Sequence
 import dataclasses
 import hashlib
-import math
 import os
+import unicodedata
 
 import tensorflow_datasets as tfds
 
@@ -20,7 +19,7 @@ from mst.data.datasets import common
 
 DEFAULT_CSV = "labels.csv"
 FRACTIONS = (("train", 0.8), ("validation", 0.1), ("test", 0.1))
-MAX_PROBLEMS = 50  # listed in one error; the count says how many more
+MAX_PROBLEMS = common.MAX_PROBLEMS  # listed in one error; the count says how many more
 
 _INSTRUCTIONS = f"""\
 Give the CSV and the image folder as a config: mst.data.datasets.build("custom", data_dir,
@@ -60,10 +59,11 @@ class CustomConfig(tfds.core.BuilderConfig):
 def config_name(csv_path: str, image_dir: str, split_seed: int) -> str:
   """`csv_<16 hex digits>` from the CSV's path and bytes, the image dir and the split seed."""
   try:
-    with open(csv_path, "rb") as f:
-      content = f.read()
+    content = common.read_file(csv_path)  # a regular file of at most common.MAX_FILE_BYTES
   except FileNotFoundError:
     raise FileNotFoundError(f"custom dataset: no CSV file at {csv_path}") from None
+  except common.UnreadableFile as e:
+    raise LabelFileError(f"custom dataset: labels CSV {e}") from None
   digest = hashlib.sha256(f"{csv_path}\0{image_dir}\0{split_seed}\0".encode() + content)
   return "csv_" + digest.hexdigest()[:16]
 
@@ -80,8 +80,9 @@ scale; `name` is the CSV's `image` value. Splits: the `split` column (train / va
 when there is one, else a seeded 80/10/10 train / validation / test split (numpy
 RandomState(split_seed) permutation of the sorted image names; split_seed defaults to 0). Missing
 and undecodable images are skipped and listed in skipped_images.txt. Bad rows (an empty image
-name, a MOS that is not a finite number, an image listed twice, an unknown split) stop the
-preparation with one error listing each of them as `file:line: problem`."""
+name, a MOS that is not a finite float32 number, an image listed twice, also as `./a.jpg` or
+`A.JPG` beside `a.jpg`, an unknown split) stop the preparation with one error listing each of
+them as `file:line: problem`."""
 
   @classmethod
   def config_from_kwargs(cls, config=None, csv=None, image_dir=None, split_seed=0):
@@ -116,61 +117,74 @@ preparation with one error listing each of them as `file:line: problem`."""
     return common.FolderSource(image_dir), splits
 
 
-class LabelFileError(ValueError):
-  """A labels CSV mst cannot use. For bad rows the message lists each problem as
-  `file:line: what` (the first MAX_PROBLEMS of them, then how many more), so one pass fixes them
-  all; `problems` holds the (line, what) pairs."""
-
-  def __init__(self, message: str, problems: Sequence[tuple[int, str]] = ()):
-    super().__init__(message)
-    self.problems = list(problems)
-
-  @classmethod
-  def of_rows(cls, path: str, problems: list[tuple[int, str]]) -> "LabelFileError":
-    lines = [f"{path}:{line}: {what}" for line, what in problems[:MAX_PROBLEMS]]
-    if len(problems) > MAX_PROBLEMS:
-      lines.append(f"... and {len(problems) - MAX_PROBLEMS} more problem(s)")
-    return cls(f"{len(problems)} problem(s) in the labels CSV {path} (columns "
-               "image,mos[,split]):\n" + "\n".join(lines), problems)
+LabelFileError = common.LabelFileError  # the one class mst-train and mst-eval exit 2 on
 
 
 def read_labels(path: str, split_seed: int) -> list[tuple[str, float, str]]:
   """(image, mos, split) of every row of the CSV, the split from its `split` column or seeded
-  80/10/10. Raises LabelFileError for an empty file, a header without `image` and `mos`, no
-  rows, or, listing them all, every empty image name, MOS that is not a finite number, image
-  listed twice and unknown split value. Missing images are not checked here: preparing skips and
-  lists them."""
+  80/10/10. Raises LabelFileError for a file that is empty, not UTF-8 text, holds a NUL byte or a
+  field over the csv module's limit, a header without `image` and `mos`, no rows, or, listing
+  them all, every empty image name, MOS that is not a finite float32 number (NaN, inf, 1e39),
+  image listed twice and unknown split value. Missing images are not checked here: preparing
+  skips and lists them.
+
+  Two names of one file are refused too: `./a.jpg` beside `a.jpg`, and `A.JPG` (or another Unicode
+  normalisation of it) beside `a.jpg`, which is the same file on case-insensitive file systems
+  (macOS, Windows). Refused on every system, so that a CSV means the same dataset everywhere: the
+  error lists the rows, to rename or drop one of each pair.
+  """
   try:
     rows = common.read_csv(path, ["image", "mos"])
   except FileNotFoundError:
     raise LabelFileError(f"{path}: no such labels CSV file") from None
+  except LabelFileError:
+    raise
   except ValueError as e:
     raise LabelFileError(str(e), [(1, str(e))]) from None
   if not rows:
     raise LabelFileError(f"{path}:2: no label rows below the header", [(2, "no label rows")])
-  problems, first_line, out = [], {}, []
+  problems, first_line, first_name, out = [], {}, {}, []
   with_split = "split" in rows[0]
   for row in rows:
     line, name = int(row["_line"]), row["image"]
-    if not name:
-      problems.append((line, "empty `image` value"))
-    elif name in first_line:
-      problems.append((line, f"image {name!r} is listed again (first on line {first_line[name]})"))
-    else:
-      first_line[name] = line
-    try:
-      mos = float(row["mos"])
-    except ValueError:
-      mos = math.nan
-    if not math.isfinite(mos):
-      problems.append((line, f"mos {row['mos']!r} is not a finite number"))
+    problem = _name_problem(name, first_line, first_name)
+    if problem:
+      problems.append((line, problem))
+    elif name:
+      first_line[name], first_name[_same_file(name)] = line, name
+    mos, problem = common.label_problem(row["mos"])
+    if problem:
+      problems.append((line, f"mos {row['mos']!r} {problem}"))
     split = row["split"] if with_split else ""
     if with_split and split not in common.SPLITS:
       problems.append((line, f"split {split!r} is not one of {list(common.SPLITS)}"))
     out.append((name, mos, split))
   if problems:
-    raise LabelFileError.of_rows(path, problems)
+    raise LabelFileError.of_rows(f"{len(problems)} problem(s) in the labels CSV {path} (columns "
+                                 "image,mos[,split]):", path, problems)
   if not with_split:
     split_of = common.seeded_split([name for name, _, _ in out], FRACTIONS, split_seed)
     out = [(name, mos, split_of[name]) for name, mos, _ in out]
   return out
+
+
+def _same_file(name: str) -> str:
+  """A key equal for names of one file on any file system: `./` and `//` dropped, case folded
+  (macOS and Windows ignore case), Unicode composed (macOS ignores the difference)."""
+  return unicodedata.normalize("NFC", os.path.normpath(name)).casefold()
+
+
+def _name_problem(name: str, first_line: dict[str, int], first_name: dict[str, str]) -> str:
+  """What is wrong with image `name` given the names before it ('' if nothing)."""
+  if not name:
+    return "empty `image` value"
+  if name in first_line:
+    return f"image {name!r} is listed again (first on line {first_line[name]})"
+  other = first_name.get(_same_file(name))
+  if other is None:
+    return ""
+  line = first_line[other]
+  if os.path.normpath(name) == os.path.normpath(other):
+    return f"image {name!r} is the same file as {other!r} (line {line}); drop one"
+  return (f"image {name!r} is the same file as {other!r} (line {line}) on case-insensitive file "
+          "systems (macOS, Windows); rename or drop one")

@@ -11,7 +11,9 @@ a second time: `train+test` is the same examples, in another order.
 
 import dataclasses
 import io
+import math
 import re
+import zlib
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -21,6 +23,7 @@ from mst.data.datasets import common
 SPLITS = ("full", "train", "test")
 FRACTIONS = (("train", 0.8), ("test", 0.2))
 _SEED_CONFIG = re.compile(r"seed_(\d+)")
+MAX_MAT_ELEMENTS = 10_000_000  # per .mat variable read: the sets' have ~1,000
 
 
 @dataclasses.dataclass(eq=False)
@@ -92,29 +95,38 @@ class IqaBuilder(common.ImageQualityBuilder):
     except FileNotFoundError:
       raise FileNotFoundError(f"{source.location(path)} not found: is the download complete?\n"
                               f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS}") from None
+    except common.UnreadableFile as e:  # too large (a bomb), not a regular file, corrupt
+      raise common.LabelFileError(str(e)) from None
 
   def _text_lines(self, source, path: str) -> tuple[list[tuple[int, str]], str]:
     """((1-based line, stripped text) of each non-empty line of a text label file, where it is)."""
     data, where = self._label_file(source, path)
-    try:
-      text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-      raise ValueError(f"{where}: not a text file ({e})") from None
+    text = common.read_text(where, data)
     lines = [(i, line.strip()) for i, line in enumerate(text.splitlines(), start=1)]
     return [(i, line) for i, line in lines if line], where
 
   def _mat(self, source, path: str, keys: tuple[str, ...]) -> tuple[dict[str, np.ndarray], str]:
-    """(the variables `keys` of the MATLAB file `path`, where it is)."""
+    """(the variables `keys` of the MATLAB file `path`, where it is); a LabelFileError naming the
+    file when it is unreadable, lacks one or one has over MAX_MAT_ELEMENTS (checked unread)."""
     import scipy.io  # pylint: disable=g-import-not-at-top  # only the .mat sets need it
     data, where = self._label_file(source, path)
     try:
-      mat = scipy.io.loadmat(io.BytesIO(data))
-    except (ValueError, TypeError, OSError, NotImplementedError) as e:
-      raise ValueError(f"{where}: not a readable MATLAB .mat file ({e})") from None
-    missing = [k for k in keys if k not in mat]
-    if missing:
-      raise ValueError(f"{where}: no variable(s) {missing}; the file holds "
-                       f"{sorted(k for k in mat if not k.startswith('__'))}")
+      shapes = {name: shape for name, shape, _ in scipy.io.whosmat(io.BytesIO(data))}
+      missing = [k for k in keys if k not in shapes]
+      if missing:
+        raise common.LabelFileError(f"{where}: no variable(s) {missing}; the file holds "
+                                    f"{sorted(shapes)}")
+      large = [k for k in keys if math.prod(shapes[k]) > MAX_MAT_ELEMENTS]
+      if large:  # a compressed variable could inflate to GBs: checked before loading
+        raise common.LabelFileError(
+            f"{where}: {large[0]} has shape {' x '.join(map(str, shapes[large[0]]))}, over "
+            f"{MAX_MAT_ELEMENTS} elements; not read")
+      mat = scipy.io.loadmat(io.BytesIO(data), variable_names=keys)
+    except common.LabelFileError:
+      raise
+    except (ValueError, TypeError, OSError, NotImplementedError, EOFError, zlib.error,
+            scipy.io.matlab.MatReadError) as e:
+      raise common.LabelFileError(f"{where}: not a readable MATLAB .mat file ({e})") from None
     return {k: mat[k] for k in keys}, where
 
 
@@ -129,11 +141,21 @@ def mat_vector(where: str, key: str, array: np.ndarray, length: int | None = Non
 
 
 def mat_numbers(where: str, key: str, array: np.ndarray, length: int | None = None) -> np.ndarray:
-  """A numeric 1 x N (or N x 1) variable as N float64s."""
+  """A numeric 1 x N (or N x 1) variable as N float64s; a LabelFileError listing each entry that
+  is NaN, infinite or beyond float32 (the labels' storage) by its 1-based index and value."""
   values = mat_vector(where, key, array, length)
   if values.dtype.kind not in "biuf":
     raise ValueError(f"{where}: {key} is not numeric (it holds {values.dtype})")
-  return values.astype(np.float64)
+  values = values.astype(np.float64)
+  with np.errstate(invalid="ignore"):
+    bad = np.flatnonzero(~(np.abs(values) <= common.FLOAT32_MAX))  # NaN, inf, beyond float32
+  if bad.size:
+    problems = [(f"{key} entry {i + 1}",
+                 f"{float(values[i])!r} {common.label_problem(values[i])[1]}") for i in bad]
+    raise common.LabelFileError.of_rows(
+        f"{where}: {bad.size} value(s) of {key} that are not finite float32 numbers:", where,
+        problems)
+  return values
 
 
 def mat_strings(where: str, key: str, array: np.ndarray, length: int | None = None) -> list[str]:

@@ -9,7 +9,7 @@ from mst.data.datasets import iqa
 LABELS_CSV = "dmos.csv"
 IMAGES_DIR = "images"
 COLUMNS = ("dist_img", "ref_img", "dmos", "var")
-_NAME = re.compile(r"(I\d+)_(\d+)_(\d+)\.png", re.IGNORECASE)
+_NAME = re.compile(r"(I\d{1,4})_(\d{1,4})_(\d{1,4})\.png", re.IGNORECASE)
 
 _INSTRUCTIONS = f"""\
 Download kadid10k.zip (http://database.mmsp-kn.de/kadid-10k-database.html) into the manual dir;
@@ -51,11 +51,13 @@ name spells. Splits: `full` (all 10,125, the cross-dataset protocol) and a seede
     source = common.open_download(manual_dir, LABELS_CSV, _INSTRUCTIONS)
     data, where = self._label_file(source, LABELS_CSV)
     entries = []
-    for row in common.read_csv(where, COLUMNS, text=data.decode("utf-8", "replace")):
+    for row in common.read_csv(where, COLUMNS, data=data):
       name, match = row["dist_img"], _NAME.fullmatch(row["dist_img"])
       if match is None:
-        raise ValueError(f"{where}:{row['_line']}: dist_img {name!r} is not a distorted image "
-                         "name Ixx_yy_zz.png (reference, type, level)")
+        raise common.LabelFileError.at(
+            where, row["_line"],
+            f"dist_img {name!r} is not a distorted image name Ixx_yy_zz.png (reference, type, "
+            "level)")
       reference, distortion, level = match.groups()
       entries.append(common.Entry(name=name, path=f"{IMAGES_DIR}/{name}", labels={
           "mos": common.to_float(row, "dmos", where), "var": common.to_float(row, "var", where),

@@ -112,8 +112,8 @@ def _read_sets(path: str) -> tuple[dict[str, str], dict[str, float]]:
   for row in common.read_csv(path, ["image_name", "MOS", "set"]):
     split = SET_TO_SPLIT.get(row["set"].lower())
     if split is None:
-      raise ValueError(f"{path}:{row['_line']}: unknown set {row['set']!r}; expected one of "
-                       f"{sorted(SET_TO_SPLIT)}")
+      raise common.LabelFileError.at(path, row["_line"], f"unknown set {row['set']!r}; expected "
+                                                         f"one of {sorted(SET_TO_SPLIT)}")
     split_of[row["image_name"]] = split
     mos_of[row["image_name"]] = common.to_float(row, "MOS", path)
   return split_of, mos_of
@@ -122,7 +122,8 @@ def _read_sets(path: str) -> tuple[dict[str, str], dict[str, float]]:
 def _labels(row: dict[str, str], path: str, mos: float) -> dict | None:
   """The label features of one row of the scores CSV (`mos` from the sets CSV), or None if it
   has no votes."""
-  counts = np.array([common.to_float(row, f"c{i}", path) for i in range(1, BINS + 1)])
+  counts = np.array([common.whole_label(row[f"c{i}"], path, row["_line"], f"c{i}")
+                     for i in range(1, BINS + 1)], dtype=np.int64)
   if counts.sum() <= 0:
     return None
   return {

@@ -83,7 +83,9 @@ used is in `info.metadata['validation_rule']`); `train` = the rest. Patch labels
 
 def _names(path: str) -> list[str]:
   """The image names of a PaQ-2-PiQ label CSV (`name_image`, or `name` in labels_image.csv)."""
-  with open(path, encoding="utf-8-sig") as f:
-    header = f.readline()
-  column = "name_image" if "name_image" in header else "name"
-  return [row[column] for row in common.read_csv(path, [column])]
+  rows = common.read_csv(path, [])
+  column = "name_image" if rows and "name_image" in rows[0] else "name"
+  if rows and column not in rows[0]:
+    raise common.LabelFileError.at(path, 1, "no column name_image (nor name); the header is "
+                                            f"{[c for c in rows[0] if c != '_line']}")
+  return [row[column] for row in rows]

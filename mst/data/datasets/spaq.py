@@ -113,38 +113,36 @@ def resize_shorter_side(image: np.ndarray, side: int) -> bytes:
 
 
 def read_labels(path: str) -> list[tuple[str, dict[str, float]]]:
-  """(image name, label features) per row of the first sheet of the SPAQ workbook."""
-  import openpyxl  # pylint: disable=g-import-not-at-top  # Only SPAQ needs it.
-  book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+  """(image name, label features) per row of the first sheet of the SPAQ workbook; a
+  LabelFileError naming the file, the row and the value for a score that is not a finite float32
+  number or a name that is not a file name."""
+  book = common.load_workbook(path)
   try:
-    rows = book.worksheets[0].iter_rows(values_only=True)
-    header = [str(h).strip() if h is not None else "" for h in next(rows)]
+    sheet = book.worksheets[0]
+    rows = sheet.iter_rows(values_only=True)
+    header = [str(h).strip() if h is not None else "" for h in next(rows, ())]
     columns = ("Image name", "MOS") + ATTRIBUTES
     missing = [c for c in columns if c not in header]
     if missing:
-      raise ValueError(f"{path}: missing column(s) {missing}; the header is {header}")
+      raise common.LabelFileError.at(path, f"{sheet.title} row 1",
+                                     f"missing column(s) {missing}; the header is {header}")
     index = {c: header.index(c) for c in columns}
     out = []
     for line, row in enumerate(rows, start=2):
       if row is None or all(v is None for v in row):
         continue
-      out.append((_image_name(row[index["Image name"]]), {
-          c.lower(): _number(row[index[c]], path, line, c) for c in ("MOS",) + ATTRIBUTES}))
+      where = f"{sheet.title} row {line}"
+      cells = {c: row[i] if i < len(row) else None for c, i in index.items()}
+      out.append((_image_name(cells["Image name"], path, where), {
+          c.lower(): common.finite_label(cells[c], path, where, c) for c in ("MOS",) + ATTRIBUTES}))
     return out
   finally:
     book.close()
 
 
-def _image_name(value) -> str:
+def _image_name(value, path: str, where: str) -> str:
   """The file name in TestImage/ for an `Image name` cell (a bare number gets `%05d.jpg`)."""
-  if isinstance(value, (int, float)):
-    return f"{int(value):05d}.jpg"
+  if isinstance(value, (int, float)) and not isinstance(value, bool):
+    return f"{common.whole_label(value, path, where, 'Image name'):05d}.jpg"
   name = str(value).strip()
   return name if os.path.splitext(name)[1] else name + ".jpg"
-
-
-def _number(value, path: str, line: int, column: str) -> float:
-  try:
-    return float(value)
-  except (TypeError, ValueError):
-    raise ValueError(f"{path}: row {line}: column {column!r} is not a number: {value!r}") from None

@@ -9,7 +9,7 @@ from mst.data.datasets import iqa
 LABELS_TXT = "mos_with_names.txt"
 STD_TXT = "mos_std.txt"
 IMAGES_DIR = "distorted_images"
-_NAME = re.compile(r"i(\d+)_(\d+)_(\d+)\.bmp", re.IGNORECASE)
+_NAME = re.compile(r"i(\d{1,4})_(\d{1,4})_(\d{1,4})\.bmp", re.IGNORECASE)
 
 _INSTRUCTIONS = f"""\
 Download TID2013 (https://www.ponomarenko.info/tid2013.htm) and extract it into the manual dir
@@ -60,12 +60,12 @@ cross-dataset protocol) and a seeded 80/20 `train`/`test` split of the 25 refere
       fields = text.split()
       match = _NAME.fullmatch(fields[-1]) if len(fields) == 2 else None
       if match is None:
-        raise ValueError(f"{where}:{line}: expected `<mos> <image name iXX_YY_Z.bmp>`, got "
-                         f"{text!r}")
+        raise common.LabelFileError.at(where, line, "expected `<mos> <image name iXX_YY_Z.bmp>`, "
+                                                    f"got {text!r}")
       reference, distortion, level = match.groups()
       entries.append(common.Entry(name=fields[1], path=f"{IMAGES_DIR}/{fields[1]}", labels={
-          "mos": common.to_float({"_line": line, "mos": fields[0]}, "mos", where),
-          "std": common.to_float({"_line": std_line, "std": std}, "std", std_where),
+          "mos": common.finite_label(fields[0], where, line, "mos"),
+          "std": common.finite_label(std, std_where, std_line, "std"),
           "reference": f"I{reference}", "distortion": int(distortion), "level": int(level)}))
     return source, entries
 
