@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
@@ -299,3 +300,64 @@ def test_two_processes_prepare_a_folder_once_and_the_second_waits(images, builde
              if line.startswith("FOLDER ")]
   assert len(folders) == 2 and folders[0] == folders[1]
   assert folders[0].split()[1].startswith(str(tmp_path / "prepared"))
+
+
+_POD_HOST = textwrap.dedent("""
+    import sys
+    import jax
+    jax.config.update("jax_enable_preemption_service", False)
+    jax.distributed.initialize(f"127.0.0.1:{sys.argv[4]}", num_processes=2,
+                               process_id=int(sys.argv[5]))
+    from absl import logging
+    from mst.data import datasets, multiscale, prepared
+    from mst.training import data
+    logging.set_verbosity(logging.INFO)
+    builder = datasets.build("custom", sys.argv[1], csv=sys.argv[2])
+    pp = multiscale.MultiScaleConfig(patch_size=32, grid_size=4, longer_side_lengths=(64, 128),
+                                     max_seq_len_from_original_res=6)
+    write = prepared._write
+    def counted_write(*args):
+      print("WRITE", flush=True)
+      write(*args)
+    prepared._write = counted_write
+    root = sys.argv[3].replace("HOST", sys.argv[5])
+    split = data.prepare_once_per_pod(builder, "train", pp, root)
+    print("FOLDER", split.folder, split.sizes.tolist(), flush=True)
+""")
+
+
+def _pod(images, root):
+  """Runs `prepare_once_per_pod` on a pod of 2 processes; their outputs."""
+  data_root, csv = images
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu",
+         "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+  processes = [subprocess.Popen(
+      [sys.executable, "-c", _POD_HOST, str(data_root / "tfds"), str(csv), root, str(port),
+       str(i)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+      for i in range(2)]
+  outputs = [process.communicate(timeout=180)[0] for process in processes]
+  assert [process.returncode for process in processes] == [0, 0], outputs
+  return outputs
+
+
+@pytest.mark.slow  # two JAX processes
+def test_a_pod_sharing_the_folder_prepares_it_once_on_process_0(images, builder, tmp_path):
+  outputs = _pod(images, str(tmp_path / "shared"))
+  assert [output.count("WRITE\n") for output in outputs] == [1, 0], outputs
+  assert "Waiting for process 0 to prepare" in outputs[1], outputs[1]
+  folders = [line for output in outputs for line in output.splitlines()
+             if line.startswith("FOLDER ")]
+  assert len(folders) == 2 and folders[0] == folders[1], folders
+  assert not [name for name in os.listdir(tmp_path / "shared" / os.listdir(tmp_path / "shared")[0])
+              if ".host0-" in name], "the probe file was left behind"
+
+
+@pytest.mark.slow  # two JAX processes
+def test_hosts_with_folders_of_their_own_each_prepare_theirs(images, builder, tmp_path):
+  outputs = _pod(images, str(tmp_path / "local-HOST"))
+  assert [output.count("WRITE\n") for output in outputs] == [1, 1], outputs
+  assert not any("Waiting for process 0" in output for output in outputs)
+  assert os.listdir(tmp_path / "local-0") and os.listdir(tmp_path / "local-1")

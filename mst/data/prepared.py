@@ -41,6 +41,7 @@ import io
 import json
 import os
 import tempfile
+import time
 
 from absl import logging
 import filelock
@@ -58,6 +59,10 @@ MANIFEST, INDEX = "manifest.json", "index.npz"
 HASH = "file_hash"  # index.npz's every-file hashes, beside "size" and the labels
 _BUCKETS = 2 ** 63 - 1  # tf.strings.to_hash_bucket_fast of this many buckets: 63 bits of the hash
 WAIT_LOG_S = 60  # how often a process waiting for another one's preparation says so
+# How long the other hosts of a pod wait for process 0's preparation (a large split, such as AVA's
+# 230,000 images, takes hours on one host), and how often they look.
+HOST_WAIT_S = 24 * 3600
+_POLL_S = 2.0
 # Stored after the pixels, as int32, int32 and uint8: one flat table per example is read faster
 # than computed (it is a third of the work of the small images of AVA).
 POSITIONS = ("spatial_idx", "scale_idx", "mask")
@@ -302,13 +307,13 @@ def _positions(height: tf.Tensor, width: tf.Tensor, rows: tf.Tensor, scale_id: i
 
 
 def prepare(builder: tfds.core.DatasetBuilder, split: str, pp: multiscale.MultiScaleConfig,
-            root: str) -> PreparedSplit:
+            root: str, writer: bool = True,
+            wait_s: float = HOST_WAIT_S) -> PreparedSplit:
   """The prepared `split` under `root`, made now unless a complete folder for it exists.
 
   One process per machine prepares a folder (`_one_at_a_time`); one that arrives meanwhile waits
-  and reads the finished folder. Processes on other hosts that find no manifest prepare it too:
-  they write identical files (each to a temporary name, then renamed), so the folder ends complete
-  either way.
+  and reads the finished folder. On a pod whose hosts share `root`, only one host is the
+  `writer`: the others wait (up to `wait_s`) for its manifest (`mst.training.data` chooses).
   """
   if pp.max_seq_len_from_original_res < 0:
     raise ValueError("a prepared split is for training at a fixed native length: set "
@@ -318,6 +323,9 @@ def prepare(builder: tfds.core.DatasetBuilder, split: str, pp: multiscale.MultiS
   if tf.io.gfile.exists(os.path.join(folder, MANIFEST)):
     logging.info("Reading the prepared %s split from %s", split, folder)
     return load(folder, pp)
+  if not writer:
+    _wait_for_manifest(folder, wait_s)
+    return load(folder, pp)
   with _one_at_a_time(folder):
     if tf.io.gfile.exists(os.path.join(folder, MANIFEST)):
       logging.info("Reading the %s split another process prepared meanwhile in %s", split, folder)
@@ -326,6 +334,25 @@ def prepare(builder: tfds.core.DatasetBuilder, split: str, pp: multiscale.MultiS
                    "preprocessing", split, builder.info.full_name, folder)
       _write(builder, split, pp, folder)
   return load(folder, pp)
+
+
+def _wait_for_manifest(folder: str, wait_s: float) -> None:
+  """Waits until another host's preparation of `folder` is complete; TimeoutError after
+  `wait_s` seconds, saying what to look at."""
+  logging.info("Waiting for process 0 to prepare %s (the hosts share it: one prepares it)",
+               folder)
+  path, start, said = os.path.join(folder, MANIFEST), time.monotonic(), time.monotonic()
+  while not tf.io.gfile.exists(path):
+    now = time.monotonic()
+    if now - start > wait_s:
+      raise TimeoutError(
+          f"waited {wait_s / 3600:.1f} h for process 0 to prepare {folder}, which still has no "
+          f"{MANIFEST}: see process 0's log. If it died, delete that folder and run again")
+    if now - said >= WAIT_LOG_S:
+      logging.info("Still waiting for process 0 to prepare %s (%.0f min so far)", folder,
+                   (now - start) / 60)
+      said = now
+    time.sleep(_POLL_S)
 
 
 def lock_path(folder: str) -> str:

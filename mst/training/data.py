@@ -3,6 +3,7 @@ batches from any step, evaluators for the other splits, and label statistics for
 """
 
 import math
+import os
 
 from absl import logging
 import jax
@@ -41,8 +42,8 @@ class TrainingData:
     self.packed_length = self._packed_length() if run.layout.packing else 0
     self.prepared = None
     if run.layout.prepared_dir:
-      self.prepared = prepared.prepare(self.builder, spec.train_split, run.train_preprocess,
-                                       run.layout.prepared_dir)
+      self.prepared = prepare_once_per_pod(self.builder, spec.train_split,
+                                           run.train_preprocess, run.layout.prepared_dir)
 
   @property
   def total_steps(self) -> int:
@@ -104,6 +105,33 @@ class TrainingData:
 
 
 _widen = jax.jit(lambda patches: patches.astype(jnp.float32))
+
+
+def prepare_once_per_pod(builder, split: str, pp, root: str) -> prepared.PreparedSplit:
+  """`prepared.prepare` on every host, where only process 0 writes a folder the hosts share.
+
+  Whether they share `root` (gs://, NFS) or each has its own (a local disk) is seen, not assumed:
+  process 0 leaves a file beside the folder, and a host that sees it waits for process 0's
+  manifest instead of preparing; one that does not prepares its own copy. A collective at start-up
+  only, never per step.
+  """
+  if jax.process_count() == 1:
+    return prepared.prepare(builder, split, pp, root)
+  folder = prepared.folder_of(builder, split, pp, os.path.expanduser(root))
+  token = int(multihost_utils.broadcast_one_to_all(
+      np.int32(np.random.default_rng().integers(1 << 31))))
+  probe = f"{folder.rstrip('/')}.host0-{token}"
+  if jax.process_index() == 0:
+    tf.io.gfile.makedirs(os.path.dirname(probe))
+    with tf.io.gfile.GFile(probe, "w") as f:
+      f.write("process 0 prepares this folder; the other hosts wait for it\n")
+  multihost_utils.sync_global_devices("mst_prepared_probe_written")
+  shared = tf.io.gfile.exists(probe)
+  multihost_utils.sync_global_devices("mst_prepared_probe_seen")
+  if jax.process_index() == 0:
+    tf.io.gfile.remove(probe)
+  writer = jax.process_index() == 0 or not shared
+  return prepared.prepare(builder, split, pp, root, writer=writer)
 
 
 def _agree_max(values: tuple[int, ...]) -> tuple[int, ...]:
