@@ -24,9 +24,26 @@ from mst.training import preemption
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("multihost_test")]
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Each process runs mst-train's main with JAX's SIGTERM-trapping preemption service off.
-RUNNER = ("import jax; jax.config.update('jax_enable_preemption_service', False); "
-          "import sys; from mst.cli import train; sys.exit(train.main())")
+# Each process runs mst-train's main with JAX's SIGTERM-trapping preemption service off, counting
+# the multi-host device collectives mst calls (`COLLECTIVE <caller>` lines at exit).
+RUNNER = """
+import atexit, collections, sys, traceback
+import jax
+from jax.experimental import multihost_utils
+jax.config.update("jax_enable_preemption_service", False)
+calls = collections.Counter()
+def counted(name, function):
+  def call(*args, **kwargs):
+    frames = [f for f in traceback.extract_stack()[:-1] if "/mst/" in f.filename]
+    calls[f"{name} from {frames[-1].name}" if frames else name] += 1
+    return function(*args, **kwargs)
+  return call
+for name in ("process_allgather", "broadcast_one_to_all", "sync_global_devices"):
+  setattr(multihost_utils, name, counted(name, getattr(multihost_utils, name)))
+atexit.register(lambda: [print("COLLECTIVE", count, key) for key, count in calls.items()])
+from mst.cli import train
+sys.exit(train.main())
+"""
 # mst-train with a SIGTERM sent to one process at a step (the preemption service on).
 INJECT = os.path.join(REPO, "tests", "fault_injection.py")
 
@@ -100,6 +117,17 @@ def test_two_processes_of_two_devices_match_one_process_of_four(flags, pair, tmp
   for step in expected:
     # The same examples in every global batch; only the all-reduce order may differ.
     assert got[step] == pytest.approx(expected[step], rel=1e-5), step
+
+
+def test_batch_shapes_agree_without_a_device_collective_per_step(pair):
+  """The hosts agree on each step's layout through the coordinator's key-value store: no device
+  collective in the training data path (it would wait for the devices each step)."""
+  for output in pair[1]:
+    collectives = re.findall(r"^COLLECTIVE (\d+) (.*)$", output, re.MULTILINE)
+    assert collectives, output[-3000:]  # the counter ran
+    by_caller = {caller: int(count) for count, caller in collectives}
+    assert not [caller for caller in by_caller if "train_batches" in caller
+                or "layout" in caller or "agree" in caller], by_caller
 
 
 def _params(workdir):

@@ -19,6 +19,7 @@ from mst.data import source
 from mst.evaluation import evaluate
 from mst.runtime import sharding
 from mst.training import run as run_lib
+from mst.training import shape_agreement
 
 
 class TrainingData:
@@ -66,13 +67,15 @@ class TrainingData:
     data_sharding = sharding.data_sharding(self.mesh)
     scale = float(run.dataset.mos_scale)
     shards = len(sharding.local_device_positions(self.mesh))
-    for batch in data.as_numpy_iterator():
+    agreement = shape_agreement.ShapeAgreement()  # no device collective: the host runs ahead
+    for step, batch in enumerate(data.as_numpy_iterator(), start_step + 1):
       if "mos" in batch:
         batch["mos"] = batch["mos"] / scale
+      agree = agreement.at(step)
       if self.packed_length:
-        batch = packing.packed_layout(batch, shards, self.packed_length, _agree_max)
+        batch = packing.packed_layout(batch, shards, self.packed_length, agree)
       else:
-        batch = packing.padded_layout(batch, shards, _agree_max)
+        batch = packing.padded_layout(batch, shards, agree)
       arrays = pipeline.to_global_arrays(batch, data_sharding)
       if arrays["patches"].dtype == jnp.float16:  # the prepared pipeline's, widened on device
         arrays["patches"] = _widen(arrays["patches"])
@@ -132,14 +135,6 @@ def prepare_once_per_pod(builder, split: str, pp, root: str) -> prepared.Prepare
     tf.io.gfile.remove(probe)
   writer = jax.process_index() == 0 or not shared
   return prepared.prepare(builder, split, pp, root, writer=writer)
-
-
-def _agree_max(values: tuple[int, ...]) -> tuple[int, ...]:
-  """The element-wise maximum of `values` over all processes (batch shapes every host shares)."""
-  if jax.process_count() == 1:
-    return values
-  gathered = multihost_utils.process_allgather(np.asarray(values, np.int64))
-  return tuple(int(v) for v in np.max(gathered, axis=0))
 
 
 def head_bias(builder, spec: source.DatasetSpec, head: str) -> np.ndarray | None:
