@@ -200,6 +200,7 @@ def test_a_hostile_file_is_refused_naming_the_entry_and_the_problem(small_npz, t
   assert not os.path.exists(tmp_path / "unpickled")
 
 
+@pytest.mark.slow  # builds 14 MB of deflated zeros (3 GiB inflated)
 def test_deflate_bombs_are_refused_from_their_headers(deflate_bombs):
   with zipfile.ZipFile(deflate_bombs) as archive:
     assert archive.getinfo(KERNEL).file_size > 2 * GIB
@@ -240,6 +241,7 @@ def test_mst_predict_refuses_a_hostile_file_without_a_traceback(small_npz, tmp_p
   assert "Traceback" not in err
 
 
+@pytest.mark.slow  # builds 14 MB of deflated zeros (3 GiB inflated)
 def test_mst_predict_refuses_deflate_bombs(deflate_bombs, tmp_path, capsys):
   assert predict.main(["--quiet", "--checkpoint", deflate_bombs, _photo(tmp_path)]) == 2
   err = capsys.readouterr().err
