@@ -8,6 +8,8 @@
     python experiments/sweep.py pod multiscale --tpu my-pod --zone us-central2-b
         --root gs://bucket/multiscale [--dry-run]
     python experiments/sweep.py status multiscale --root gs://bucket/multiscale
+    python experiments/sweep.py slurm patch_size --root /shared/runs/patch_size
+        [--ntasks-per-run 8] [--sbatch=--gpus-per-node=8 ...] [--max-parallel 4] [--dry-run]
     python experiments/sweep.py collect --root /tmp/se --name spatial_embedding
     python experiments/sweep.py collect --root runs/paper --name main   # the main results table
     python experiments/sweep.py evaluate --root /tmp/se --datasets koniq10k:test,livec,kadid10k
@@ -27,7 +29,8 @@ compiled 9 programs instead of 144). A run keeps no state of its own after it en
 functions go with it), a failing run (a diverging learning rate, say) is reported and the sweep
 goes on. What a subprocess would add, isolation from a crash that kills the process, matters on a
 pod: `setup` installs this checkout on every worker of a TPU VM, and `pod` starts the unfinished
-runs there, detached, one after another (see experiments/pod.py).
+runs there, detached, one after another (see experiments/pod.py). On a SLURM cluster, `slurm`
+submits the unfinished runs as one job array, an array task per run (see experiments/slurm.py).
 """
 
 import argparse
@@ -56,6 +59,7 @@ import ml_collections  # pylint: disable=g-import-not-at-top
 from experiments import collect  # pylint: disable=g-import-not-at-top
 from experiments import pod as pod_lib  # pylint: disable=g-import-not-at-top
 from experiments import progress  # pylint: disable=g-import-not-at-top
+from experiments import slurm as slurm_lib  # pylint: disable=g-import-not-at-top
 from mst.config import overrides as overrides_lib  # pylint: disable=g-import-not-at-top
 from experiments.sweeps import Run  # pylint: disable=g-import-not-at-top
 from experiments.sweeps import SWEEPS  # pylint: disable=g-import-not-at-top
@@ -224,6 +228,26 @@ def make_parser() -> argparse.ArgumentParser:
       "ones resume.")
   _add_run_args(pod)
   _add_pod_args(pod)
+  slurm = commands.add_parser(
+      "slurm", help="submit a sweep's unfinished runs to SLURM as one job array",
+      description="Writes a batch script with one array task per unfinished run (each "
+      "`srun mst-train ...` on --ntasks-per-run tasks; JAX joins them from SLURM's variables) "
+      "and submits it with one sbatch, which prints the job id. A task preempted or at its time "
+      "limit saves a checkpoint, exits 75 and requeues itself; the next attempt resumes. The "
+      "nodes must see this checkout and the environment sbatch exports (mst-train on PATH; set "
+      "MST_CACHE_DIR to shared storage). Logs: LOG_DIR/<sweep>-<job>_<task>.log, copied to "
+      "ROOT/<run>/logs/ when a run ends. Finished runs are skipped, started ones resume.")
+  _add_run_args(slurm)
+  slurm.add_argument("--ntasks-per-run", type=int, default=1, metavar="N",
+                     help="mst-train processes per run, e.g. one per GPU (default 1)")
+  slurm.add_argument("--max-parallel", type=int, default=0, metavar="K",
+                     help="at most K runs at once (sbatch --array=...%%K; default: no limit)")
+  slurm.add_argument("--log-dir", default=None,
+                     help="the tasks' logs, on storage the nodes share (default "
+                     "~/mst-logs/<sweep>)")
+  slurm.add_argument("--sbatch", action="append", default=[], metavar="OPTION",
+                     help="another #SBATCH option, e.g. --sbatch=--partition=gpu "
+                     "--sbatch=--gpus-per-node=8 --sbatch=--time=24:00:00 (repeatable)")
   status = commands.add_parser(
       "status", help="each run's progress, read from its workdir",
       description="finished, the latest checkpoint step (of train.num_steps), and the exit "
@@ -317,11 +341,10 @@ def _setup(args) -> int:
   return 1 if _run_all(commands, args.dry_run) else 0
 
 
-def _pod(args, planned: Sequence[Planned], config_path: str) -> int:
-  spec = pod_lib.shipped_path(str(REPO), str(overrides_lib.resolve_config_path(config_path)))
-  spec += f":{args.arg}" if args.arg else ""
+def _unfinished(planned: Sequence[Planned], root: str, spec: str) -> list[pod_lib.RemoteRun]:
+  """The runs to start (each printed with its progress): those without their test metrics."""
   try:
-    states = read_progress(planned, args.root)
+    states = read_progress(planned, root)
   except OSError as e:  # e.g. a gs:// root without credentials here: the workers may have them
     print(f"warning: {e}; starting every run (a finished one only evaluates again)",
           file=sys.stderr)
@@ -330,7 +353,14 @@ def _pod(args, planned: Sequence[Planned], config_path: str) -> int:
   for item, state in zip(planned, states):
     print(f"{item.name}: {state.describe()}" + (", skipped" if state.finished else ""))
     if not state.finished:
-      todo.append(remote_run(item, config_spec=spec, root=args.root))
+      todo.append(remote_run(item, config_spec=spec, root=root))
+  return todo
+
+
+def _pod(args, planned: Sequence[Planned], config_path: str) -> int:
+  spec = pod_lib.shipped_path(str(REPO), str(overrides_lib.resolve_config_path(config_path)))
+  spec += f":{args.arg}" if args.arg else ""
+  todo = _unfinished(planned, args.root, spec)
   if not todo:
     print(f"all {len(planned)} runs are finished")
     return 0
@@ -344,6 +374,45 @@ def _pod(args, planned: Sequence[Planned], config_path: str) -> int:
   if status == pod_lib.BUSY_STATUS:
     print("a worker is still running a sweep: see `status`, or wait", file=sys.stderr)
   return 1 if status else 0
+
+
+def _slurm(args, planned: Sequence[Planned], config_path: str) -> int:
+  """`slurm`: one sbatch of a job array, an array task per unfinished run (see
+  experiments/slurm.py); prints the script with --dry-run, else the job id."""
+  spec = str(overrides_lib.resolve_config_path(config_path))  # the nodes share this checkout
+  spec += f":{args.arg}" if args.arg else ""
+  todo = _unfinished(planned, args.root, spec)
+  if not todo:
+    print(f"all {len(planned)} runs are finished")
+    return 0
+  log_dir = os.path.abspath(os.path.expanduser(args.log_dir or f"~/mst-logs/{args.name}"))
+  job = slurm_lib.ArrayJob(args.name, todo, ntasks_per_run=args.ntasks_per_run,
+                           max_parallel=args.max_parallel, log_dir=log_dir, sbatch=args.sbatch)
+  text = slurm_lib.array_script(job)
+  if args.dry_run:
+    print(f"the batch script (array tasks 0-{len(todo) - 1}: "
+          f"{', '.join(run.name for run in todo)}):\n{text}", end="")
+    return 0
+  os.makedirs(log_dir, exist_ok=True)  # sbatch does not make the --output folder
+  script = os.path.join(log_dir, f"mst-sweep-{args.name}.sbatch")
+  with open(script, "w") as f:
+    f.write(text)
+  print(display(slurm_lib.submit_command(script)), flush=True)
+  try:
+    done = subprocess.run(slurm_lib.submit_command(script), check=False, capture_output=True,
+                          text=True)
+  except FileNotFoundError:
+    print(f"error: no sbatch here: run this on a SLURM login node, or give --dry-run to print "
+          f"the script ({script})", file=sys.stderr)
+    return 1
+  if done.returncode:
+    print(f"error: sbatch {script} failed (status {done.returncode}): {done.stderr.strip()}",
+          file=sys.stderr)
+    return 1
+  job_id = done.stdout.strip().split(";")[0]
+  print(f"submitted job {job_id}: {len(todo)} runs as array tasks 0-{len(todo) - 1}; "
+        f"squeue -j {job_id}; logs {job.log().replace('%A', job_id).replace('%a', '<task>')}")
+  return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -367,6 +436,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     planned = plan(args.name, config_path, args.arg, args.set, args.seeds, args.only)
     if args.command == "pod":
       return _pod(args, planned, config_path)
+    if args.command == "slurm":
+      return _slurm(args, planned, config_path)
   except (KeyError, TypeError, ValueError) as e:  # a bad key or value: nothing has started
     print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
     return 2
