@@ -205,3 +205,14 @@ def test_dataset_builders_skip_a_bomb_from_its_header(bombs, monkeypatch):
     image, reason = common.decode(bomb.read_bytes())
     assert image is None
     assert reason.startswith(f"too large: {size} megapixels, over the 89.5"), reason
+
+
+def test_mst_visualize_checks_the_token_limit_before_decoding(small_npz, monkeypatch, tmp_path):
+  from mst.visualization import rollout  # pylint: disable=g-import-not-at-top
+  visualizer = rollout.Visualizer.from_checkpoint(str(small_npz), max_tokens=64)
+  _without_decoding(monkeypatch)
+  small = tmp_path / "small.png"
+  Image.fromarray(np.zeros((300, 400, 3), np.uint8)).save(small)
+  with pytest.raises(image_io.ImageError, match=r"small\.png: 400x300 makes \d+ tokens, more "
+                     r"than --max-tokens 64"):
+    visualizer.read_image(str(small))

@@ -96,7 +96,7 @@ def _main(argv: Sequence[str] | None) -> int:
   for index, path in enumerate(paths, 1):
     start = time.perf_counter()
     try:
-      maps, logits = visualizer.attention_maps(image_io.read_image(path), path)
+      maps, logits = visualizer.attention_maps(visualizer.read_image(path), path)
     except image_io.ImageError as e:
       print(f"mst-visualize: {e}", file=sys.stderr, flush=True)
       failed = True

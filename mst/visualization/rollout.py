@@ -19,6 +19,7 @@ from PIL import Image
 import tensorflow as tf
 
 from mst.checkpoints import loader
+from mst.data import image_io
 from mst.data import multiscale
 from mst.data import preprocess
 from mst.scoring import inference
@@ -135,6 +136,12 @@ class Visualizer:
     batch = {key: value[None] for key, value in features.items()}
     logits, row = self._forward(self.params, batch)
     return np.asarray(logits[0]), np.asarray(row[0, 1:])
+
+  def read_image(self, path: str) -> np.ndarray:
+    """The image file at `path`, its size checked against `max_tokens` from its header, before
+    its pixels are decoded (`image_io.read_image`)."""
+    return image_io.read_image(path, lambda height, width: inference.check_tokens(
+        height, width, self.pp_config, self.max_tokens, path))
 
   def attention_maps(self, image: np.ndarray, name: str = "image"
                      ) -> tuple[list[ScaleMap], np.ndarray]:
