@@ -288,16 +288,21 @@ def seeded_split(names: Sequence[str], fractions: Sequence[tuple[str, float]],
   return out
 
 
+def _label_bytes(path: str) -> bytes:
+  """`read_file` of a label file, its refusal (too large, not a regular file) a LabelFileError."""
+  try:
+    return read_file(path)
+  except UnreadableFile as e:
+    raise LabelFileError(str(e)) from None
+
+
 def read_text(path: str, data: bytes | None = None) -> str:
   """The text of the label file `path` (read from disk unless its bytes `data` are given, as for a
   zip member): UTF-8, a BOM dropped. LabelFileError naming the file and the line for bytes that
   are not UTF-8 and for a NUL byte (a binary file, or a spreadsheet saved under a text name), and
   for a file over MAX_FILE_BYTES or not a regular file."""
   if data is None:
-    try:
-      data = read_file(path)
-    except UnreadableFile as e:
-      raise LabelFileError(str(e)) from None
+    data = _label_bytes(path)
   try:
     text = data.decode("utf-8-sig")
   except UnicodeDecodeError as e:
@@ -363,10 +368,7 @@ def load_workbook(path: str, data: bytes | None = None):
   bomb; zipfile stops each part at its declared size."""
   import openpyxl  # pylint: disable=g-import-not-at-top  # only the .xlsx sets need it
   if data is None:
-    try:
-      data = read_file(path)
-    except UnreadableFile as e:
-      raise LabelFileError(str(e)) from None
+    data = _label_bytes(path)
   try:
     with zipfile.ZipFile(io.BytesIO(data)) as z:
       large = [info for info in z.infolist() if info.file_size > MAX_FILE_BYTES]
