@@ -14,7 +14,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: no C++ INFO lines
 
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Union
+from typing import TYPE_CHECKING, Iterable, Iterator, Union
 
 import numpy as np
 
@@ -49,11 +49,13 @@ class Scorer:
     Raises:
       image_io.ImageError: the image cannot be read or has more tokens than `max_tokens`.
     """
-    name = str(image) if isinstance(image, (str, os.PathLike)) else "image"
     pp_config, max_tokens = self.predictor.pp_config, self.predictor.max_tokens
-    check = lambda height, width: inference.check_tokens(height, width, pp_config, max_tokens,
-                                                         name)
-    features = inference.bucketed_features(as_rgb(image, check), pp_config, max_tokens, name)
+    if isinstance(image, (str, os.PathLike)):
+      name = os.fspath(image)
+      rgb = inference.read_checked(name, pp_config, max_tokens)
+    else:
+      name, rgb = "image", as_rgb(image)
+    features = inference.bucketed_features(rgb, pp_config, max_tokens, name)
     return self.predictor.predict([features])[0]
 
   def score(self, image: ImageLike) -> float:
@@ -105,18 +107,16 @@ def load(path: str | os.PathLike, dtype: str = "float32", max_tokens: int | None
   return Scorer(predictor)
 
 
-def as_rgb(image: ImageLike, check_size: Callable[[int, int], None] | None = None
-           ) -> np.ndarray:
+def as_rgb(image: ImageLike) -> np.ndarray:
   """An (H, W, 3) uint8 array, converted as the file reader converts: greyscale replicated,
   alpha dropped, palette to RGB, 16-bit to its top 8 bits (a PIL image in another mode, such as
-  CMYK, through PIL's conversion to RGB). A file's size is shown to `check_size(height, width)`
-  (`image_io.read_image`) before its pixels are decoded.
+  CMYK, through PIL's conversion to RGB).
 
   Raises:
     image_io.ImageError: a file that cannot be read, or an array of another shape or dtype.
   """
   if isinstance(image, (str, os.PathLike)):
-    return image_io.read_image(os.fspath(image), check_size)
+    return image_io.read_image(os.fspath(image))
   if not isinstance(image, np.ndarray):
     image = _pil_array(image)
   if image.dtype == np.uint16:

@@ -101,9 +101,7 @@ class Predictor:
   def prepare(self, path: str) -> Prepared:
     """Reads and preprocesses one file; never raises for a bad image."""
     try:
-      # The token limit is checked on the header's size, before the pixels are decoded.
-      image = image_io.read_image(path, lambda height, width: check_tokens(
-          height, width, self.pp_config, self.max_tokens, path))
+      image = read_checked(path, self.pp_config, self.max_tokens)
       return Prepared(path, bucketed_features(image, self.pp_config, self.max_tokens, path))
     except image_io.ImageError as e:
       return Prepared(path, error=str(e))
@@ -137,6 +135,14 @@ def bucketed_features(image: np.ndarray, pp_config: multiscale.MultiScaleConfig,
   tokens = check_tokens(*image.shape[:2], pp_config, max_tokens, name)
   features = host_preprocess.multiscale_patches(image, pp_config)
   return host_preprocess.pad_to_length(features, multiscale.bucket_length(tokens))
+
+
+def read_checked(path: str, pp_config: multiscale.MultiScaleConfig, max_tokens: int
+                 ) -> np.ndarray:
+  """`image_io.read_image` of `path`, refused (ImageError) from its header's size, before any
+  pixel is decoded, when it makes more than `max_tokens` tokens."""
+  return image_io.read_image(path, lambda height, width: check_tokens(
+      height, width, pp_config, max_tokens, path))
 
 
 def check_tokens(height: int, width: int, pp_config: multiscale.MultiScaleConfig,

@@ -19,7 +19,6 @@ from PIL import Image
 import tensorflow as tf
 
 from mst.checkpoints import loader
-from mst.data import image_io
 from mst.data import multiscale
 from mst.data import preprocess
 from mst.scoring import inference
@@ -140,8 +139,7 @@ class Visualizer:
   def read_image(self, path: str) -> np.ndarray:
     """The image file at `path`, its size checked against `max_tokens` from its header, before
     its pixels are decoded (`image_io.read_image`)."""
-    return image_io.read_image(path, lambda height, width: inference.check_tokens(
-        height, width, self.pp_config, self.max_tokens, path))
+    return inference.read_checked(path, self.pp_config, self.max_tokens)
 
   def attention_maps(self, image: np.ndarray, name: str = "image"
                      ) -> tuple[list[ScaleMap], np.ndarray]:
