@@ -8,6 +8,7 @@ from them. Importing this module imports JAX, so conftest.py sets JAX's flags fi
 import csv
 import dataclasses
 import glob
+import io
 import os
 import pathlib
 
@@ -30,6 +31,24 @@ QUICK_COMPILE_ENV = {"JAX_DISABLE_MOST_OPTIMIZATIONS": "1"}
 # Why the PyTorch cross-checks skip where torch is missing: PyPI's Linux torch for Python 3.12 and
 # newer is a multi-GB CUDA build, so setup.py's test extra asks for the CPU wheel on 3.11 only.
 NO_TORCH = "no torch: setup.py's [test] extra installs the CPU torch 2.13.0 on Python 3.11 only"
+
+
+def image_bytes(seed, fmt="PNG"):
+  """An 8x8 image's file bytes (PNG, JPEG, BMP ...), distinct per seed."""
+  pixels = np.random.default_rng(seed).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+  out = io.BytesIO()
+  Image.fromarray(pixels).save(out, format=fmt)
+  return out.getvalue()
+
+
+def write_files(root, files):
+  """Writes {relative path: bytes or str} below `root` (a fake download); returns `root` as str."""
+  for path, data in files.items():
+    full = os.path.join(root, path)
+    os.makedirs(os.path.dirname(full), exist_ok=True)
+    with open(full, "wb") as f:
+      f.write(data if isinstance(data, bytes) else data.encode())
+  return str(root)
 
 
 def write_csv_dataset(root, count=24, seed=0, splits=TRAIN_VALIDATION_TEST, sizes=(40, 100)):

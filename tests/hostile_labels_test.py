@@ -23,8 +23,9 @@ import numpy as np
 import pytest
 import scipy.io
 import tensorflow_datasets as tfds
-from PIL import Image
 
+from helpers import image_bytes
+from helpers import write_files
 from mst.cli import datasets as datasets_cli
 from mst.cli import train as train_cli
 import mst.data.datasets
@@ -40,20 +41,7 @@ MIB = 1 << 20
 
 def png(seed):
   """An 8x8 PNG's bytes, distinct per seed."""
-  pixels = np.random.default_rng(seed).integers(0, 256, (8, 8, 3), dtype=np.uint8)
-  out = io.BytesIO()
-  Image.fromarray(pixels).save(out, format="PNG")
-  return out.getvalue()
-
-
-def write_files(root, files):
-  """Writes {relative path: bytes or str} below `root`; returns `root` as str."""
-  for path, data in files.items():
-    full = os.path.join(root, path)
-    os.makedirs(os.path.dirname(full), exist_ok=True)
-    with open(full, "wb") as f:
-      f.write(data if isinstance(data, bytes) else data.encode())
-  return str(root)
+  return image_bytes(seed, "PNG")
 
 
 def xlsx(sheets):

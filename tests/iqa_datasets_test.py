@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 import scipy.io
 import tensorflow_datasets as tfds
-from PIL import Image
 
+from helpers import image_bytes
+from helpers import write_files
 from mst.cli import datasets as datasets_cli
 from mst.data import source
 import mst.data.datasets
@@ -29,22 +30,7 @@ IQA_SETS = ("livec", "kadid10k", "tid2013", "live", "csiq")
 REFERENCES = [f"ref{i}" for i in range(6)]  # enough for a 5 / 1 train / test split
 
 
-def image(seed, fmt="PNG"):
-  """An 8x8 image's file bytes, distinct per seed."""
-  pixels = np.random.default_rng(seed).integers(0, 256, (8, 8, 3), dtype=np.uint8)
-  out = io.BytesIO()
-  Image.fromarray(pixels).save(out, format=fmt)
-  return out.getvalue()
-
-
-def write_files(root, files):
-  """Writes {relative path: bytes or str} below `root`; returns `root`."""
-  for path, data in files.items():
-    full = os.path.join(root, path)
-    os.makedirs(os.path.dirname(full), exist_ok=True)
-    with open(full, "wb") as f:
-      f.write(data if isinstance(data, bytes) else data.encode())
-  return root
+image = image_bytes  # an 8x8 image's file bytes, distinct per seed
 
 
 def write_zip(path, files):
