@@ -152,7 +152,8 @@ def test_many_sizes_compile_once_per_bucket(tmp_path, small_npz):
 
 
 class _RecordingPredictor(inference.Predictor):
-  """Records, for each batch it scores, its images and how many paths had been read by then."""
+  """Records, for each batch it scores, its images and how many paths had been read when it was
+  submitted."""
 
   def __init__(self, *args, read, **kwargs):
     super().__init__(*args, **kwargs)
@@ -163,9 +164,16 @@ class _RecordingPredictor(inference.Predictor):
     self.read.append(path)
     return prepared
 
-  def predict(self, features):
-    self.calls.append((len(features), len(self.read)))
-    return super().predict(features)
+  @property
+  def predict(self):
+    """Looked up as score_files submits a batch, so the count is of the paths read by then (the
+    batch itself runs later, in a model thread, while more paths are read)."""
+    read_by_then = len(self.read)
+
+    def predict(features):
+      self.calls.append((len(features), read_by_then))
+      return inference.Predictor.predict(self, features)
+    return predict
 
 
 def test_concurrent_batches_keep_order_results_and_the_lag_bound(tmp_path, small_npz):
