@@ -16,9 +16,13 @@ from mst.cli import train as train_cli
 from mst.config import defaults
 from mst.config import overrides
 from mst.config import resolve
+from mst.data import augmentation
 from mst.data import multiscale
+from mst.data import source
+from mst.evaluation import evaluate
 from mst.models import musiq
 from mst.training import optim
+from mst.training import run as run_lib
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
 TASKS = ("koniq", "spaq", "ava", "paq2piq", "imagenet", "custom", "demo", "iqa")
@@ -111,14 +115,47 @@ def _get(config, dotted: str):
   return config
 
 
-def test_model_keys_mirror_model_config():
-  fields = {f.name: f.default for f in dataclasses.fields(musiq.ModelConfig)}
-  model = defaults.get_config().model
-  assert set(model) == set(fields) - set(resolve.DERIVED_MODEL_FIELDS)
-  for key, value in model.items():
-    assert value == fields[key] or (key == "representation_size" and value == 0
-                                    and fields[key] is None), key
+# The typed values resolve builds from config sections. Those of the layers above mst.config
+# (training, evaluation, and the dataset spec they share) have no defaults of their own: resolve
+# fills every field. Those below it, which the library also builds without a config (the paper's
+# model, preprocessing and augmentation), own their defaults, and the section takes them.
+FILLED_BY_RESOLVE = {"dataset": source.DatasetSpec, "data": run_lib.Layout, "init": run_lib.Init,
+                     "train": run_lib.Loop, "optim": optim.OptimConfig,
+                     "eval": evaluate.EvalSettings}
+OWN_DEFAULTS = {"model": musiq.ModelConfig, "preprocess": multiscale.MultiScaleConfig,
+                "augment": augmentation.Augment}
+
+
+def test_each_default_is_written_once():
   config = defaults.get_config()
+  for name, cls in FILLED_BY_RESOLVE.items():
+    for field in dataclasses.fields(cls):
+      assert field.name in config[name], f"{cls.__name__}.{field.name} is no key of {name}"
+      assert field.default is dataclasses.MISSING, f"{cls.__name__}.{field.name} has a default"
+  for name, cls in OWN_DEFAULTS.items():
+    typed = {f.name: f.default for f in dataclasses.fields(cls)}
+    assert set(config[name]) & set(typed), name
+    for key, value in config[name].items():
+      if key not in typed:  # a key of the section alone, e.g. preprocess.max_seq_len
+        continue
+      none_is_zero = (name, key) == ("model", "representation_size")  # 0: no pre_logits layer
+      expected = 0 if none_is_zero else typed[key]
+      assert (value, type(value)) == (expected, type(expected)), f"{name}.{key}"
+  # The model's section holds every field but those copied from preprocess.
+  model_fields = {f.name for f in dataclasses.fields(musiq.ModelConfig)}
+  assert set(config.model) == model_fields - set(resolve.DERIVED_MODEL_FIELDS)
+
+
+def test_resolve_fills_every_typed_field_from_its_key():
+  config = defaults.get_config()
+  run = resolve.run(config)
+  typed = {"dataset": run.dataset, "data": run.layout, "optim": run.optim, "eval": run.eval,
+           "train": run.loop, "init": run.init}
+  for name, value in typed.items():
+    for field in dataclasses.fields(value):
+      expected = {("init", "checkpoint"): None, ("train", "profile_steps"): None}.get(
+          (name, field.name), config[name][field.name])
+      assert getattr(value, field.name) == expected, f"{name}.{field.name}"
   config.model.unknown_field = 1
   with pytest.raises(ValueError, match="unknown_field"):
     resolve.model_config(config)

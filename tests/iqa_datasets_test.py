@@ -20,6 +20,8 @@ import tensorflow_datasets as tfds
 from helpers import image_bytes
 from helpers import write_files
 from mst.cli import datasets as datasets_cli
+from mst.config import defaults
+from mst.config import resolve
 from mst.data import source
 import mst.data.datasets
 from mst.data.datasets import common
@@ -185,8 +187,10 @@ def test_kadid_seed_reproduces_and_changes_the_split(kadid_manual, tmp_path):
 
 def test_a_runs_dataset_split_seed_chooses_the_split(kadid_manual, tmp_path):
   root, _ = kadid_manual
-  spec = source.DatasetSpec(name="kadid10k", data_dir=str(tmp_path), manual_dir=str(root),
-                            split_seed=2)
+  section = defaults.get_config().dataset
+  section.update({"name": "kadid10k", "data_dir": str(tmp_path), "manual_dir": str(root),
+                  "split_seed": 2})
+  spec = resolve.section(source.DatasetSpec, section)
   assert source.build_dataset(spec).data_dir.endswith(os.path.join("kadid10k", "seed_2", "1.0.0"))
   named = dataclasses.replace(spec, name="kadid10k/seed_1")  # the name's seed wins
   assert source.build_dataset(named).data_dir.endswith(os.path.join("kadid10k", "seed_1", "1.0.0"))

@@ -9,12 +9,15 @@ import pytest
 from mst.cli import exits
 from mst.cli import export as export_cli
 from mst.cli import predict as predict_cli
+from mst.config import defaults
 from mst.config import overrides
 from mst.config import resolve
 from mst.data import source
 from mst.evaluation import evaluate
 from mst.training import losses
 from mst.training import optim
+
+DEFAULTS = defaults.get_config()
 
 
 def test_a_paper_config_becomes_a_typed_run_with_its_values():
@@ -65,9 +68,9 @@ def test_building_the_run_is_the_validation(key, value, message):
 
 def test_each_typed_part_checks_itself_with_the_same_message():
   with pytest.raises(ValueError, match="optim.name='adam' has no weight decay: use 'adamw'"):
-    optim.OptimConfig(name="adam", weight_decay=0.1)
+    optim.OptimConfig(**{**DEFAULTS.optim.to_dict(), "name": "adam", "weight_decay": 0.1})
   with pytest.raises(ValueError, match="eval.select='first'"):
-    evaluate.EvalSettings(select="first")
+    evaluate.EvalSettings(**{**DEFAULTS.eval.to_dict(), "select": "first"})
   with pytest.raises(ValueError, match="needs model.head"):
     losses.choose("l1", "mos", "distribution", {})
 

@@ -8,7 +8,7 @@ from typing import Sequence
 
 from mst.cli import exits
 from mst.cli import flags
-from mst.models import musiq
+from mst.config import defaults
 
 DESCRIPTION = """\
 Evaluate checkpoints on a dataset split. Every example is scored exactly once at native resolution
@@ -38,6 +38,8 @@ examples:
       --datasets koniq10k:test,livec:full,spaq:test,kadid10k:full,tid2013:full,live:full,csiq:full
   mst-eval --runs runs/koniq_seed0 runs/koniq_seed1 --datasets livec,kadid10k --output-dir eval/"""
 
+DEFAULTS = defaults.get_config()  # what --data-dir and the cross-dataset settings default to
+
 
 def make_parser() -> flags.Parser:
   parser = flags.Parser("mst-eval", DESCRIPTION, EPILOG)
@@ -56,21 +58,20 @@ def make_parser() -> flags.Parser:
                            "--datasets; with --runs and --config, each run's default, and "
                            "runs_metrics.json and the runs' report.html here; with --runs and "
                            "--datasets: ./eval_cross, a folder per run inside)")
-  parser.add_argument("--dtype", choices=tuple(musiq.DTYPES), default="float32",
-                      help="compute dtype (default float32)")
+  flags.add_dtype(parser)
   cross = parser.add_argument_group("cross-dataset evaluation (instead of --config)")
   cross.add_argument("--datasets", metavar="NAME[:SPLIT],...",
                      help="the datasets to score, e.g. koniq10k:test,livec:full,kadid10k")
-  cross.add_argument("--data-dir", default="~/tensorflow_datasets",
+  cross.add_argument("--data-dir", default=DEFAULTS.dataset.data_dir,
                      help="where the prepared datasets are (default %(default)s)")
   cross.add_argument("--manual-dir", metavar="DIR",
                      help="a folder holding each dataset's original download in a subfolder "
                           "named after it (livec/, kadid10k/, ...): datasets not yet prepared "
                           "in --data-dir are prepared from there")
   cross.add_argument("--batch-size", type=flags.positive_int, default=None,
-                     help="global evaluation batch (default: 32, rounded up to a multiple of "
-                          "the device count)")
-  cross.add_argument("--bootstrap-samples", type=int, default=1000,
+                     help=f"global evaluation batch (default: {DEFAULTS.eval.batch_size}, "
+                          "rounded up to a multiple of the device count)")
+  cross.add_argument("--bootstrap-samples", type=int, default=DEFAULTS.eval.bootstrap_samples,
                      help="resamples for the confidence intervals (default %(default)s; 0: none)")
   flags.add_verbosity(parser)
   return parser

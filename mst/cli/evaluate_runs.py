@@ -15,6 +15,7 @@ from mst.checkpoints import loader
 from mst.checkpoints import paths as checkpoint_paths
 from mst.checkpoints import workdir_lock
 from mst.cli import exits
+from mst.config import defaults
 from mst.config import resolve
 from mst.data import source
 from mst.data.datasets import custom
@@ -23,9 +24,6 @@ from mst.evaluation import evaluate
 from mst.evaluation import html_report
 from mst.evaluation import report
 from mst.runtime import sharding
-
-DEFAULT_BATCH = 32
-
 
 def one_dataset(args: argparse.Namespace, config: ml_collections.ConfigDict) -> int:
   """`mst-eval --config`: each checkpoint on the config's dataset, split `args.split`."""
@@ -146,19 +144,25 @@ def _run_folders(root: str, checkpoints: list[str], several: bool) -> list[str]:
 
 
 def _settings(args: argparse.Namespace, num_devices: int) -> evaluate.EvalSettings:
-  batch = args.batch_size or -(-DEFAULT_BATCH // num_devices) * num_devices
+  """config.eval's defaults with the flags' batch (the default rounded up to a multiple of the
+  devices) and bootstrap samples."""
+  section = defaults.get_config().eval
+  batch = args.batch_size or -(-section.batch_size // num_devices) * num_devices
   if batch % num_devices:
     raise exits.CommandError(f"--batch-size {batch} does not split over {num_devices} devices: "
                              "give a multiple of the device count", exits.USAGE)
-  return evaluate.EvalSettings(batch_size=batch, bootstrap_samples=args.bootstrap_samples)
+  section.update({"batch_size": batch, "bootstrap_samples": args.bootstrap_samples})
+  return resolve.section(evaluate.EvalSettings, section)
 
 
 def _build(target: cross_dataset.Target, args: argparse.Namespace):
   """The prepared builder of `target`, prepared from `--manual-dir/<name>` if it is not yet."""
   base = target.name.partition("/")[0]
   manual_dir = os.path.join(os.path.expanduser(args.manual_dir), base) if args.manual_dir else ""
-  spec = source.DatasetSpec(name=target.builder_name, data_dir=args.data_dir,
-                            manual_dir=manual_dir)
+  section = defaults.get_config().dataset
+  section.update({"name": target.builder_name, "data_dir": args.data_dir,
+                  "manual_dir": manual_dir})
+  spec = resolve.section(source.DatasetSpec, section)
   try:
     return source.build_dataset(spec)
   except FileNotFoundError as e:

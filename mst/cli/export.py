@@ -7,7 +7,6 @@ from typing import Sequence
 
 from mst.cli import exits
 from mst.cli import flags
-from mst.models import musiq
 
 DESCRIPTION = """\
 Export a checkpoint (an official .npz file or an mst-train workdir) as a TensorFlow SavedModel
@@ -32,8 +31,7 @@ def parse_args(argv: Sequence[str] | None):
                       help="the SavedModel folder to write (TF Serving wants <name>/<version>)")
   parser.add_argument("--longer-side-lengths", type=flags.int_list, default=None, metavar="L1,L2",
                       help="longer sides of the resized scales (default: as mst-predict)")
-  parser.add_argument("--dtype", choices=tuple(musiq.DTYPES), default="float32",
-                      help="compute dtype (default float32)")
+  flags.add_dtype(parser)
   parser.add_argument("--platforms", default="cpu,cuda,tpu", metavar="P1,P2",
                       help="XLA platforms to lower the model for (default %(default)s)")
   parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")

@@ -19,6 +19,7 @@ from absl import logging
 import ml_collections
 
 from mst.config import overrides
+from mst.models import musiq
 
 CONFIG_PREFIX = "--config."
 VERBOSITIES = ("debug", "info", "warning", "error")
@@ -124,6 +125,12 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: Sequence[str] | Non
   except (FileNotFoundError, KeyError, TypeError, ValueError) as e:
     parser.error(f"--config {args.config}: {e}")
   return args, config
+
+
+def add_dtype(parser: argparse.ArgumentParser, note: str = "") -> None:
+  """--dtype, the compute dtype, defaulting to the model's (parameters stay float32)."""
+  parser.add_argument("--dtype", choices=tuple(musiq.DTYPES), default=musiq.ModelConfig.dtype,
+                      help=f"compute dtype ({note}default %(default)s)")
 
 
 # ---------------------------------------------------------------------------------------------

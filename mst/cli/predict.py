@@ -17,7 +17,6 @@ from mst.data import image_io
 from mst.runtime import compilation_cache
 from mst.runtime import host_memory
 from mst.scoring import inference
-from mst.models import musiq
 from mst.runtime import progress
 from mst.cli import result_files
 
@@ -68,8 +67,7 @@ def parse_args(argv: Sequence[str] | None):
   parser.add_argument("--max-tokens", type=flags.positive_int, default=inference.DEFAULT_MAX_TOKENS,
                       help="refuse images that make more tokens than this (memory grows with the "
                            "square of it in attention; default %(default)s)")
-  parser.add_argument("--dtype", choices=tuple(musiq.DTYPES), default="float32",
-                      help="compute dtype (bfloat16 is faster on GPU/TPU; default float32)")
+  flags.add_dtype(parser, "bfloat16 is faster on GPU/TPU; ")
   parser.add_argument("--quiet", action="store_true", help="no progress on stderr")
   flags.add_verbosity(parser)
   args = parser.parse_args(argv)

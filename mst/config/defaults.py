@@ -11,9 +11,15 @@ variants (`apply_variants`); `runlocal` makes everything small enough for a CPU 
 few steps).
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+import dataclasses
 
 import ml_collections
+
+from mst.config import model as model_lib
+from mst.data import augmentation
+from mst.data import multiscale
+from mst.models import musiq
 
 VARIANTS = ("runlocal",)
 # Where the paper configs take the ImageNet pre-trained MUSIQ from (`config.init.checkpoint`): the
@@ -23,6 +29,18 @@ FROM_SCRATCH = ("", "none")
 # What the reported test metrics are computed with: the parameters of the best evaluation of
 # `dataset.eval_split` ("best") or those of the last step ("last").
 SELECT = ("best", "last")
+
+
+def _typed_defaults(cls: type, names: Sequence[str] | None = None, *,
+                    exclude: Sequence[str] = ()) -> ml_collections.ConfigDict:
+  """A section of the defaults of `cls`'s fields (`names`, else all but `exclude`), in field
+  order: a section that mirrors a typed value of the layers below takes its defaults from it, so
+  each default is written once."""
+  fields = {f.name: f.default for f in dataclasses.fields(cls)}
+  section = ml_collections.ConfigDict()
+  for name in names or [name for name in fields if name not in exclude]:
+    section[name] = fields[name]
+  return section
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -52,11 +70,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.dataset.mos_scale = 1.0
   config.dataset.shuffle_buffer = 10_000
 
-  # The multi-scale patch representation (mst.data.multiscale.MultiScaleConfig).
-  config.preprocess = ml_collections.ConfigDict()
-  config.preprocess.patch_size = 32  # P; also the model's patch size
-  config.preprocess.grid_size = 10  # G of the hash-based spatial embedding; also the model's
-  config.preprocess.longer_side_lengths = (224, 384)  # resized copies; () for the native image only
+  # The multi-scale patch representation: P, G and the resized copies' longer sides L_k (() for
+  # the native image only) default to mst.data.multiscale.MultiScaleConfig's, the paper's.
+  config.preprocess = _typed_defaults(multiscale.MultiScaleConfig,
+                                      ("patch_size", "grid_size", "longer_side_lengths"))
   config.preprocess.max_seq_len = 512  # l: native-image tokens at training time (eval keeps all)
 
   # How training batches are laid out (mst.data.packing). Training always encodes only the real
@@ -71,39 +88,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # augmentation (mixup is fine). "" = decode and resize every image every epoch.
   config.data.prepared_dir = ""
 
-  # Training-time augmentation (mst.data.augmentation.Augment). Fine-tuning uses the flip alone.
-  config.augment = ml_collections.ConfigDict()
-  config.augment.flip_prob = 0.5
-  config.augment.crop = False  # random crop without resizing (ImageNet pre-training)
-  config.augment.crop_area = (0.08, 1.0)  # fraction of the image area kept by a crop
-  config.augment.crop_aspect = (0.75, 1.333)  # aspect ratio range of a crop
-  config.augment.randaugment_layers = 0  # 0 = off
-  config.augment.randaugment_magnitude = 0
-  config.augment.mixup_alpha = 0.0  # 0 = off
+  # Training-time augmentation: mst.data.augmentation.Augment's fields and defaults (the flip
+  # alone, as fine-tuning uses).
+  config.augment = _typed_defaults(augmentation.Augment)
 
-  # The architecture: mst.models.config.ModelConfig's fields, except patch_size and grid_size
-  # (copied from `preprocess`) and num_scales (len(longer_side_lengths) + 1).
-  config.model = ml_collections.ConfigDict()
-  config.model.hidden_size = 384
-  config.model.num_layers = 14
-  config.model.num_heads = 6
-  config.model.mlp_dim = 1152
-  config.model.num_classes = 1
-  config.model.patch_encoder = "resnet"  # a key of mst.models.patch_encoders.PATCH_ENCODERS
-  config.model.spatial_embedding = "hse"  # a key of mst.models.embeddings.SPATIAL_EMBEDDINGS
-  config.model.use_scale_embedding = True
-  config.model.max_positions = 4096  # table length for spatial_embedding="fixed"
-  config.model.representation_size = 0  # width of a tanh pre_logits layer; 0 = none
-  config.model.head = "score"  # one of mst.models.config.HEADS
-  # The released checkpoints' model config (musiq/run_predict_image.py) sets both dropouts to 0
-  # and the official encoder's stochastic_layer_drop_rate defaults to 0; the paper gives none.
-  config.model.dropout_rate = 0.0
-  config.model.attention_dropout_rate = 0.0
-  config.model.stochastic_depth = 0.0
-  config.model.dtype = "float32"  # compute dtype: a key of mst.models.config.DTYPES
-  # Inference on CPU runs the patch encoder and attention a chunk at a time (training never
-  # does): the same outputs, faster and with far less memory.
-  config.model.chunked_on_cpu = True
+  # The architecture: mst.models.config.ModelConfig's fields and defaults (the paper's model),
+  # except patch_size and grid_size (copied from `preprocess`) and num_scales
+  # (len(longer_side_lengths) + 1); representation_size 0 is ModelConfig's None (no pre_logits).
+  config.model = _typed_defaults(musiq.ModelConfig, exclude=model_lib.DERIVED_MODEL_FIELDS)
+  config.model.representation_size = 0
 
   # Where the parameters start.
   config.init = ml_collections.ConfigDict()

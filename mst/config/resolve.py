@@ -155,9 +155,10 @@ def loop_config(config: ml_collections.ConfigDict) -> run_lib.Loop:
   return run_lib.Loop(**fields)
 
 
-def _section(cls: type, section: ml_collections.ConfigDict) -> Any:
-  """`cls` built from the config section's keys of its field names."""
-  return cls(**{f.name: section[f.name] for f in dataclasses.fields(cls)})
+def section(cls: type, values: ml_collections.ConfigDict) -> Any:
+  """`cls` (a typed section, which has no defaults of its own) built from the config section's
+  keys of its field names."""
+  return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls)})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,8 +176,8 @@ def evaluation(config: ml_collections.ConfigDict, split: str, num_devices: int) 
   check_rules(config, [rule for rule in RULES if rule.key == "eval.batch_size"])
   check_batch_sizes(config, num_devices, ["eval.batch_size"])
   check_splits(config.dataset.name, {"--split": split})
-  return Evaluation(_section(source.DatasetSpec, config.dataset),
-                    _section(evaluate.EvalSettings, config.eval), int(config.seed))
+  return Evaluation(section(source.DatasetSpec, config.dataset),
+                    section(evaluate.EvalSettings, config.eval), int(config.seed))
 
 
 def validate_eval(config: ml_collections.ConfigDict, split: str, num_devices: int) -> None:
@@ -200,15 +201,15 @@ def run(config: ml_collections.ConfigDict, num_devices: int | None = None) -> ru
     check_batch_sizes(config, num_devices)
   model = model_config(config)
   train_preprocess = preprocess_config(config, train=True)
-  dataset = _section(source.DatasetSpec, config.dataset)
+  dataset = section(source.DatasetSpec, config.dataset)
   augment = augment_config(config)
   if augment.mixup_alpha > 0 and dataset.label == "label":
     raise ValueError(f"augment.mixup_alpha={augment.mixup_alpha} mixes labels into soft targets: "
                      "set dataset.label='dist' (the batch carries the mixed one-hot `dist`), not "
                      "'label'")
   loss = losses.choose(config.loss.name, dataset.label, model.head, config.loss.to_dict())
-  optim_config = _section(optim.OptimConfig, config.optim)
-  layout = _section(run_lib.Layout, config.data)
+  optim_config = section(optim.OptimConfig, config.optim)
+  layout = section(run_lib.Layout, config.data)
   check_layout(layout, model, train_preprocess)
   check_prepared(layout, augment)
   if config.preprocess.max_seq_len == 0 and not config.preprocess.longer_side_lengths:
@@ -216,7 +217,7 @@ def run(config: ml_collections.ConfigDict, num_devices: int | None = None) -> ru
                      "preprocess.longer_side_lengths=() has no resized copy: no tokens are left")
   if config.train.num_steps <= 0 and config.train.num_epochs <= 0:
     raise ValueError("set train.num_steps > 0 or train.num_epochs > 0")
-  eval_settings = _section(evaluate.EvalSettings, config.eval)
+  eval_settings = section(evaluate.EvalSettings, config.eval)
   check_model_selection(config)
   return run_lib.Run(
       seed=int(config.seed), dataset=dataset, model=model, train_preprocess=train_preprocess,

@@ -25,10 +25,10 @@ class Augment:
   """
   flip_prob: float = 0.5
   crop: bool = False  # random crop without resizing (pre-training)
-  crop_area: tuple[float, float] = (0.08, 1.0)
-  crop_aspect: tuple[float, float] = (3 / 4, 4 / 3)
+  crop_area: tuple[float, float] = (0.08, 1.0)  # fraction of the image area a crop keeps
+  crop_aspect: tuple[float, float] = (0.75, 1.333)  # aspect ratio range of a crop
   randaugment_layers: int = 0  # ops per image; 0 = off
-  randaugment_magnitude: float = 0.0  # M on RandAugment's 0-30 scale (mst.data.randaugment)
+  randaugment_magnitude: float = 0  # M on RandAugment's 0-30 scale (mst.data.randaugment)
   mixup_alpha: float = 0.0  # lambda ~ Beta(alpha, alpha) per batch; 0 = off
 
   def __post_init__(self):

@@ -23,19 +23,20 @@ class SplitError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
   """`config.dataset`: where the examples come from, which splits a run uses, which label trains
-  the model and the factor MOS is divided by for training."""
-  name: str = "koniq10k"
-  data_dir: str = "~/tensorflow_datasets"
-  manual_dir: str = ""
-  csv: str = ""
-  image_dir: str = ""
-  split_seed: int = 0
-  train_split: str = "train"
-  eval_split: str = "validation"
-  test_split: str = "test"
-  label: str = "mos"
-  mos_scale: float = 1.0
-  shuffle_buffer: int = 10_000
+  the model and the factor MOS is divided by for training. No defaults: mst.config.defaults
+  holds them and mst.config.resolve fills every field."""
+  name: str
+  data_dir: str
+  manual_dir: str
+  csv: str
+  image_dir: str
+  split_seed: int
+  train_split: str
+  eval_split: str
+  test_split: str
+  label: str
+  mos_scale: float
+  shuffle_buffer: int
 
   @property
   def is_custom(self) -> bool:

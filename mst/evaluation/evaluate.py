@@ -29,11 +29,12 @@ SELECT = ("best", "last")
 class EvalSettings:
   """`config.eval`: the global batch, bootstrap samples for confidence intervals (0 = off),
   AVA's binary accuracy, and which parameters the reported test metrics use: those of the best
-  evaluation of the validation split ("best") or of the last step ("last")."""
-  batch_size: int = 32
-  bootstrap_samples: int = 1000
-  ava_metrics: bool = False
-  select: str = "best"
+  evaluation of the validation split ("best") or of the last step ("last"). No defaults:
+  mst.config.defaults holds them."""
+  batch_size: int
+  bootstrap_samples: int
+  ava_metrics: bool
+  select: str
 
   def __post_init__(self):
     if self.select not in SELECT:

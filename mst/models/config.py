@@ -40,7 +40,8 @@ class ModelConfig:
     representation_size: width of an optional tanh `pre_logits` layer before the head.
     head: one of HEADS: "score" (one output), "distribution" (score = expectation over bins
       1..C) or "classification".
-    dropout_rate, attention_dropout_rate, stochastic_depth: regularisation used in training only.
+    dropout_rate, attention_dropout_rate, stochastic_depth: regularisation used in training only;
+      0 as in the released checkpoints' config and the official encoder (the paper gives none).
     dtype: compute dtype, a key of DTYPES (parameters stay float32).
     chunked_on_cpu: in inference on CPU, run the patch encoder and attention a cache-sized chunk
       at a time: the same outputs, faster and with far less memory. Training never chunks (the

@@ -33,20 +33,21 @@ SCHEDULES = ("cosine", "linear", "constant")
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
   """`config.optim`, checked: the optimizer and schedule names, adam without weight decay, and
-  the learning-rate multiplier patterns (ranges are checked where the config is resolved)."""
-  name: str = "sgd"
-  learning_rate: float = 2e-3
-  momentum: float = 0.9
-  nesterov: bool = False
-  b1: float = 0.9
-  b2: float = 0.999
-  weight_decay: float = 0.0
-  schedule: str = "cosine"
-  warmup_steps: int = 0
-  end_learning_rate_factor: float = 0.0
-  grad_clip_norm: float = 0.0
-  grad_accum_steps: int = 1
-  lr_multipliers: tuple[tuple[str, float], ...] = ()
+  the learning-rate multiplier patterns (ranges are checked where the config is resolved). No
+  defaults: mst.config.defaults holds them."""
+  name: str
+  learning_rate: float
+  momentum: float
+  nesterov: bool
+  b1: float
+  b2: float
+  weight_decay: float
+  schedule: str
+  warmup_steps: int
+  end_learning_rate_factor: float
+  grad_clip_norm: float
+  grad_accum_steps: int
+  lr_multipliers: tuple[tuple[str, float], ...]
 
   def __post_init__(self):
     if self.name not in OPTIMIZERS:

@@ -14,38 +14,42 @@ from mst.training import losses
 from mst.training import optim
 
 
+# The typed sections of a config. Their defaults are written once, in mst.config.defaults, and
+# `mst.config.resolve` fills every field from the config, so these have none.
+
+
 @dataclasses.dataclass(frozen=True)
 class Layout:
   """`config.data`: how training batches are laid out (mst.data.packing) and made. `packing` also
   packs several images into each row; `packed_length` 0 chooses the row length from training
   images; `prepared_dir` ("" = off) is where the training split's decode and resizes are stored
   once and read back (mst.data.prepared)."""
-  packing: bool = False
-  packed_length: int = 0
-  prepared_dir: str = ""
+  packing: bool
+  packed_length: int
+  prepared_dir: str
 
 
 @dataclasses.dataclass(frozen=True)
 class Init:
   """`config.init`: the pre-trained `.npz` or workdir to start from (None: from scratch), and
   whether the head bias starts at the mean training label."""
-  checkpoint: str | None = None
-  head_bias_from_train_mean: bool = False
+  checkpoint: str | None
+  head_bias_from_train_mean: bool
 
 
 @dataclasses.dataclass(frozen=True)
 class Loop:
   """`config.train`: the global batch, the length of the run, how often it logs, evaluates and
   saves, and how it reports its speed (mst.training.throughput)."""
-  batch_size: int = 96
-  num_epochs: float = 30.0
-  num_steps: int = -1  # -1: from num_epochs
-  log_every_steps: int = 100
-  eval_every_steps: int = 1000
-  checkpoint_every_steps: int = 1000
-  keep_checkpoints: int = 3
-  peak_tflops: float = 0.0  # one device's, for MFU; 0: mst.runtime.devices' table
-  profile_steps: tuple[int, int] | None = None  # (first, last) steps traced; None: none
+  batch_size: int
+  num_epochs: float
+  num_steps: int  # -1: from num_epochs
+  log_every_steps: int
+  eval_every_steps: int
+  checkpoint_every_steps: int
+  keep_checkpoints: int
+  peak_tflops: float  # one device's, for MFU; 0: mst.runtime.devices' table
+  profile_steps: tuple[int, int] | None  # (first, last) steps traced; None: none
 
 
 @dataclasses.dataclass(frozen=True)
