@@ -7,8 +7,8 @@ import re
 
 import yaml
 
+from mst import errors
 from mst.cli import train
-from mst.training import preemption
 
 DOCS = pathlib.Path(__file__).resolve().parents[1] / "docs"
 REPO = DOCS.parent
@@ -38,7 +38,7 @@ def test_the_jobset_gives_jax_and_mst_what_they_need():
   assert "job-completion-index" in env["JAX_PROCESS_ID"]["valueFrom"]["fieldRef"]["fieldPath"]
   cache = env["MST_CACHE_DIR"]["value"]
   assert any(cache.startswith(mount["mountPath"]) for mount in container["volumeMounts"])
-  assert preemption.EXIT_PREEMPTED == 75
+  assert errors.PREEMPTED == 75
 
 
 def test_the_command_is_one_mst_train_accepts(monkeypatch):

@@ -24,13 +24,13 @@ import pytest
 from orbax.checkpoint._src.path import async_path
 
 import mst.data.datasets
+from mst import errors
 from mst.runtime import sharding
 from mst.checkpoints import workdir_lock
 from mst.checkpoints import workdirs
 from mst.cli import evaluate
 from mst.cli import predict
 from mst.cli import train
-from mst.training import preemption
 from helpers import QUICK_COMPILE_ENV
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -91,7 +91,7 @@ def test_preempted_then_killed_while_saving_resumes_to_the_same_params(
   lock = workdir_lock.lock_path(workdir, 0)
 
   status, output = _run(workdir, run_flags, compilation_cache, "sigterm@1")
-  assert status == preemption.EXIT_PREEMPTED, output[-3000:]
+  assert status == errors.PREEMPTED, output[-3000:]
   assert "preempted: saved the checkpoint of step 1" in output
   assert _steps(workdir) == ["1"] and not os.path.exists(lock)
 
@@ -185,8 +185,9 @@ def test_with_no_intact_checkpoint_the_run_stops_saying_how_to_start_over(tmp_pa
   _save_steps(tmp_path, [2, 4]).close()
   for step in ("2", "4"):
     _delete_manifests(str(tmp_path / "checkpoints" / step))
-  with pytest.raises(workdirs.CheckpointError, match=r"step 4: .*step 2: .*to start over from "
-                     r"step 0, delete .*checkpoints or use a new --workdir"):
+  with pytest.raises(workdirs.WorkdirCheckpointError,
+                     match=r"step 4: .*step 2: .*to start over from step 0, delete .*checkpoints "
+                     r"or use a new --workdir"):
     _restore(tmp_path)
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]  # nothing moved or deleted
 
@@ -202,8 +203,9 @@ def test_a_full_disk_stops_the_save_with_a_message_and_keeps_the_previous_checkp
     return await rename(src, dst)
 
   monkeypatch.setattr(async_path, "rename", disk_full)
-  with pytest.raises(workdirs.CheckpointError, match=r"No space left on device.*Stopping; the "
-                     r"checkpoints saved before \(steps 2\) are intact"):
+  with pytest.raises(workdirs.WorkdirCheckpointError,
+                     match=r"No space left on device.*Stopping; the checkpoints saved before "
+                     r"\(steps 2\) are intact"):
     manager.save(4, _state(4))
     manager.wait()
   monkeypatch.setattr(async_path, "rename", rename)

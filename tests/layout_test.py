@@ -148,3 +148,30 @@ def test_config_depends_on_training_never_the_reverse():
 
 def test_no_loose_modules():
   assert len([p for p in PACKAGE.glob("*.py") if p.name != "__init__.py"]) <= 6
+
+
+def _mst_classes() -> list[tuple[str, str, ast.ClassDef]]:
+  """(module, class name, node) of every class defined in mst/."""
+  found = []
+  for path in sorted(PACKAGE.rglob("*.py")):
+    for node in ast.walk(ast.parse(path.read_text())):
+      if isinstance(node, ast.ClassDef):
+        found.append((_module_name(path), node.name, node))
+  return found
+
+
+def test_no_two_classes_in_mst_share_a_name():
+  names = [name for _, name, _ in _mst_classes()]
+  assert "CheckpointError" in names  # it parsed
+  assert sorted({name for name in names if names.count(name) > 1}) == []
+
+
+def test_every_error_mst_defines_is_one_of_the_taxonomys_kinds():
+  from mst import errors  # pylint: disable=g-import-not-at-top
+  kinds = (errors.BadInput, errors.RunFailed, errors.Preempted)
+  defined = [getattr(importlib.import_module(module), name) for module, name, _ in _mst_classes()
+             if module != "mst.errors"]
+  exceptions = [cls for cls in defined if isinstance(cls, type) and issubclass(cls, BaseException)]
+  assert len(exceptions) >= 10
+  assert [cls.__qualname__ for cls in exceptions if not issubclass(cls, kinds)] == []
+  assert {kind.status for kind in kinds} == {errors.USAGE, errors.FAILED, errors.PREEMPTED}

@@ -16,8 +16,8 @@ import mst.data.datasets
 from helpers import QUICK_COMPILE_ENV
 from helpers import logged_scalars
 from helpers import write_csv_dataset
+from mst import errors
 from mst.checkpoints import workdirs
-from mst.training import preemption
 
 # Trains in subprocesses; with --dist loadgroup (the full suite's command) one worker runs this
 # file, so the uninterrupted `pair` of processes runs once.
@@ -137,7 +137,7 @@ def _params(workdir):
 def test_sigterm_to_one_process_saves_both_at_one_step_and_the_rerun_resumes_exactly(
     flags, pair, tmp_path):
   workdir = str(tmp_path / "preempted")
-  outputs = _pair(workdir, flags, fault="sigterm@1", status=preemption.EXIT_PREEMPTED)
+  outputs = _pair(workdir, flags, fault="sigterm@1", status=errors.PREEMPTED)
   steps = [re.findall(r"preempted: saved the checkpoint of step (\d+)", out) for out in outputs]
   assert steps[0] == steps[1] and len(steps[0]) == 1, outputs[1][-3000:]
   (step,) = steps[0]

@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 
+from mst import errors
 from mst.cli import exits
 from mst.cli import export as export_cli
 from mst.cli import predict as predict_cli
@@ -100,7 +101,7 @@ def test_the_wrapper_prints_the_message_and_exits_with_its_status(capsys):
 
   assert exits.run("mst-x", fails, []) == 2
   assert capsys.readouterr().err == "mst-x: error: 'no such key'\n"
-  preempted = exits.CommandError("preempted: saved the checkpoint of step 3", exits.PREEMPTED)
+  preempted = errors.Preempted("preempted: saved the checkpoint of step 3")
 
   def stops(argv):
     raise preempted

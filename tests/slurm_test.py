@@ -27,9 +27,9 @@ from experiments import sweep
 from helpers import QUICK_COMPILE_ENV
 from helpers import logged_scalars
 from helpers import write_csv_dataset
+from mst import errors
 from mst.checkpoints import workdirs
 from mst.cli import train as train_cli
-from mst.training import preemption
 import slurm_cluster
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -214,7 +214,7 @@ def test_the_documented_sbatch_template_saves_exits_75_requeues_and_resumes_exac
   output = log.read_text()
   attempts = re.split(r"^attempt \d+ of job", output, flags=re.M)[1:]
   assert len(attempts) == 2, output[-4000:]
-  assert f"exit status {preemption.EXIT_PREEMPTED}" in attempts[0], attempts[0][-4000:]
+  assert f"exit status {errors.PREEMPTED}" in attempts[0], attempts[0][-4000:]
   steps = re.findall(r"preempted: saved the checkpoint of step (\d+)", attempts[0])
   assert len(steps) == 2 and steps[0] == steps[1], attempts[0][-4000:]  # both tasks, one step
   assert int(steps[0]) < 4
@@ -258,7 +258,7 @@ def test_scancel_of_a_template_job_cancels_it_for_good_though_its_tasks_exit_75(
   output = log.read_text()
   assert output.count("attempt 1 of job") == 1 and "attempt 2" not in output, output
   assert "task 0: SIGTERM" in output and "task 1: SIGTERM" in output, output
-  assert f"exit status {preemption.EXIT_PREEMPTED}" in output, output
+  assert f"exit status {errors.PREEMPTED}" in output, output
   record = _job(cluster, job_id)
   assert "JobState=CANCELLED" in record and "Restarts=0" in record, record
 

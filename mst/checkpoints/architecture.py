@@ -18,6 +18,7 @@ import flax.traverse_util
 import jax
 import numpy as np
 
+from mst import errors
 from mst.models import embeddings
 from mst.models import musiq
 from mst.models import patch_encoders
@@ -29,7 +30,7 @@ _HEAD_FOR_CLASSES = {1: "score", 10: "distribution"}  # anything else: "classifi
 TABLE_FREE_SPATIAL_EMBEDDING = "sinusoid"
 
 
-class NeedKeys(Exception):
+class NeedKeys(errors.BadInput):
   """Inference needed one of these keys and the file has none of them."""
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from absl import logging
 import flax.traverse_util
 
+from mst import errors
 from mst.checkpoints import npz
 from mst.checkpoints import paths
 from mst.data import multiscale
@@ -45,7 +46,7 @@ def load_params(path: str) -> Params:
   return npz.load_official_npz(path)[0]
 
 
-class PretrainedMissing(FileNotFoundError):
+class PretrainedMissing(errors.BadInput, FileNotFoundError):
   """The pre-trained checkpoint a config starts from is not there."""
 
 
@@ -136,7 +137,7 @@ def load_for_inference(path: str, dtype: str = "float32",
   from mst.config import schema  # pylint: disable=g-import-not-at-top
   try:
     params, config = workdirs.load_params(path)
-  except (FileNotFoundError, workdirs.CheckpointError, schema.NewerWorkdirError) as e:
+  except (FileNotFoundError, workdirs.WorkdirCheckpointError, schema.NewerWorkdirError) as e:
     raise CheckpointError(str(e)) from None
   model_cfg = dataclasses.replace(model_lib.model_config(config), dtype=dtype)
   pp_config = model_lib.preprocess_config(config, train=False)

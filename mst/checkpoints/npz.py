@@ -29,6 +29,7 @@ import flax.traverse_util
 import jax
 import numpy as np
 
+from mst import errors
 from mst.checkpoints import architecture
 from mst.checkpoints import paths
 from mst.models import musiq
@@ -45,7 +46,7 @@ _PRE_LOGITS = "pre_logits"
 _GROUPNORM_PARAM = re.compile(r"(^|/)gn[^/]*/(scale|bias)$")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(errors.BadInput):
   """A file that cannot be read as MUSIQ parameters. The message names the file."""
 
 

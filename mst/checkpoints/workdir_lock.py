@@ -25,11 +25,13 @@ import time
 
 from absl import logging
 
+from mst import errors
+
 HEARTBEAT_S = 60
 STALE_AFTER_S = 10 * 60
 
 
-class WorkdirError(RuntimeError):
+class WorkdirError(errors.RunFailed):
   """The workdir cannot be used: another run owns it, or it cannot be written."""
 
 

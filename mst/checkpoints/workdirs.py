@@ -28,6 +28,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
+from mst import errors
 from mst.config import schema
 
 CONFIG_FILE = "config.json"
@@ -57,7 +58,7 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
   return schema.upgrade(json.loads(epath.Path(path).read_text()), path)
 
 
-class CheckpointError(RuntimeError):
+class WorkdirCheckpointError(errors.RunFailed):
   """A checkpoint could not be saved, or no saved one can be restored; the message says what to
   do."""
 
@@ -135,7 +136,7 @@ class TrainCheckpoints:
                       step, self.latest.directory, type(error).__name__, error)
       failures.append((step, error))
     damage = "; ".join(f"step {s}: {type(e).__name__}: {str(e)[:300]}" for s, e in failures)
-    raise CheckpointError(
+    raise WorkdirCheckpointError(
         f"no checkpoint in {self.latest.directory} can be restored ({damage}). If the config "
         f"changed since they were saved, run with the original one ({self.workdir}/{CONFIG_FILE}); "
         f"to start over from step 0, delete {self.latest.directory} or use a new --workdir.")
@@ -185,7 +186,7 @@ class TrainCheckpoints:
     return self.best.restore(step, args=ocp.args.StandardRestore(target))
 
   def wait(self) -> None:
-    """Blocks until every started save is on disk; a failed one raises `CheckpointError`."""
+    """Blocks until every started save is on disk; a failed one raises `WorkdirCheckpointError`."""
     with _save_errors(self, "a checkpoint"):
       self.latest.wait_until_finished()
       self.best.wait_until_finished()
@@ -197,8 +198,8 @@ class TrainCheckpoints:
 
 @contextlib.contextmanager
 def _save_errors(manager: TrainCheckpoints, what: str):
-  """Turns a failed save (a full disk, a lost permission) into a `CheckpointError` that says the
-  earlier checkpoints are whole and how to go on."""
+  """Turns a failed save (a full disk, a lost permission) into a `WorkdirCheckpointError` that says
+  the earlier checkpoints are whole and how to go on."""
   try:
     yield
   except Exception as e:  # pylint: disable=broad-except  (whatever orbax's writers raise)
@@ -207,7 +208,7 @@ def _save_errors(manager: TrainCheckpoints, what: str):
                       if child.name.isdigit())
     kept = (f"the checkpoints saved before (steps {', '.join(map(str, complete))}) are intact"
             if complete else "no earlier checkpoint exists")
-    raise CheckpointError(
+    raise WorkdirCheckpointError(
         f"saving {what} in {directory} failed: {type(e).__name__}: {e}. Stopping; {kept}. Free "
         "space or fix the path, then run the same command again to resume.") from e
 
@@ -218,7 +219,7 @@ def load_params(workdir: str) -> tuple[Any, ml_collections.ConfigDict]:
 
   Raises:
     FileNotFoundError: not a workdir, or nothing saved yet.
-    CheckpointError: the checkpoint to score is damaged (named, with what to do).
+    WorkdirCheckpointError: the checkpoint to score is damaged (named, with what to do).
   """
   workdir = absolute(workdir)
   config = read_config(workdir)
@@ -244,13 +245,13 @@ def load_params(workdir: str) -> tuple[Any, ml_collections.ConfigDict]:
 
 def _restore_to_score(manager: ocp.CheckpointManager, step: int, restore: Any, what: str,
                       fix: str) -> Any:
-  """`manager`'s `step`, or a `CheckpointError` naming its folder and `fix`."""
+  """`manager`'s `step`, or a `WorkdirCheckpointError` naming its folder and `fix`."""
   state, error = _try_restore(manager, step, restore)
   if error is None:
     return state
-  raise CheckpointError(f"{what} in {os.path.join(str(manager.directory), str(step))} cannot be "
-                        f"restored, the checkpoint is damaged ({type(error).__name__}: "
-                        f"{str(error)[:300]}); {fix}")
+  folder = os.path.join(str(manager.directory), str(step))
+  raise WorkdirCheckpointError(f"{what} in {folder} cannot be restored, the checkpoint is damaged "
+                               f"({type(error).__name__}: {str(error)[:300]}); {fix}")
 
 
 def _try_restore(manager: ocp.CheckpointManager, step: int, args: Any

@@ -8,6 +8,7 @@ import sys
 import textwrap
 from typing import Sequence
 
+from mst import errors
 from mst.cli import exits
 from mst.cli import flags
 from mst.config import defaults
@@ -77,7 +78,7 @@ def _main(argv: Sequence[str] | None) -> int:
       builder = datasets.build(name, data_dir, manual_dir, overwrite=args.overwrite,
                                **args.builder_kwargs)
     except (FileNotFoundError, ValueError, TypeError) as e:
-      raise exits.CommandError(f"{name}: {e}", exits.USAGE) from e
+      raise errors.BadInput(f"{name}: {e}") from e
     counts = ", ".join(f"{split} {info.num_examples}"
                        for split, info in builder.info.splits.items())
     skipped = len({row["name"] for row in datasets.read_skipped(builder)})

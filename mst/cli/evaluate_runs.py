@@ -11,6 +11,7 @@ import os
 import jax
 import ml_collections
 
+from mst import errors
 from mst.checkpoints import loader
 from mst.checkpoints import paths as checkpoint_paths
 from mst.checkpoints import workdir_lock
@@ -18,7 +19,6 @@ from mst.cli import exits
 from mst.config import defaults
 from mst.config import resolve
 from mst.data import source
-from mst.data.datasets import custom
 from mst.evaluation import cross_dataset
 from mst.evaluation import evaluate
 from mst.evaluation import html_report
@@ -35,19 +35,16 @@ def one_dataset(args: argparse.Namespace, config: ml_collections.ConfigDict) -> 
   outputs = [output_dirs[path] for path in checkpoints if found[path]]
   _check_writable(outputs + ([args.output_dir] if args.runs and args.output_dir else []))
   # Bad input stops here with a message that names it, not a traceback.
-  with exits.exit_status(exits.USAGE, resolve.ConfigError, custom.LabelFileError):
-    evaluation = resolve.evaluation(config, args.split, jax.device_count())
-    _require_found(found)
-    builder = source.build_dataset(evaluation.dataset)
+  evaluation = resolve.evaluation(config, args.split, jax.device_count())
+  _require_found(found)
+  builder = source.build_dataset(evaluation.dataset)
   mesh = sharding.make_mesh()
   chief = jax.process_index() == 0
   label = f"{evaluation.dataset.name}:{args.split}"
   per_run, runs = [], []
   for path in checkpoints:
-    with exits.exit_status(exits.USAGE, loader.CheckpointError):  # damaged, or not MUSIQ's
-      scores, columns = evaluate.evaluate_checkpoint(
-          evaluation.eval, path, args.split, builder, mesh, dtype=args.dtype,
-          seed=evaluation.seed)
+    scores, columns = evaluate.evaluate_checkpoint(
+        evaluation.eval, path, args.split, builder, mesh, dtype=args.dtype, seed=evaluation.seed)
     per_run.append(scores)
     if not chief:
       continue
@@ -71,8 +68,7 @@ def one_dataset(args: argparse.Namespace, config: ml_collections.ConfigDict) -> 
 
 def several_datasets(args: argparse.Namespace) -> int:
   """`mst-eval --datasets`: each checkpoint on each dataset, one table."""
-  with exits.exit_status(exits.USAGE, cross_dataset.TargetError):
-    targets = cross_dataset.parse_targets(args.datasets)
+  targets = cross_dataset.parse_targets(args.datasets)
   checkpoints = [args.checkpoint] if args.checkpoint else args.runs
   found = _found(checkpoints)
   with exits.exit_status(exits.USAGE, OSError):
@@ -81,7 +77,7 @@ def several_datasets(args: argparse.Namespace) -> int:
   run_dirs = dict(zip(checkpoints, _run_folders(root, checkpoints, bool(args.runs))))
   _check_writable([root])
   settings = _settings(args, jax.device_count())
-  with exits.exit_status(exits.USAGE, resolve.ConfigError, FileNotFoundError):
+  with exits.exit_status(exits.USAGE, FileNotFoundError):
     _require_found(found)
     builders = {target.label: _build(target, args) for target in targets}
   mesh = sharding.make_mesh()
@@ -91,8 +87,7 @@ def several_datasets(args: argparse.Namespace) -> int:
   # One rollout model per checkpoint, made when its first dataset's worst images need it.
   visualizer = functools.cache(html_report.visualizer)
   for path in checkpoints:
-    with exits.exit_status(exits.USAGE, loader.CheckpointError):  # damaged, or not MUSIQ's
-      loaded = loader.load_for_inference(path, dtype=args.dtype)
+    loaded = loader.load_for_inference(path, dtype=args.dtype)
     results[path], datasets = {}, []
     for target in targets:
       builder = builders[target.label]
@@ -128,9 +123,8 @@ def _require_found(found: dict[str, bool]) -> None:
 
 
 def _check_writable(output_dirs: list[str]) -> None:
-  with exits.exit_status(exits.FAILED, workdir_lock.WorkdirError):  # now, not after an hour
-    for output_dir in output_dirs:
-      workdir_lock.check_writable(output_dir, "--output-dir")
+  for output_dir in output_dirs:  # now, not after an hour
+    workdir_lock.check_writable(output_dir, "--output-dir")
 
 
 def _run_folders(root: str, checkpoints: list[str], several: bool) -> list[str]:
@@ -149,8 +143,8 @@ def _settings(args: argparse.Namespace, num_devices: int) -> evaluate.EvalSettin
   section = defaults.get_config().eval
   batch = args.batch_size or -(-section.batch_size // num_devices) * num_devices
   if batch % num_devices:
-    raise exits.CommandError(f"--batch-size {batch} does not split over {num_devices} devices: "
-                             "give a multiple of the device count", exits.USAGE)
+    raise errors.BadInput(f"--batch-size {batch} does not split over {num_devices} devices: "
+                          "give a multiple of the device count")
   section.update({"batch_size": batch, "bootstrap_samples": args.bootstrap_samples})
   return resolve.section(evaluate.EvalSettings, section)
 

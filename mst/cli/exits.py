@@ -1,13 +1,6 @@
-"""One way out of every console script: errors that carry their exit status, and the wrapper that
-prints them as `mst-<name>: error: ...` and exits with it.
-
-Exit statuses (each script's --help lists its own):
-  0   done
-  1   the work failed (a run that cannot go on, images that could not be read, the host ran out
-      of memory): fix what the message names, then rerun
-  2   bad command line, config or input (argparse uses 2 for usage errors too)
-  75  preempted (EX_TEMPFAIL): a checkpoint was saved; the same command resumes
-"""
+"""One way out of every console script: `run` prints an error of mst's taxonomy (`mst.errors`) as
+`mst-<name>: error: ...` and exits with its kind's status, 0, 1, 2 or 75 (each script's --help
+lists them)."""
 
 from __future__ import annotations
 
@@ -15,34 +8,32 @@ from collections.abc import Callable, Iterator, Sequence
 import contextlib
 import sys
 
-OK, FAILED, USAGE, PREEMPTED = 0, 1, 2, 75
+from mst import errors
 
-
-class CommandError(Exception):
-  """Ends a console script with `status` after printing the message."""
-
-  def __init__(self, message: str, status: int = FAILED):
-    super().__init__(message)
-    self.status = status
+OK, FAILED, USAGE, PREEMPTED = errors.OK, errors.FAILED, errors.USAGE, errors.PREEMPTED
+_KINDS = {FAILED: errors.RunFailed, USAGE: errors.BadInput, PREEMPTED: errors.Preempted}
 
 
 @contextlib.contextmanager
-def exit_status(status: int, *errors: type[BaseException]) -> Iterator[None]:
-  """Turns the library's `errors` raised inside the block into a CommandError with `status`."""
+def exit_status(status: int, *builtin: type[BaseException]) -> Iterator[None]:
+  """Turns the built-in exceptions `builtin` (an OSError, a ValueError of a library mst calls)
+  raised inside the block into the kind of error that ends with `status`."""
   try:
     yield
-  except errors as e:
-    raise CommandError(str(e), status) from e
+  except builtin as e:
+    if isinstance(e, errors.Error):
+      raise
+    raise _KINDS[status](str(e)) from e
 
 
 def run(prog: str, body: Callable[[Sequence[str] | None], int],
         argv: Sequence[str] | None) -> int:
-  """`body(argv)`'s status, or a CommandError's: its message printed as `prog: error: message`
+  """`body(argv)`'s status, or an mst error's: its message printed as `prog: error: message`
   (`prog: message` for a preemption, which is not an error). A MemoryError is one line and
   status 1 too: a traceback would say nothing more, and its frames may be what ran out."""
   try:
     return body(argv)
-  except CommandError as e:
+  except errors.Error as e:
     kind = "" if e.status == PREEMPTED else "error: "
     print(f"{prog}: {kind}{e}", file=sys.stderr, flush=True)
     return e.status

@@ -46,11 +46,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
   args = parse_args(argv)
   flags.setup_logging(args.verbosity)
-  from mst.checkpoints import loader  # pylint: disable=g-import-not-at-top
   from mst.scoring import export  # pylint: disable=g-import-not-at-top
 
   platforms = tuple(p for p in args.platforms.replace(",", " ").split())
-  with exits.exit_status(exits.USAGE, loader.CheckpointError, FileExistsError, ValueError):
+  with exits.exit_status(exits.USAGE, FileExistsError, ValueError):
     path = export.export_saved_model(args.checkpoint, args.output, dtype=args.dtype,
                                      longer_side_lengths=args.longer_side_lengths,
                                      platforms=platforms, overwrite=args.overwrite)

@@ -10,7 +10,6 @@ import sys
 from typing import Iterator, Sequence
 
 from mst.scoring import api
-from mst.checkpoints import loader
 from mst.cli import exits
 from mst.cli import flags
 from mst.data import image_io
@@ -122,7 +121,7 @@ def _main(argv: Sequence[str] | None) -> int:
   args = parse_args(argv)
   flags.setup_logging(args.verbosity)
   compilation_cache.enable()
-  with exits.exit_status(exits.USAGE, loader.CheckpointError, ValueError, OSError):
+  with exits.exit_status(exits.USAGE, ValueError, OSError):
     listed = _check_files(args)
     scorer = api.load(args.checkpoint, dtype=args.dtype, max_tokens=args.max_tokens,
                       longer_side_lengths=args.longer_side_lengths)

@@ -61,13 +61,7 @@ def _main(argv: Sequence[str] | None) -> int:
   from absl import logging  # pylint: disable=g-import-not-at-top
   from mst.runtime import compilation_cache  # pylint: disable=g-import-not-at-top
   from mst.runtime import sharding  # pylint: disable=g-import-not-at-top
-  from mst.checkpoints import loader  # pylint: disable=g-import-not-at-top
-  from mst.checkpoints import workdir_lock  # pylint: disable=g-import-not-at-top
-  from mst.checkpoints import workdirs  # pylint: disable=g-import-not-at-top
   from mst.config import resolve  # pylint: disable=g-import-not-at-top
-  from mst.config import schema  # pylint: disable=g-import-not-at-top
-  from mst.data.datasets import custom  # pylint: disable=g-import-not-at-top
-  from mst.training import preemption  # pylint: disable=g-import-not-at-top
   from mst.training import trainer  # pylint: disable=g-import-not-at-top
 
   tf.config.set_visible_devices([], "GPU")  # TensorFlow only feeds data: keep it off accelerators
@@ -77,13 +71,9 @@ def _main(argv: Sequence[str] | None) -> int:
   # Bad input stops here, before anything is written, with a message that names it.
   with exits.exit_status(exits.USAGE, ValueError):
     run = resolve.run(config, num_devices=jax.device_count())
-  # A newer mst's workdir as init.checkpoint is refused naming both versions.
-  with (exits.exit_status(exits.USAGE, custom.LabelFileError, loader.PretrainedMissing,
-                          schema.NewerWorkdirError),
-        exits.exit_status(exits.PREEMPTED, preemption.Preempted),
-        exits.exit_status(exits.FAILED, workdir_lock.WorkdirError, workdirs.CheckpointError,
-                          trainer.NonFiniteLossError)):
-    trainer.train_and_evaluate(run, args.workdir)
+  # mst's own errors (a label file, a missing or newer checkpoint, a preemption, a damaged save)
+  # end the script with their kind's status in exits.run.
+  trainer.train_and_evaluate(run, args.workdir)
   return exits.OK
 
 

@@ -9,7 +9,6 @@ import time
 from typing import Sequence
 
 from mst.runtime import compilation_cache
-from mst.checkpoints import loader
 from mst.cli import exits
 from mst.cli import flags
 from mst.data import image_io
@@ -83,7 +82,7 @@ def _main(argv: Sequence[str] | None) -> int:
     if not args.quiet:
       print(message, file=sys.stderr, flush=True)
 
-  with exits.exit_status(exits.USAGE, loader.CheckpointError, ValueError, OSError):
+  with exits.exit_status(exits.USAGE, ValueError, OSError):
     visualizer = rollout.Visualizer.from_checkpoint(
         args.checkpoint, longer_side_lengths=args.longer_side_lengths, max_tokens=args.max_tokens)
     os.makedirs(args.output_dir, exist_ok=True)

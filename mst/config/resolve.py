@@ -13,6 +13,7 @@ from typing import Any
 
 import ml_collections
 
+from mst import errors
 from mst.config import defaults
 from mst.config import model as model_lib
 from mst.data import augmentation
@@ -41,7 +42,7 @@ def augment_config(config: ml_collections.ConfigDict) -> augmentation.Augment:
       randaugment_magnitude=augment.randaugment_magnitude, mixup_alpha=augment.mixup_alpha)
 
 
-class ConfigError(ValueError):
+class ConfigError(errors.BadInput):
   """A config value that cannot work; the message names the key, the value and the fix."""
 
 

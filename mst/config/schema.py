@@ -25,6 +25,7 @@ from typing import Any
 from absl import logging
 import ml_collections
 
+from mst import errors
 from mst import __version__ as MST_VERSION
 from mst.config import defaults
 
@@ -44,7 +45,7 @@ ADDED_KEYS: dict[int, dict[str, Any]] = {
 }
 
 
-class NewerWorkdirError(ValueError):
+class NewerWorkdirError(errors.BadInput):
   """A config.json written by a newer mst, whose keys this one does not know; the message names
   the file and both versions."""
 

@@ -24,6 +24,8 @@ import numpy as np
 from PIL import Image
 import simplejpeg
 
+from mst import errors
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 # No image above Pillow's own decompression-bomb threshold (89.5 megapixels, a 9459 x 9459 image,
 # 268 MB as RGB) is decoded by any path, TF's included; scoring refuses far smaller ones
@@ -33,7 +35,7 @@ MAX_PIXELS = 89_478_485  # Pillow's default Image.MAX_IMAGE_PIXELS
 MAX_FILE_BYTES = 4 * MAX_PIXELS + (1 << 20)
 
 
-class ImageError(ValueError):
+class ImageError(errors.BadInput):
   """An image file that cannot be scored; the message says which file and why."""
 
 

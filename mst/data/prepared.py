@@ -49,6 +49,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from mst import errors
 from mst.data import augmentation
 from mst.data import multiscale
 from mst.data import pipeline
@@ -98,7 +99,7 @@ def file_hash(data: bytes) -> int:
   return int(tf.strings.to_hash_bucket_fast(data, _BUCKETS).numpy())
 
 
-class DamagedError(ValueError):
+class DamagedError(errors.RunFailed, ValueError):
   """A prepared folder that does not hold what it was prepared with."""
 
 

@@ -10,13 +10,14 @@ import jax
 from jax.experimental import multihost_utils
 import tensorflow_datasets as tfds
 
+from mst import errors
 from mst.data import datasets
 from mst.data.datasets import iqa
 
 LABELS = ("mos", "dist", "label")
 
 
-class SplitError(ValueError):
+class SplitError(errors.BadInput):
   """A split a config names that the dataset does not have."""
 
 

@@ -16,6 +16,7 @@ import math
 import os
 from typing import Mapping, Sequence
 
+from mst import errors
 from mst.data import datasets
 from mst.data import source
 from mst.evaluation import report
@@ -27,7 +28,7 @@ OWN_PREPROCESSING = {"spaq": "spaq/shorter_side_512"}
 NOT_CROSS = ("custom",)  # needs a CSV of its own: evaluate it with --config
 
 
-class TargetError(ValueError):
+class TargetError(errors.BadInput):
   """A `--datasets` entry that names no known dataset or split."""
 
 

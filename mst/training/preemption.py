@@ -18,19 +18,14 @@ from absl import logging
 import jax
 from jax.experimental import multihost_utils
 
-# EX_TEMPFAIL from sysexits.h: "a temporary failure; the user is invited to retry". mst-train
-# exits with it when preempted, so a launcher can tell "rerun me" from a failure (1).
-EXIT_PREEMPTED = 75
+from mst import errors
 
-
-class Preempted(Exception):
-  """The run was asked to stop (SIGTERM) and saved a checkpoint at `step` on every host."""
-
-  def __init__(self, step: int, workdir: str):
-    super().__init__(
-        f"preempted: saved the checkpoint of step {step} in {workdir}/checkpoints and stopped. "
-        "Run the same command again to resume from it.")
-    self.step = step
+def preempted(step: int, workdir: str) -> errors.Preempted:
+  """The error a run raises once every host saved the checkpoint of `step` and stopped: mst-train
+  exits 75 (EX_TEMPFAIL, "retry"), so a launcher can tell "rerun me" from a failure (1)."""
+  return errors.Preempted(
+      f"preempted: saved the checkpoint of step {step} in {workdir}/checkpoints and stopped. "
+      "Run the same command again to resume from it.")
 
 
 class PreemptionWatch:

@@ -26,6 +26,7 @@ import numpy as np
 import optax
 import tensorflow as tf
 
+from mst import errors
 from mst.checkpoints import loader
 from mst.checkpoints import workdir_lock
 from mst.checkpoints import workdirs
@@ -59,7 +60,7 @@ class TrainMetrics(clu_metrics.Collection):
   learning_rate: clu_metrics.LastValue.from_output("learning_rate")
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(errors.RunFailed, FloatingPointError):
   """The loss became NaN or infinite; the message names the step and the last good checkpoint."""
 
 
@@ -130,7 +131,7 @@ def _meter(run: run_lib.Run, mesh) -> throughput.Meter:
 def train_and_evaluate(run: run_lib.Run, workdir: str) -> dict[str, float]:
   """Trains (or resumes training) `run` in `workdir`; returns the final test metrics.
 
-  Raises `preemption.Preempted` after saving a checkpoint when SIGTERM asks the run to stop, and
+  Raises `errors.Preempted` after saving a checkpoint when SIGTERM asks the run to stop, and
   `workdir_lock.WorkdirError` when the workdir is another live run's or cannot be written.
   """
   workdir = workdirs.absolute(workdir)
@@ -224,7 +225,7 @@ def _train_and_evaluate_in(run: run_lib.Run, workdir: str) -> dict[str, float]:
 def _train_loop(run: run_lib.Run, state: TrainState, step_fn, data: training_data.TrainingData,
                 out: Outputs, preempted: preemption.PreemptionWatch) -> TrainState:
   """Steps state.step + 1 .. total_steps with logging, evaluation and checkpoints; on
-  preemption, a checkpoint of the step every host agreed on, then `Preempted`."""
+  preemption, a checkpoint of the step every host agreed on, then `errors.Preempted`."""
   manager, writer, loop = out.manager, out.writer, run.loop
   start_step, total_steps = int(state.step), data.total_steps
   train_metrics, recent_losses = None, []
@@ -270,7 +271,7 @@ def _train_loop(run: run_lib.Run, state: TrainState, step_fn, data: training_dat
         manager.save(step, state)
     if stop:
       bar.close()
-      raise preemption.Preempted(step, manager.workdir)
+      raise preemption.preempted(step, manager.workdir)
   out.profile.close(state)
   bar.close()
   return state

@@ -38,6 +38,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from mst import errors
 from mst.data import image_io
 from mst.runtime import progress
 
@@ -56,7 +57,7 @@ INT32_MAX = int(np.iinfo(np.int32).max)  # vote counts and levels are stored as 
 MAX_PROBLEMS = 50  # bad rows listed in one error; the count says how many more
 
 
-class LabelFileError(ValueError):
+class LabelFileError(errors.BadInput):
   """A label file mst cannot use. The message names the file and the line (or sheet row, or .mat
   entry) of each problem as `file:line: what` (the first MAX_PROBLEMS of them, then how many more),
   so one pass fixes them all; `problems` holds the (line, what) pairs. mst-train and mst-eval exit
@@ -80,7 +81,7 @@ class LabelFileError(ValueError):
     return cls(title + "\n" + "\n".join(lines), problems)
 
 
-class UnreadableFile(ValueError):
+class UnreadableFile(errors.BadInput):
   """A file or zip member that is not read, or not used, for safety or because it is corrupt: too
   large, not a regular file, a member that fails to inflate. `reason` says why (what the skip list
   records); the message also says where."""
