@@ -2,13 +2,14 @@
 program (or parameter shapes) for another computation."""
 
 import json
+import pathlib
 
 import numpy as np
 import pytest
 
 from mst.scoring import inference
 from mst.checkpoints import architecture
-from mst.scoring import traced_cache
+from mst.runtime import traced_cache
 from mst.models import musiq
 
 
@@ -89,3 +90,15 @@ def test_parameter_shapes_are_traced_once_and_a_damaged_file_again(tmp_path, mon
   assert architecture.expected_shapes(config) == traced
   assert json.loads(entry.read_text())["head/kernel"] == [list(traced["head/kernel"].shape),
                                                          "float32"]
+
+
+def test_the_key_covers_every_module_of_the_network_and_their_source():
+  model_files = pathlib.Path(musiq.__file__).parent.glob("*.py")
+  network = {f"mst.models.{path.stem}" for path in model_files if path.stem != "__init__"}
+  assert {module.__name__ for module in musiq.SOURCES} == network
+  assert {module.__name__ for module in inference.SOURCES} == network | {"mst.scoring.inference"}
+  # Another list of sources (standing in for an edit to one of them) is another entry.
+  assert (traced_cache._key(musiq.SOURCES, "model", ())
+          != traced_cache._key(inference.SOURCES, "model", ()))
+  assert traced_cache._key(musiq.SOURCES, "model", ()) == traced_cache._key(
+      list(musiq.SOURCES), "model", ())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
+import sys
 from typing import Any, Mapping
 
 import flax.traverse_util
@@ -22,7 +23,7 @@ from mst import errors
 from mst.models import embeddings
 from mst.models import musiq
 from mst.models import patch_encoders
-from mst.scoring import traced_cache
+from mst.runtime import traced_cache
 
 _ENCODER_BLOCK = re.compile(r"^Transformer/encoderblock_(\d+)/")
 _HEAD_FOR_CLASSES = {1: "score", 10: "distribution"}  # anything else: "classification"
@@ -164,7 +165,8 @@ def expected_shapes(cfg: musiq.ModelConfig) -> dict[str, jax.ShapeDtypeStruct]:
   repeated: tracing all of the paper model's 14 layers took half a second of every start, one layer
   still a quarter.
   """
-  return traced_cache.param_shapes(cfg, functools.partial(_traced_shapes, cfg))
+  return traced_cache.param_shapes(musiq.SOURCES + (sys.modules[__name__],), cfg,
+                                   functools.partial(_traced_shapes, cfg))
 
 
 def _traced_shapes(cfg: musiq.ModelConfig) -> dict[str, jax.ShapeDtypeStruct]:

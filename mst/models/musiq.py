@@ -8,11 +8,14 @@ checkpoints' (see docs/checkpoints.md), so `mst.checkpoints` maps the released f
 tree directly.
 """
 
+import sys
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from mst.models import config as model_config
+from mst.models import embeddings
 from mst.models import encoder
 from mst.models import packing
 from mst.models import patch_encoders
@@ -26,6 +29,9 @@ HEADS = model_config.HEADS
 DTYPES = model_config.DTYPES
 
 CPU_PATCH_CHUNK = 256
+# The modules whose code the network is: what a stored trace of it depends on
+# (mst.runtime.traced_cache), so an edit to any of them traces anew.
+SOURCES = (model_config, embeddings, encoder, packing, patch_encoders, sys.modules[__name__])
 
 
 class PatchEmbedding(nn.Module):

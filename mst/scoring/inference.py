@@ -11,6 +11,7 @@ files; `score_files` batches them per bucket while the next images are decoded i
 import collections
 import concurrent.futures
 import dataclasses
+import sys
 import threading
 from typing import Iterable, Iterator
 
@@ -23,8 +24,10 @@ from mst.data import image_io
 from mst.data import host_preprocess
 from mst.data import multiscale
 from mst.models import musiq
-from mst.scoring import traced_cache
+from mst.runtime import traced_cache
 
+# The code a stored trace of the forward depends on: the network's and this module's.
+SOURCES = musiq.SOURCES + (sys.modules[__name__],)
 DEFAULT_MAX_TOKENS = 16384  # about 16 megapixels at P = 32; see README for the memory it needs
 
 
@@ -120,7 +123,8 @@ class Predictor:
     shape = batch["patches"].shape[:2]
     with self._compiling:
       if shape not in self._programs:
-        traced = traced_cache.jit_cached(self._forward, self._identity, self.params, batch)
+        traced = traced_cache.jit_cached(self._forward, SOURCES, self._identity, self.params,
+                                          batch)
         self._programs[shape] = traced.lower(self.params, batch).compile()
       return self._programs[shape]
 

@@ -6,9 +6,10 @@ quarter of a second of tracing, stored as a small JSON file).
 JAX's persistent compilation cache (`compilation_cache`) skips compiling, but its key is the
 lowered program, so every start still traces the model first. Here the traced and lowered program
 itself is stored, keyed by everything that shapes it: the model config and output scale, the
-argument shapes and dtypes, the JAX version and backend, and the source of mst's model code (an
-edit to the model makes new entries, never a stale program). The parameters are arguments, not
-part of the program, so one entry serves every checkpoint of an architecture.
+argument shapes and dtypes, the JAX version and backend, and the source of the modules the caller
+names as the program's code (an edit to the model makes new entries, never a stale program). The
+parameters are arguments, not part of the program, so one entry serves every checkpoint of an
+architecture.
 
 Files sit in `<cache>/traced/` beside the compiled programs (`MST_CACHE_DIR=off` disables both);
 each is written to a temporary name and renamed, so processes sharing the folder never read a
@@ -21,10 +22,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import inspect
 import os
-import pathlib
 import threading
-from typing import Any, Callable
+import types
+from typing import Any, Callable, Sequence
 
 from absl import logging
 import jax
@@ -32,9 +34,6 @@ from jax import export
 import numpy as np
 
 from mst.runtime import compilation_cache
-from mst.models import musiq
-
-_MODEL_SOURCES = sorted(pathlib.Path(musiq.__file__).parent.glob("*.py"))
 
 
 def folder() -> str | None:
@@ -44,16 +43,16 @@ def folder() -> str | None:
 
 
 @functools.cache
-def _source_digest() -> bytes:
-  """The hash of mst's model code and `inference.py`, read once per process."""
+def _source_digest(sources: tuple[types.ModuleType, ...]) -> bytes:
+  """The hash of the source of the modules `sources`, in their order, read once per process."""
   digest = hashlib.sha256()
-  for path in _MODEL_SOURCES + [pathlib.Path(__file__).parent / "inference.py"]:
-    digest.update(path.read_bytes())
+  for module in sources:
+    digest.update(module.__name__.encode() + b"\0" + inspect.getsource(module).encode())
   return digest.digest()
 
 
-def _key(fn_identity: Any, args: tuple) -> str:
-  digest = hashlib.sha256(_source_digest())
+def _key(sources: Sequence[types.ModuleType], fn_identity: Any, args: tuple) -> str:
+  digest = hashlib.sha256(_source_digest(tuple(sources)))
   shapes = jax.tree.map(lambda x: (tuple(x.shape), str(x.dtype)), args)
   device = jax.devices()[0]
   digest.update(repr((fn_identity, jax.tree.structure(args), jax.tree.leaves(shapes),
@@ -61,16 +60,18 @@ def _key(fn_identity: Any, args: tuple) -> str:
   return digest.hexdigest()[:32]
 
 
-def jit_cached(fn: Callable, fn_identity: Any, *args) -> Callable:
+def jit_cached(fn: Callable, sources: Sequence[types.ModuleType], fn_identity: Any,
+               *args) -> Callable:
   """A jitted callable equal to `fn` at the shapes of `args`, from the cache when it holds one.
 
+  `sources` are the modules whose code `fn` runs (an edit to one makes a new entry);
   `fn_identity` must tell apart every `fn` that computes something different (e.g. the model
   config and output scale); `fn` must be a `jax.jit`-ted function of arrays only.
   """
   root = folder()
   if root is None:
     return fn
-  path = os.path.join(root, _key(fn_identity, args) + ".jax_exported")
+  path = os.path.join(root, _key(sources, fn_identity, args) + ".jax_exported")
   cached = _read(path, lambda data: jax.jit(export.deserialize(bytearray(data)).call))
   if cached is not None:
     return cached
@@ -79,16 +80,18 @@ def jit_cached(fn: Callable, fn_identity: Any, *args) -> Callable:
   return jax.jit(exported.call)
 
 
-def param_shapes(model_identity: Any, trace: Callable[[], dict[str, jax.ShapeDtypeStruct]]
+def param_shapes(sources: Sequence[types.ModuleType], model_identity: Any,
+                 trace: Callable[[], dict[str, jax.ShapeDtypeStruct]]
                  ) -> dict[str, jax.ShapeDtypeStruct]:
   """`trace()`, a model's parameter names -> shapes and dtypes, from the cache when it holds it.
 
-  `model_identity` must tell apart every model whose parameters differ (its config).
+  `sources` are the modules whose code defines the model; `model_identity` must tell apart every
+  model whose parameters differ (its config).
   """
   root = folder()
   if root is None:
     return trace()
-  path = os.path.join(root, _key(model_identity, ()) + ".param_shapes.json")
+  path = os.path.join(root, _key(sources, model_identity, ()) + ".param_shapes.json")
   cached = _read(path, lambda data: {
       name: jax.ShapeDtypeStruct(tuple(shape), np.dtype(dtype))
       for name, (shape, dtype) in json.loads(data).items()})
