@@ -1,2 +1,3 @@
-"""Pictures of what a model learned: the attention rollout (`rollout`) and the figures
-(`figures`)."""
+"""Pictures of what a model learned and how it scores: the attention rollout (`rollout`), its
+figures (`figures`), the predicted-against-true scatter (`scatter`) and mst-eval's report.html
+(`html_report`), which draws the metrics of `mst.evaluation`."""
