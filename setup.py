@@ -1,5 +1,7 @@
 """mst: the Multi-Scale image Transformer (MUSIQ) in JAX/Flax."""
 
+import re
+
 import setuptools
 
 # CPU jax by default; see README.md for the GPU (jax[cuda12], jax[cuda13]) and TPU (jax[tpu]) ones.
@@ -39,9 +41,13 @@ INSTALL_REQUIRES = [
     "filelock>=3.12,<4.4",
 ]
 
+# The release is written once, in mst/version.py; read without importing mst (not installed yet).
+VERSION = re.search(r'^__version__ = "([^"]+)"$', open("mst/version.py", encoding="utf-8").read(),
+                    re.M).group(1)
+
 setuptools.setup(
     name="mst",
-    version="0.1.0",
+    version=VERSION,
     description="Multi-Scale image quality Transformer (MUSIQ) in JAX/Flax",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",

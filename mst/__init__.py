@@ -11,7 +11,7 @@ Subpackages: `data` (images to model input, datasets), `models` (the network), `
 
 from typing import TYPE_CHECKING
 
-__version__ = "0.1.0"
+from mst.version import __version__ as __version__
 __all__ = ["load", "Scorer"]
 
 if TYPE_CHECKING:

@@ -26,7 +26,7 @@ from absl import logging
 import ml_collections
 
 from mst import errors
-from mst import __version__ as MST_VERSION
+from mst.version import __version__ as MST_VERSION
 from mst.config import defaults
 
 SCHEMA_VERSION = 3
