@@ -10,7 +10,7 @@ embedding (SCE) is a learnable row per scale. Names and shapes equal the officia
 
 import dataclasses
 import math
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable, Protocol
 
 import flax.linen as nn
 import jax
@@ -20,8 +20,12 @@ import numpy as np
 EMBEDDING_INIT = nn.initializers.normal(stddev=0.02)
 SINE_MAX_SCALE = 10000
 
-if TYPE_CHECKING:  # mst.models.config imports this module for the registry's keys
-  from mst.models.config import ModelConfig
+
+class Sizes(Protocol):
+  """What a spatial embedding reads of the model's config (a `mst.models.config.ModelConfig`,
+  which imports this module for the registry's keys, so it is not imported here)."""
+  grid_size: int
+  max_positions: int
 
 
 class HashSpatialEmbedding(nn.Module):
@@ -75,7 +79,7 @@ class ScaleEmbedding(nn.Module):
     return x + jnp.take(table[0], scale_idx, axis=0).astype(x.dtype)
 
 
-def _add_hse(x: jax.Array, spatial_idx: jax.Array, config: "ModelConfig") -> jax.Array:
+def _add_hse(x: jax.Array, spatial_idx: jax.Array, config: Sizes) -> jax.Array:
   """The learnable G x G table, named `posembed_input` as in the official checkpoints."""
   return HashSpatialEmbedding(config.grid_size, name="posembed_input")(x, spatial_idx)
 
@@ -88,7 +92,7 @@ def _grid_from_rows(rows: int) -> dict[str, Any]:
   return {"grid_size": grid}
 
 
-def _add_fixed(x: jax.Array, spatial_idx: jax.Array, config: "ModelConfig") -> jax.Array:
+def _add_fixed(x: jax.Array, spatial_idx: jax.Array, config: Sizes) -> jax.Array:
   """One learnable vector per position, up to `max_positions` (`posembed_fixed`)."""
   return FixedPositionEmbedding(config.max_positions, name="posembed_fixed")(x, spatial_idx)
 
@@ -98,12 +102,12 @@ def _positions_from_rows(rows: int) -> dict[str, Any]:
   return {"max_positions": rows}
 
 
-def _add_sinusoid(x: jax.Array, spatial_idx: jax.Array, config: "ModelConfig") -> jax.Array:
+def _add_sinusoid(x: jax.Array, spatial_idx: jax.Array, config: Sizes) -> jax.Array:
   """The fixed sine table over the G x G grid: no parameters."""
   return add_sinusoid(x, spatial_idx, config.grid_size)
 
 
-def _add_nothing(x: jax.Array, spatial_idx: jax.Array, config: "ModelConfig") -> jax.Array:
+def _add_nothing(x: jax.Array, spatial_idx: jax.Array, config: Sizes) -> jax.Array:
   """No spatial embedding (the tokens keep only their content and scale)."""
   del spatial_idx, config
   return x
@@ -128,7 +132,7 @@ class SpatialEmbedding:
     fields_from_rows: the `ModelConfig` fields a table of `rows` rows means (e.g. `grid_size`);
       raises ValueError for a row count no config makes.
   """
-  add: Callable[[jax.Array, jax.Array, "ModelConfig"], jax.Array]
+  add: Callable[[jax.Array, jax.Array, Sizes], jax.Array]
   table: str | None = None
   fields_from_rows: Callable[[int], dict[str, Any]] = _no_fields
 
