@@ -197,8 +197,8 @@ def run(csv_path: str, root: str, only: list[str], sets: list[str]) -> None:
   """Trains each candidate in ROOT/<name>, skipping finished ones; prints wall time per run."""
   from absl import logging  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
-  from mst.config import overrides as overrides_lib  # pylint: disable=g-import-not-at-top
-  from mst.config import resolve  # pylint: disable=g-import-not-at-top
+  from mst.configure import overrides as overrides_lib  # pylint: disable=g-import-not-at-top
+  from mst.configure import resolve  # pylint: disable=g-import-not-at-top
   from mst.training import trainer  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.INFO)  # the training loss and evaluations as they come
   for name in only or list(CANDIDATES):

@@ -12,8 +12,8 @@ from helpers import write_csv_dataset
 import mst.data.datasets
 from mst.cli import evaluate as eval_cli
 from mst.cli import train as train_cli
-from mst.config import overrides
-from mst.config import resolve
+from mst.configure import overrides
+from mst.configure import resolve
 from mst.data.datasets import custom
 
 

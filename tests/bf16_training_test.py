@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from mst.checkpoints import workdirs
-from mst.config import overrides
-from mst.config import resolve
+from mst.configure import overrides
+from mst.configure import resolve
 from mst.training import trainer
 from helpers import logged_scalars
 

@@ -7,9 +7,9 @@ import jax
 import numpy as np
 import pytest
 
-from mst.config import overrides
+from mst.configure import overrides
 from mst.training import collapse
-from mst.config import resolve
+from mst.configure import resolve
 from mst.training import trainer
 
 

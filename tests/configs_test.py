@@ -14,8 +14,8 @@ import pytest
 
 from mst.cli import train as train_cli
 from mst.config import defaults
-from mst.config import overrides
-from mst.config import resolve
+from mst.configure import overrides
+from mst.configure import resolve
 from mst.data import augmentation
 from mst.data import multiscale
 from mst.data import source

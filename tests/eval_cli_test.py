@@ -11,8 +11,8 @@ import pytest
 
 from mst.checkpoints import workdirs
 from mst.cli import predict
-from mst.config import overrides
-from mst.config import resolve
+from mst.configure import overrides
+from mst.configure import resolve
 from helpers import scoring_params
 from helpers import small_model_config
 from helpers import write_csv_dataset

@@ -21,7 +21,7 @@ from helpers import image_bytes
 from helpers import write_files
 from mst.cli import datasets as datasets_cli
 from mst.config import defaults
-from mst.config import resolve
+from mst.configure import resolve
 from mst.data import source
 import mst.data.datasets
 from mst.data.datasets import common

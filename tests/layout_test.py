@@ -21,23 +21,60 @@ def _module_name(path: pathlib.Path) -> str:
 
 
 def _imports() -> dict[str, set[str]]:
-  """Each mst module -> the mst modules it imports anywhere in its file (lazy imports too; not
-  those under `if TYPE_CHECKING:`, which never run)."""
+  """Each mst module -> the mst modules it imports anywhere in its file: lazy imports and those
+  under `if TYPE_CHECKING:` too (a type's module is a dependency all the same)."""
   modules = {_module_name(path): path for path in PACKAGE.rglob("*.py")}
   graph = {}
   for name, path in modules.items():
     found = set()
-    tree = ast.parse(path.read_text())
-    for node in ast.walk(tree):
-      if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
-        node.body = []  # dropped before ast.walk reaches its children
-    for node in ast.walk(tree):
+    for node in ast.walk(ast.parse(path.read_text())):
       if isinstance(node, ast.Import):
         found |= {alias.name for alias in node.names}
       elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
         found |= {f"{node.module}.{alias.name}" for alias in node.names} | {node.module}
     graph[name] = {m for m in found if m in modules and m != name and not name.startswith(m + ".")}
   return graph
+
+
+# The layers of mst, lowest first: a module imports only from its own layer and those below it.
+# Within a layer, modules may import each other (without cycles: the test above).
+LAYERS = (
+    ("mst.version", "mst.errors"),  # leaves
+    ("mst.runtime",),  # the process: devices, caches, progress, safe output files
+    ("mst.data",),  # images to model input; the datasets
+    ("mst.models",),  # the network
+    ("mst.config",),  # what a config means: keys, defaults, schema
+    ("mst.checkpoints",),  # official .npz files and workdirs
+    ("mst.scoring",),  # a loaded checkpoint scoring images; the Python API; the export
+    ("mst.evaluation",),  # metrics on a dataset split, tables
+    ("mst.visualization",),  # rollout, scatter, report.html
+    ("mst.training",),  # the trainer
+    ("mst.configure",),  # a config file and overrides -> a typed run (the edge)
+    ("mst.cli",),  # the console scripts
+    ("mst",),  # the package root (`mst.load`)
+)
+
+
+def _layer(module: str) -> int:
+  """The index in LAYERS of `module`'s layer (its longest matching entry)."""
+  matches = [(len(entry), i) for i, layer in enumerate(LAYERS) for entry in layer
+             if module == entry or module.startswith(entry + ".")]
+  assert matches, f"{module} is in no layer: add it to LAYERS"
+  return max(matches)[1]
+
+
+def test_no_import_points_up_the_layers():
+  graph = _imports()
+  assert "mst.runtime.traced_cache" in graph["mst.checkpoints.architecture"]  # it parsed
+  upward = sorted(f"{name} -> {target}" for name, imported in graph.items()
+                  for target in imported if _layer(target) > _layer(name))
+  assert upward == []
+
+
+def test_the_layer_test_finds_a_planted_upward_import():
+  assert _layer("mst.config.schema") < _layer("mst.training.trainer")
+  assert _layer("mst.scoring.api") < _layer("mst")
+  assert _layer("mst.version") == 0 and _layer("mst.errors") == 0
 
 
 def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -131,19 +168,11 @@ def test_readme_module_table_matches_the_tree():
 
 
 def test_below_the_edge_nothing_reads_a_raw_config():
-  # The console scripts resolve a ConfigDict into typed values once (mst.config.resolve); the
+  # The console scripts resolve a ConfigDict into typed values once (mst.configure.resolve); the
   # library under them takes those values.
   for path in PACKAGE.rglob("*.py"):
     if path.relative_to(PACKAGE).parts[0] in ("training", "evaluation", "models", "data"):
       assert "ml_collections" not in path.read_text(), path
-
-
-def test_config_depends_on_training_never_the_reverse():
-  graph = _imports()
-  assert any(m.startswith("mst.training") for m in graph["mst.config.resolve"])
-  for name, imported in graph.items():
-    if name.startswith("mst.training"):
-      assert not any(m.startswith("mst.config") for m in imported), name
 
 
 def test_no_loose_modules():

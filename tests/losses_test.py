@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from mst.config import defaults
-from mst.config import overrides
-from mst.config import resolve
+from mst.configure import overrides
+from mst.configure import resolve
 from mst.models import musiq
 from mst.training import losses
 

@@ -9,8 +9,8 @@ import pytest
 import tensorflow as tf
 
 from helpers import small_model_config
-from mst.config import overrides
-from mst.config import resolve
+from mst.configure import overrides
+from mst.configure import resolve
 from mst.data import packing
 from mst.data import multiscale
 from mst.data import preprocess

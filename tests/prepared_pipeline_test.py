@@ -13,7 +13,7 @@ import pytest
 from helpers import set_fields
 from helpers import write_csv_dataset
 from mst.config import defaults
-from mst.config import resolve
+from mst.configure import resolve
 from mst.config import schema
 from mst.data import augmentation
 from mst.data import datasets

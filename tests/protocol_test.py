@@ -19,8 +19,8 @@ from PIL import Image
 from mst.checkpoints import npz
 from mst.checkpoints import workdirs
 from mst.cli import evaluate as evaluate_cli
-from mst.config import overrides
-from mst.config import resolve
+from mst.configure import overrides
+from mst.configure import resolve
 from mst.training import trainer
 from helpers import logged_scalars
 from helpers import set_fields

@@ -11,8 +11,8 @@ from mst.cli import exits
 from mst.cli import export as export_cli
 from mst.cli import predict as predict_cli
 from mst.config import defaults
-from mst.config import overrides
-from mst.config import resolve
+from mst.configure import overrides
+from mst.configure import resolve
 from mst.data import source
 from mst.evaluation import evaluate
 from mst.training import losses

@@ -12,8 +12,8 @@ import pytest
 from experiments import scratch_recipe
 from mst.checkpoints import workdirs
 from mst.config import defaults
-from mst.config import overrides
-from mst.config import resolve
+from mst.configure import overrides
+from mst.configure import resolve
 from mst.training import trainer
 
 
@@ -23,7 +23,7 @@ def test_scratch_variant_loads_validates_and_needs_no_pretrained_file():
   assert set(config.keys()) == set(defaults.get_config().keys())
   assert config.init.checkpoint in ("", "none")  # from scratch, whatever the default says
   assert config.dataset.name == "custom" and config.dataset.mos_scale == 100.0
-  # The measured recipe (README "Training on your own images from scratch").
+  # The measured recipe (docs/training.md, "Training on your own images from scratch").
   assert config.optim.name == "adamw" and config.optim.learning_rate == 3e-4
   assert tuple(config.optim.lr_multipliers) == (("^embedding/kernel$", 0.03),)
   assert config.init.head_bias_from_train_mean and config.model.patch_encoder == "conv"

@@ -14,8 +14,8 @@ import jax
 import numpy as np
 import pytest
 
-from mst.config import overrides
-from mst.config import resolve
+from mst.configure import overrides
+from mst.configure import resolve
 from mst.data import packing
 from mst.runtime import devices
 from mst.training import throughput

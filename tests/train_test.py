@@ -17,9 +17,9 @@ from PIL import Image
 
 from mst.checkpoints import workdirs
 from mst.cli import predict
-from mst.config import overrides
+from mst.configure import overrides
 from mst.data import source
-from mst.config import resolve
+from mst.configure import resolve
 from mst.training import trainer
 from helpers import logged_scalars
 from helpers import set_fields

@@ -17,7 +17,7 @@ from mst.checkpoints import paths as checkpoint_paths
 from mst.checkpoints import workdir_lock
 from mst.cli import exits
 from mst.config import defaults
-from mst.config import resolve
+from mst.configure import resolve
 from mst.data import source
 from mst.evaluation import cross_dataset
 from mst.evaluation import evaluate

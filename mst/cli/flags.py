@@ -18,7 +18,7 @@ from absl import flags as absl_flags
 from absl import logging
 import ml_collections
 
-from mst.config import overrides
+from mst.configure import overrides
 from mst.models import musiq
 
 CONFIG_PREFIX = "--config."

@@ -61,7 +61,7 @@ def _main(argv: Sequence[str] | None) -> int:
   from absl import logging  # pylint: disable=g-import-not-at-top
   from mst.runtime import compilation_cache  # pylint: disable=g-import-not-at-top
   from mst.runtime import sharding  # pylint: disable=g-import-not-at-top
-  from mst.config import resolve  # pylint: disable=g-import-not-at-top
+  from mst.configure import resolve  # pylint: disable=g-import-not-at-top
   from mst.training import trainer  # pylint: disable=g-import-not-at-top
 
   tf.config.set_visible_devices([], "GPU")  # TensorFlow only feeds data: keep it off accelerators

@@ -1,3 +1,3 @@
-"""Configs: every key and its default (`defaults`), config files loaded by path with
-`--config.KEY=VALUE` overrides (`overrides`), and the typed configs and checks of a run
-(`resolve`)."""
+"""What a config means: every key and its default (`defaults`), the typed model and preprocessing
+a config describes (`model`), and the schema a workdir's config.json is stamped and read with
+(`schema`). Loading config files and resolving them into a run is `mst.configure`'s."""

@@ -25,7 +25,7 @@ class SplitError(errors.BadInput):
 class DatasetSpec:
   """`config.dataset`: where the examples come from, which splits a run uses, which label trains
   the model and the factor MOS is divided by for training. No defaults: mst.config.defaults
-  holds them and mst.config.resolve fills every field."""
+  holds them and mst.configure.resolve fills every field."""
   name: str
   data_dir: str
   manual_dir: str

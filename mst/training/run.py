@@ -1,5 +1,6 @@
-"""`Run`: everything a training run is, typed and checked. `mst.config.resolve.run` builds it from
-a config once, at the edge (building it is validation); the trainer and its data read only this.
+"""`Run`: everything a training run is, typed and checked. `mst.configure.resolve.run` builds it
+from a config once, at the edge (building it is validation); the trainer and its data read only
+this.
 """
 
 import dataclasses
@@ -15,7 +16,7 @@ from mst.training import optim
 
 
 # The typed sections of a config. Their defaults are written once, in mst.config.defaults, and
-# `mst.config.resolve` fills every field from the config, so these have none.
+# `mst.configure.resolve` fills every field from the config, so these have none.
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,7 +3,7 @@
 In order: the mesh -> the data -> the model, optimizer and state (fresh, from a pre-trained file,
 or resumed from the workdir) -> the jitted train step -> the loop with summaries, evaluations,
 checkpoints and the NaN guard -> a final test evaluation. It takes a `Run`: the config, resolved
-and checked once by `mst.config.resolve.run`. Everything random derives from `run.seed`; the data
+and checked once by `mst.configure.resolve.run`. Everything random derives from `run.seed`; the data
 stream and the step RNG are functions of the step, so a run resumed from a checkpoint ends with
 exactly the parameters of an uninterrupted one.
 """
