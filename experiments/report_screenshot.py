@@ -25,7 +25,7 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from mst.data.datasets import demo  # pylint: disable=g-import-not-at-top
-from mst.visualization import html_report  # pylint: disable=g-import-not-at-top
+from mst.evaluation import html_report  # pylint: disable=g-import-not-at-top
 from mst.evaluation import metrics  # pylint: disable=g-import-not-at-top
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")

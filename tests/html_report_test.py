@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mst.visualization import html_report
+from mst.evaluation import html_report
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 

@@ -46,8 +46,8 @@ LAYERS = (
     ("mst.config",),  # what a config means: keys, defaults, schema
     ("mst.checkpoints",),  # official .npz files and workdirs
     ("mst.scoring",),  # a loaded checkpoint scoring images; the Python API; the export
-    ("mst.evaluation",),  # metrics on a dataset split, tables
-    ("mst.visualization",),  # rollout, scatter, report.html
+    ("mst.visualization",),  # pictures: the attention rollout, the scatter plot
+    ("mst.evaluation",),  # metrics on a dataset split, tables, report.html; mst-eval's runs
     ("mst.training",),  # the trainer
     ("mst.configure",),  # a config file and overrides -> a typed run (the edge)
     ("mst.cli",),  # the console scripts

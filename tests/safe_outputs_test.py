@@ -16,7 +16,7 @@ from PIL import Image
 from mst.cli import predict
 from mst.cli import result_files
 from mst.evaluation import cross_dataset
-from mst.visualization import html_report
+from mst.evaluation import html_report
 from mst.evaluation import metrics
 from mst.evaluation import report
 from mst.runtime import safe_output

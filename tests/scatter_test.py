@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from mst.evaluation import metrics
 from mst.visualization import scatter
 
 
@@ -9,7 +10,8 @@ def test_scatter_draws_every_image_and_the_logistic_fit():
   rng = np.random.default_rng(0)
   prediction = rng.uniform(0, 10, 60)
   target = 1 + 4 / (1 + np.exp(-(prediction - 5))) + rng.normal(0, 0.05, 60)
-  fig = scatter.scatter_figure(prediction, target, "livec:full")
+  fig = scatter.scatter_figure(prediction, target, "livec:full",
+                               **metrics.scatter_stats(prediction, target))
   ax = fig.axes[0]
   assert len(ax.collections[0].get_offsets()) == 60
   (curve,) = ax.lines
@@ -22,5 +24,7 @@ def test_scatter_draws_every_image_and_the_logistic_fit():
 
 
 def test_too_few_images_for_a_fit_draw_dots_alone():
-  fig = scatter.scatter_figure(np.array([1.0, 2.0, 3.0]), np.array([2.0, 1.0, 3.0]), "tiny")
+  prediction, target = np.array([1.0, 2.0, 3.0]), np.array([2.0, 1.0, 3.0])
+  fig = scatter.scatter_figure(prediction, target, "tiny",
+                               **metrics.scatter_stats(prediction, target))
   assert not fig.axes[0].lines and "SRCC 0.500" in fig.axes[0].get_title()

@@ -21,7 +21,7 @@ from mst.configure import resolve
 from mst.data import source
 from mst.evaluation import cross_dataset
 from mst.evaluation import evaluate
-from mst.visualization import html_report
+from mst.evaluation import html_report
 from mst.evaluation import report
 from mst.runtime import sharding
 

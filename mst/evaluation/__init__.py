@@ -1,2 +1,2 @@
-"""Evaluation on a dataset split (`evaluate`), the quality metrics (`metrics`), and the tables and
-files that report them (`report`)."""
+"""Evaluation on a dataset split (`evaluate`), the quality metrics (`metrics`), and the tables,
+files and report.html that report them (`report`, `cross_dataset`, `html_report`)."""

@@ -8,7 +8,7 @@ collapsed model predicting a constant is an ordinary event to log, not an error.
 """
 
 import warnings
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 from scipy import optimize
@@ -104,6 +104,13 @@ def fit_logistic(pred, mos) -> Callable[[np.ndarray], np.ndarray] | None:
   if not np.isfinite(params).all() or params[3] == 0:
     return None
   return lambda p: logistic4((np.asarray(p, np.float64) - centre) / spread, *params)
+
+
+def scatter_stats(pred, mos) -> dict[str, Any]:
+  """What the prediction-against-MOS plot (`mst.visualization.scatter`) shows besides the dots:
+  SRCC, PLCC and the logistic fit (None with under 5 images, or when it fails)."""
+  return {"srcc": srcc(pred, mos), "plcc": plcc(pred, mos),
+          "curve": fit_logistic(pred, mos) if np.size(pred) >= 5 else None}
 
 
 def plcc_logistic_with_status(pred, mos) -> tuple[float, bool]:

@@ -31,6 +31,7 @@ from mst.checkpoints import loader
 from mst.checkpoints import workdir_lock
 from mst.checkpoints import workdirs
 from mst.evaluation import evaluate
+from mst.evaluation import metrics
 from mst.evaluation import report
 from mst.models import musiq
 from mst.runtime import devices
@@ -280,8 +281,8 @@ def _train_loop(run: run_lib.Run, state: TrainState, step_fn, data: training_dat
 def _write_scatter(writer: metric_writers.MetricWriter, step: int, split: str,
                    predictions: evaluate.Predictions) -> None:
   """Prediction against MOS with the logistic fit, as the image `<split>/prediction_vs_mos`."""
-  fig = scatter.scatter_figure(predictions.prediction, predictions.target,
-                               f"{split}, step {step}")
+  fig = scatter.scatter_figure(predictions.prediction, predictions.target, f"{split}, step {step}",
+                               **metrics.scatter_stats(predictions.prediction, predictions.target))
   writer.write_images(step, {f"{split}/prediction_vs_mos": scatter.to_rgb(fig)[None]})
 
 

@@ -1,3 +1,3 @@
 """Pictures of what a model learned and how it scores: the attention rollout (`rollout`), its
-figures (`figures`), the predicted-against-true scatter (`scatter`) and mst-eval's report.html
-(`html_report`), which draws the metrics of `mst.evaluation`."""
+figures (`figures`) and the prediction-against-MOS plot (`scatter`). They draw the numbers they
+are given, so `mst.evaluation`, above, can put them in report.html."""

@@ -1,26 +1,27 @@
 """The plot every IQA paper shows: prediction against MOS, one dot per image, with the fitted
-4-parameter logistic curve (`metrics.fit_logistic`) that maps predictions onto the MOS scale.
-Training writes it to TensorBoard at each validation; drawn with matplotlib's object API (no
-pyplot, no display).
+4-parameter logistic curve that maps predictions onto the MOS scale. Training writes it to
+TensorBoard at each validation, and report.html shows it; drawn with matplotlib's object API (no
+pyplot, no display). It draws the numbers it is given (`mst.evaluation.metrics.scatter_stats`
+computes them), so pictures stay below the evaluation that uses them.
 """
 
 from __future__ import annotations
 
 import io
+from typing import Callable
 
 from matplotlib import figure
 import numpy as np
 from PIL import Image
 
-from mst.evaluation import metrics
-
 DPI = 100
 
 
-def scatter_figure(prediction: np.ndarray, target: np.ndarray, title: str,
+def scatter_figure(prediction: np.ndarray, target: np.ndarray, title: str, *, srcc: float,
+                   plcc: float, curve: Callable[[np.ndarray], np.ndarray] | None,
                    inches: tuple[float, float] = (5.0, 4.2)) -> figure.Figure:
-  """Prediction (x) against MOS (y) with the logistic fit when it converges, SRCC and PLCC in
-  the title. Many points stay fast: small markers, rasterised."""
+  """Prediction (x) against MOS (y) with the logistic fit `curve` (None: no fit), `srcc` and
+  `plcc` in the title. Many points stay fast: small markers, rasterised."""
   prediction = np.asarray(prediction, np.float64)
   target = np.asarray(target, np.float64)
   fig = figure.Figure(figsize=inches, dpi=DPI, layout="constrained")
@@ -28,15 +29,13 @@ def scatter_figure(prediction: np.ndarray, target: np.ndarray, title: str,
   size = 12 if prediction.size < 500 else 6
   ax.scatter(prediction, target, s=size, alpha=0.6, linewidths=0, color="tab:blue",
              rasterized=True, label="images")
-  mapping = metrics.fit_logistic(prediction, target) if prediction.size >= 5 else None
-  if mapping is not None:
+  if curve is not None:
     xs = np.linspace(prediction.min(), prediction.max(), 200)
-    ax.plot(xs, mapping(xs), color="tab:red", linewidth=1.5, label="4-parameter logistic fit")
+    ax.plot(xs, curve(xs), color="tab:red", linewidth=1.5, label="4-parameter logistic fit")
     ax.legend(loc="best", fontsize="small")
   ax.set_xlabel("prediction")
   ax.set_ylabel("MOS")
-  ax.set_title(f"{title}\nSRCC {metrics.srcc(prediction, target):.3f}, "
-               f"PLCC {metrics.plcc(prediction, target):.3f}, {prediction.size} images",
+  ax.set_title(f"{title}\nSRCC {srcc:.3f}, PLCC {plcc:.3f}, {prediction.size} images",
                fontsize="medium")
   ax.grid(alpha=0.3)
   return fig

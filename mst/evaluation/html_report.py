@@ -262,7 +262,8 @@ def _dataset_section(checkpoint: str, result: DatasetResult) -> str:
   target, prediction = target[finite], prediction[finite]
   if not target.size:
     return f"<section>{heading}<p class=undefined>No plots: no image to draw.</p></section>"
-  plot = scatter.scatter_figure(prediction, target, result.dataset)
+  plot = scatter.scatter_figure(prediction, target, result.dataset,
+                                **metrics.scatter_stats(prediction, target))
   histogram = _error_histogram(result.dataset, target, prediction)
   plots = (f"<div class=plots>{_img(scatter.to_png(plot), 'image/png', 'prediction against MOS')}"
            f"{_img(histogram, 'image/png', 'distribution of errors')}</div>")
