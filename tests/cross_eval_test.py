@@ -12,6 +12,8 @@ import tensorflow as tf
 
 from mst.cli import evaluate
 from mst.evaluation import cross_dataset
+from mst.evaluation import evaluate as evaluate_lib
+from mst.evaluation import runs
 from mst.scoring import api
 from helpers import small_model_config
 from helpers import write_npz
@@ -114,6 +116,18 @@ def test_one_command_scores_a_checkpoint_on_several_datasets(downloads, tmp_path
   assert "<h2>livec:full" in page and "<h2>kadid10k:test" in page
   # The worst images of both datasets (all 6 and 2 here), each with the model's rollout.
   assert page.count('attention rollout"') == 8
+
+  # The library entry point the command calls returns the same numbers, as values.
+  settings = evaluate_lib.EvalSettings(batch_size=32, bootstrap_samples=50, ava_metrics=False,
+                                       select="best")
+  results = runs.across([str(npz)], cross_dataset.parse_targets("livec,kadid10k:test"), settings,
+                        output_dir=str(tmp_path / "library"), data_dir=str(tmp_path / "tfds"))
+  assert list(results[str(npz)]) == ["livec:full", "kadid10k:test"]
+  for label, scores in results[str(npz)].items():
+    assert scores["srcc"] == pytest.approx(table["results"][str(npz)][label]["srcc"])
+    assert scores["srcc_ci95_low"] == pytest.approx(
+        table["results"][str(npz)][label]["srcc_ci95_low"])
+  assert json.loads((tmp_path / "library" / "cross_dataset.json").read_text()) == table
 
 
 def _usage_error(argv, capsys):

@@ -3,9 +3,11 @@ on several datasets at once (`--datasets`, the cross-dataset table)."""
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Sequence
 
+from mst import errors
 from mst.cli import exits
 from mst.cli import flags
 from mst.config import defaults
@@ -105,15 +107,74 @@ def _main(argv: Sequence[str] | None) -> int:
   args, config = parse_args(argv)
   flags.setup_logging(args.verbosity)
   # Imported after parsing, so --help and usage errors are instant.
-  from mst.cli import evaluate_runs  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
   from mst.runtime import compilation_cache  # pylint: disable=g-import-not-at-top
   from mst.runtime import sharding  # pylint: disable=g-import-not-at-top
 
   compilation_cache.enable()
   sharding.initialize_distributed()
   if config is None:
-    return evaluate_runs.several_datasets(args)
-  return evaluate_runs.one_dataset(args, config)
+    return _across(args, jax.device_count(), jax.process_index() == 0)
+  return _on_split(args, config, jax.device_count(), jax.process_index() == 0)
+
+
+def _say(line: str) -> None:
+  print(line, flush=True)
+
+
+def _on_split(args, config, num_devices: int, chief: bool) -> int:
+  """mst-eval --config: the config's dataset, split --split."""
+  from mst.configure import resolve  # pylint: disable=g-import-not-at-top
+  from mst.evaluation import report  # pylint: disable=g-import-not-at-top
+  from mst.evaluation import runs  # pylint: disable=g-import-not-at-top
+
+  checkpoints = [args.checkpoint] if args.checkpoint else args.runs
+  with exits.exit_status(exits.USAGE, OSError):
+    output_dirs = {path: (args.checkpoint and args.output_dir)
+                   or report.default_output_dir(path, args.split) for path in checkpoints}
+  evaluation = resolve.evaluation(config, args.split, num_devices)
+  results = runs.on_split(
+      checkpoints, evaluation.dataset, args.split, evaluation.eval, output_dirs=output_dirs,
+      runs=bool(args.runs), summary_dir=args.runs and args.output_dir, dtype=args.dtype,
+      seed=evaluation.seed, say=_say)
+  if args.runs and chief:
+    _say(f"\n{len(args.runs)} runs, mean ± std:")
+    _say(report.aggregate_table(args.split, results.summary))
+  return exits.OK
+
+
+def _across(args, num_devices: int, chief: bool) -> int:
+  """mst-eval --datasets: each checkpoint on each dataset, one table."""
+  from mst.evaluation import cross_dataset  # pylint: disable=g-import-not-at-top
+  from mst.evaluation import report  # pylint: disable=g-import-not-at-top
+  from mst.evaluation import runs  # pylint: disable=g-import-not-at-top
+
+  targets = cross_dataset.parse_targets(args.datasets)
+  checkpoints = [args.checkpoint] if args.checkpoint else args.runs
+  with exits.exit_status(exits.USAGE, OSError):
+    root = args.output_dir or (report.default_output_dir(args.checkpoint, "cross")
+                               if args.checkpoint else os.path.abspath("eval_cross"))
+  results = runs.across(checkpoints, targets, _settings(args, num_devices), output_dir=root,
+                        data_dir=args.data_dir, manual_dir=args.manual_dir or "",
+                        runs=bool(args.runs), dtype=args.dtype, say=_say)
+  if chief:
+    _say("\n" + cross_dataset.table(results, [target.label for target in targets]))
+    _say(f"\nwritten to {root}: cross_dataset.md, cross_dataset.json, report.html")
+  return exits.OK
+
+
+def _settings(args, num_devices: int):
+  """config.eval's defaults with the flags' batch (the default rounded up to a multiple of the
+  devices) and bootstrap samples."""
+  from mst.evaluation import evaluate  # pylint: disable=g-import-not-at-top
+
+  section = DEFAULTS.eval
+  batch = args.batch_size or -(-section.batch_size // num_devices) * num_devices
+  if batch % num_devices:
+    raise errors.BadInput(f"--batch-size {batch} does not split over {num_devices} devices: "
+                          "give a multiple of the device count")
+  return evaluate.EvalSettings(**{**section.to_dict(), "batch_size": batch,
+                                  "bootstrap_samples": args.bootstrap_samples})
 
 
 if __name__ == "__main__":
