@@ -109,14 +109,19 @@ def main(argv=None) -> int:
                       help="a finished configs/demo.py run, or where to train one")
   parser.add_argument("--out", default="/tmp/cross_demo", help="data and results go here")
   args = parser.parse_args(argv)
-  from mst.cli import evaluate  # pylint: disable=g-import-not-at-top
-  from mst.cli import train  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  from mst.config import defaults  # pylint: disable=g-import-not-at-top
+  from mst.configure import overrides  # pylint: disable=g-import-not-at-top
+  from mst.configure import resolve  # pylint: disable=g-import-not-at-top
+  from mst.evaluation import cross_dataset  # pylint: disable=g-import-not-at-top
+  from mst.evaluation import evaluate  # pylint: disable=g-import-not-at-top
+  from mst.evaluation import runs  # pylint: disable=g-import-not-at-top
+  from mst.training import trainer  # pylint: disable=g-import-not-at-top
   tfds_dir = os.path.join(args.out, "tfds")
   if not os.path.exists(os.path.join(args.workdir, "test_metrics.json")):
-    status = train.main(["--config", "configs/demo.py", "--workdir", args.workdir,
-                         "--config.dataset.data_dir", tfds_dir])
-    if status:
-      return status
+    config = overrides.load_config("configs/demo.py")
+    config.dataset.data_dir = tfds_dir
+    trainer.train_and_evaluate(resolve.run(config, jax.device_count()), args.workdir)
   manual = os.path.join(args.out, "downloads")
   rng = np.random.default_rng(SEED)
   references = _references(rng)
@@ -124,9 +129,14 @@ def main(argv=None) -> int:
   livec = write_livec(os.path.join(manual, "livec"), references, rng)
   print(f"wrote {livec} LIVE Challenge and {kadid} KADID-10k images from "
         f"{len(references)} crops of {', '.join(TEST_PHOTOS)}", flush=True)
-  return evaluate.main(["--checkpoint", args.workdir, "--datasets", "demo:test,livec,kadid10k",
-                        "--data-dir", tfds_dir, "--manual-dir", manual,
-                        "--output-dir", os.path.join(args.out, "eval")])
+  # What `mst-eval --checkpoint WORKDIR --datasets demo:test,livec,kadid10k` runs.
+  targets = cross_dataset.parse_targets("demo:test,livec,kadid10k")
+  settings = resolve.section(evaluate.EvalSettings, defaults.get_config().eval)
+  results = runs.across([args.workdir], targets, settings,
+                        output_dir=os.path.join(args.out, "eval"), data_dir=tfds_dir,
+                        manual_dir=manual, say=print)
+  print("\n" + cross_dataset.table(results, [target.label for target in targets]))
+  return 0
 
 
 if __name__ == "__main__":
