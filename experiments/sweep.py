@@ -60,10 +60,12 @@ from experiments import collect  # pylint: disable=g-import-not-at-top
 from experiments import pod as pod_lib  # pylint: disable=g-import-not-at-top
 from experiments import progress  # pylint: disable=g-import-not-at-top
 from experiments import slurm as slurm_lib  # pylint: disable=g-import-not-at-top
-from mst.config import overrides as overrides_lib  # pylint: disable=g-import-not-at-top
+from mst.configure import overrides as overrides_lib  # pylint: disable=g-import-not-at-top
 from experiments.sweeps import Run  # pylint: disable=g-import-not-at-top
 from experiments.sweeps import SWEEPS  # pylint: disable=g-import-not-at-top
-from mst.config import resolve  # pylint: disable=g-import-not-at-top
+from mst import errors  # pylint: disable=g-import-not-at-top
+from mst.config import defaults  # pylint: disable=g-import-not-at-top
+from mst.configure import resolve  # pylint: disable=g-import-not-at-top
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,8 +214,9 @@ def make_parser() -> argparse.ArgumentParser:
   setup = commands.add_parser(
       "setup", help="install this checkout's mst on every worker of a TPU VM",
       description="git archive of this checkout (with uncommitted changes to tracked files) -> "
-      "gcloud ... scp --worker=all -> unpack to ~/mst-<release>, pip install it, point "
-      "~/REMOTE_DIR at it. Run it again after changing the code or configs.")
+      "gcloud ... scp --worker=all -> unpack to ~/mst-<release>, pip install it into the venv "
+      "~/mst-venv (made when missing), point ~/REMOTE_DIR at it. Run it again after changing the "
+      "code or configs.")
   _add_pod_args(setup)
   setup.add_argument("--pip-extra", action="append", metavar="SPEC",
                      help="also pip-install this (repeatable; default: jax[tpu] at this "
@@ -225,9 +228,14 @@ def make_parser() -> argparse.ArgumentParser:
       "a detached shell training the unfinished runs one after another (mst-train in "
       "~/REMOTE_DIR, installed by `setup`), and returns; logs: ~/mst-logs/<sweep>/ on the "
       "workers, copied to ROOT/<run>/logs/ when a run ends. Finished runs are skipped, started "
-      "ones resume.")
+      "ones resume. A run that fails on one worker is stopped on every worker (see "
+      "experiments/pod_worker.py), and all of them start the next run together.")
   _add_run_args(pod)
   _add_pod_args(pod)
+  pod.add_argument("--on-failure", choices=pod_lib.ON_FAILURE, default="continue",
+                   help="after a run failed on any worker (every worker stops it): go on with "
+                   "the next run on every worker (continue, the default) or end the sweep on "
+                   "every worker (stop)")
   slurm = commands.add_parser(
       "slurm", help="submit a sweep's unfinished runs to SLURM as one job array",
       description="Writes a batch script with one array task per unfinished run (each "
@@ -266,7 +274,7 @@ def make_parser() -> argparse.ArgumentParser:
   evaluate.add_argument("--root", required=True, help="the sweep's root (a folder or gs:// URL)")
   evaluate.add_argument("--datasets", required=True, metavar="NAME[:SPLIT],...",
                         help="e.g. koniq10k:test,livec:full,kadid10k (see mst-eval --help)")
-  evaluate.add_argument("--data-dir", default="~/tensorflow_datasets",
+  evaluate.add_argument("--data-dir", default=defaults.get_config().dataset.data_dir,
                         help="where the prepared datasets are (default %(default)s)")
   evaluate.add_argument("--manual-dir", help="one subfolder per dataset's original download, "
                         "for those not prepared yet")
@@ -303,18 +311,28 @@ def _collect(args) -> None:
 
 def _evaluate(args) -> int:
   """`evaluate`: mst-eval's cross-dataset evaluation of the finished runs under the root."""
-  from mst.cli import evaluate  # pylint: disable=g-import-not-at-top  (JAX, only to evaluate)
+  import jax  # pylint: disable=g-import-not-at-top  (only to evaluate)
+  from mst.evaluation import cross_dataset  # pylint: disable=g-import-not-at-top
+  from mst.evaluation import runs  # pylint: disable=g-import-not-at-top
   finished, unfinished = collect.find_runs(args.root)
   if not finished:
     print(f"error: no finished run under {args.root}", file=sys.stderr)
     return 2
   if unfinished:
     print(f"not finished, left out: {', '.join(unfinished)}")
-  argv = ["--runs", *[overrides_lib.workdir_join(args.root, item.name) for item in finished],
-          "--datasets", args.datasets, "--data-dir", args.data_dir,
-          "--output-dir", args.output_dir or overrides_lib.workdir_join(args.root, "cross_dataset")]
-  argv += ["--manual-dir", args.manual_dir] if args.manual_dir else []
-  return evaluate.main(argv)
+  output_dir = args.output_dir or overrides_lib.workdir_join(args.root, "cross_dataset")
+  try:
+    targets = cross_dataset.parse_targets(args.datasets)
+    results = runs.across(
+        [overrides_lib.workdir_join(args.root, item.name) for item in finished], targets,
+        runs.settings(jax.device_count()), output_dir=output_dir, data_dir=args.data_dir,
+        manual_dir=args.manual_dir or "", runs=True, say=print)
+  except errors.Error as e:
+    print(f"error: {e}", file=sys.stderr)
+    return e.status
+  print("\n" + cross_dataset.table(results, [target.label for target in targets]))
+  print(f"\nwritten to {output_dir}: cross_dataset.md, cross_dataset.json, report.html")
+  return 0
 
 
 def _run_all(commands: Sequence[list[str]], dry_run: bool) -> int:
@@ -365,9 +383,10 @@ def _pod(args, planned: Sequence[Planned], config_path: str) -> int:
     print(f"all {len(planned)} runs are finished")
     return 0
   script = os.path.join(tempfile.gettempdir(), f"mst-sweep-{args.name}.sh")
+  text = pod_lib.run_script(args.name, todo, pod_lib.new_launch_id(), args.on_failure)
   with open(script, "w") as f:
-    f.write(pod_lib.run_script(args.name, todo))
-  print(f"{script}, which every worker runs:\n{pod_lib.run_script(args.name, todo)}")
+    f.write(text)
+  print(f"{script}, which every worker runs:\n{text}")
   target = pod_lib.Pod(args.tpu, args.zone, args.project)
   status = _run_all(pod_lib.launch_commands(target, args.name, script, args.remote_dir),
                     args.dry_run)

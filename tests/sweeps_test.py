@@ -22,10 +22,11 @@ from experiments import sweep
 from experiments.sweeps import Run
 from experiments.sweeps import SWEEPS
 from mst.cli import train as train_cli
-from mst.config import overrides
-from mst.config import resolve
+from mst.configure import overrides
+from mst.configure import resolve
 from mst.data import multiscale
 from mst.models import musiq
+from pod_worker_test import install_pod_worker
 
 # Tests of experiments/ tooling: only the full suite runs them (pytest.ini).
 pytestmark = pytest.mark.experiments
@@ -142,16 +143,30 @@ def test_pod_runs_are_exact_and_parse_back_to_the_planned_config(monkeypatch):
                            root="/nfs/ms")
   log = "$HOME/mst-logs/multiscale/384_224-seed3.log"
   local_log = "$HOME/mst-logs/multiscale/full-seed3.log"
-  assert pod.run_script("multiscale", [run, local]).splitlines() == [
-      "# sweep multiscale: started by experiments/sweep.py pod on every worker",
-      'export PATH="$HOME/.local/bin:$PATH"  # where a user\'s pip puts mst-train',
-      f'mst-train {words} > {log} 2>&1; echo "exit status $?" >> {log}; '
+  header = [
+      "# sweep multiscale, launch L1: started by experiments/sweep.py pod on every worker",
+      'export PATH="$HOME/mst-venv/bin:$HOME/.local/bin:$PATH"  # setup\'s venv (python3, '
+      "mst-train); ~/.local/bin: an older setup's"]
+  worker = "python3 -m experiments.pod_worker --sweep multiscale --run"
+  assert pod.run_script("multiscale", [run, local], "L1").splitlines() == header + [
+      f"{worker} 384_224-seed3 --workdir gs://b/ms/384_224-seed3 --launch L1 --on-failure "
+      f"continue -- mst-train {words} > {log} 2>&1; verdict=$?; "
       f"gcloud storage cp --quiet {log} gs://b/ms/384_224-seed3/logs/host-$(hostname).log",
+      f"{worker} full-seed3 --workdir /nfs/ms/full-seed3 --launch L1 --on-failure continue -- "
       "mst-train --config=configs/paq2piq.py:runlocal --workdir=/nfs/ms/full-seed3 "
       "--config.dataset.data_dir='gs://b/my tfds' --config.preprocess.longer_side_lengths='()' "
-      f'--config.seed=3 > {local_log} 2>&1; echo "exit status $?" >> {local_log}; '
+      f"--config.seed=3 > {local_log} 2>&1; verdict=$?; "
       f"mkdir -p /nfs/ms/full-seed3/logs && cp {local_log} "
       "/nfs/ms/full-seed3/logs/host-$(hostname).log"]
+  # With --on-failure stop, a run that failed on any worker ends the sweep on every worker.
+  stop = pod.run_script("multiscale", [local], "L2", on_failure="stop").splitlines()[-1]
+  assert stop.startswith(f"{worker} full-seed3 --workdir /nfs/ms/full-seed3 --launch L2 "
+                         "--on-failure stop -- mst-train --config=configs/paq2piq.py:runlocal ")
+  assert stop.endswith(
+      "/nfs/ms/full-seed3/logs/host-$(hostname).log; [ \"$verdict\" -eq 0 ] || "
+      "{ echo 'full-seed3 failed: the sweep stops (--on-failure stop)'; exit \"$verdict\"; }")
+  with pytest.raises(ValueError, match="on_failure 'halt': one of continue, stop"):
+    pod.run_script("multiscale", [local], "L3", on_failure="halt")
 
   # What mst-train on a worker parses from the script is exactly the planned config.
   monkeypatch.chdir(overrides.REPO_ROOT)
@@ -170,7 +185,9 @@ def test_pod_launch_and_setup_commands_are_exact():
   logs = "$HOME/mst-logs/multiscale"
   command = (
       f'mkdir -p {logs} && cd mst || {{ echo "$(hostname): no ~/mst: run sweep.py setup first" '
-      ">&2; exit 1; }; exec 9>>~/.mst-sweep.lock; flock -n 9 || { echo \"$(hostname): busy, "
+      ">&2; exit 1; }; [ -f experiments/pod_worker.py ] || { echo \"$(hostname): ~/mst has no "
+      'experiments/pod_worker.py (set up by an earlier version): run sweep.py setup again" >&2; '
+      "exit 1; }; exec 9>>~/.mst-sweep.lock; flock -n 9 || { echo \"$(hostname): busy, "
       'a sweep holds ~/.mst-sweep.lock" >&2; exit 75; }; '
       f"mv ~/mst-sweep-multiscale.sh {logs}/runs.sh || exit 1; setsid nohup "
       f"bash {logs}/runs.sh > {logs}/sweep.log 2>&1 < /dev/null & "
@@ -184,9 +201,15 @@ def test_pod_launch_and_setup_commands_are_exact():
   assert scp == ["gcloud", "compute", "tpus", "tpu-vm", "scp", "/tmp/mst-abc.tar.gz",
                  "p:mst-abc.tar.gz", "--zone=z", "--worker=all"]
   assert ssh[-1] == (
-      "--command=set -e; [ -d mst-abc ] || tar -xzf mst-abc.tar.gz; python3 -m pip install "
-      "--quiet ./mst-abc 'jax[tpu]==0.10.2'; ln -sfn mst-abc mst; "
-      'echo "$(hostname): mst abc installed, ~/mst -> mst-abc"')
+      "--command=set -e; [ -d mst-abc ] || tar -xzf mst-abc.tar.gz; "
+      "[ -x mst-venv/bin/pip ] || python3 -m venv mst-venv || { sudo -n apt-get update -qq && "
+      "sudo -n apt-get install -y -qq python3-venv && python3 -m venv mst-venv; } || "
+      '{ echo "$(hostname): cannot create ~/mst-venv with python3 -m venv, even after apt-get '
+      "install python3-venv: install python3-venv (or python3.X-venv) on the image and run "
+      'setup again" >&2; exit 1; }; '
+      "mst-venv/bin/python -m pip install --quiet ./mst-abc 'jax[tpu]==0.10.2'; "
+      'ln -sfn mst-abc mst; echo "$(hostname): mst abc installed in ~/mst-venv, ~/mst -> mst-abc"')
+  assert shlex.split(sweep.display(ssh)) == ssh
 
 
 def _git(repo, *args):
@@ -361,9 +384,10 @@ def _launch_here(home, out: str) -> subprocess.CompletedProcess:
 def test_pod_runs_detached_skips_finished_runs_and_reports_status(tmp_path, capsys,
                                                                   monkeypatch):
   monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+  monkeypatch.setenv("MST_POD_WORKERS", "1")  # the worker is a pod of one (no metadata server)
   home = tmp_path / "home"
-  (home / "mst").mkdir(parents=True)  # what setup installs
-  (home / ".local" / "bin").mkdir(parents=True)
+  install_pod_worker(home)  # what setup installs: ~/mst's pod_worker, in ~/mst-venv's python3
+  (home / ".local" / "bin").mkdir(parents=True)  # mst-train where an older setup put it
   (home / ".local" / "bin" / "mst-train").write_text(FAKE_MST_TRAIN)
   (home / ".local" / "bin" / "mst-train").chmod(0o755)
   root = tmp_path / "runs"
@@ -381,6 +405,13 @@ def test_pod_runs_detached_skips_finished_runs_and_reports_status(tmp_path, caps
       "scale_embedding/sweep.log\n"
   busy = _launch_here(home, out)  # a second launch while the first sweep runs is refused
   assert busy.returncode == pod.BUSY_STATUS and "busy, a sweep holds" in busy.stderr
+  old = tmp_path / "old-home"  # a release that an earlier setup installed: no pod_worker
+  (old / "mst").mkdir(parents=True)
+  refused = _launch_here(old, out)
+  assert refused.returncode == 1 and refused.stderr == (
+      f"{socket.gethostname()}: ~/mst has no experiments/pod_worker.py (set up by an earlier "
+      "version): run sweep.py setup again\n")
+  assert not (old / "mst-logs" / "scale_embedding" / "sweep.log").exists()
   (home / "go").touch()
   logs = {seed: root / f"sce-seed{seed}" / "logs" / f"host-{socket.gethostname()}.log"
           for seed in (0, 1)}
@@ -388,7 +419,10 @@ def test_pod_runs_detached_skips_finished_runs_and_reports_status(tmp_path, caps
   while not logs[1].exists() and time.monotonic() < deadline:
     time.sleep(0.2)
   assert logs[0].read_text() == "exit status 0\n"
-  assert logs[1].read_text() == "diverged\nexit status 3\n"
+  assert logs[1].read_text() == (
+      "diverged\npod_worker: sweep scale_embedding, run sce-seed1 failed: "
+      f"{socket.gethostname()} first, with exit status 3; the sweep goes on with its next run, "
+      "if any\nexit status 3\n")
 
   assert sweep.main(["status", *args]) == 0
   assert capsys.readouterr().out.splitlines() == [

@@ -7,7 +7,6 @@ import os
 import sys
 from typing import Sequence
 
-from mst import errors
 from mst.cli import exits
 from mst.cli import flags
 from mst.config import defaults
@@ -154,27 +153,15 @@ def _across(args, num_devices: int, chief: bool) -> int:
   with exits.exit_status(exits.USAGE, OSError):
     root = args.output_dir or (report.default_output_dir(args.checkpoint, "cross")
                                if args.checkpoint else os.path.abspath("eval_cross"))
-  results = runs.across(checkpoints, targets, _settings(args, num_devices), output_dir=root,
+  results = runs.across(checkpoints, targets,
+                        runs.settings(num_devices, args.batch_size, args.bootstrap_samples),
+                        output_dir=root,
                         data_dir=args.data_dir, manual_dir=args.manual_dir or "",
                         runs=bool(args.runs), dtype=args.dtype, say=_say)
   if chief:
     _say("\n" + cross_dataset.table(results, [target.label for target in targets]))
     _say(f"\nwritten to {root}: cross_dataset.md, cross_dataset.json, report.html")
   return exits.OK
-
-
-def _settings(args, num_devices: int):
-  """config.eval's defaults with the flags' batch (the default rounded up to a multiple of the
-  devices) and bootstrap samples."""
-  from mst.evaluation import evaluate  # pylint: disable=g-import-not-at-top
-
-  section = DEFAULTS.eval
-  batch = args.batch_size or -(-section.batch_size // num_devices) * num_devices
-  if batch % num_devices:
-    raise errors.BadInput(f"--batch-size {batch} does not split over {num_devices} devices: "
-                          "give a multiple of the device count")
-  return evaluate.EvalSettings(**{**section.to_dict(), "batch_size": batch,
-                                  "bootstrap_samples": args.bootstrap_samples})
 
 
 if __name__ == "__main__":

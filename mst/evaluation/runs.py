@@ -46,6 +46,22 @@ class SplitResults:
   summary: dict[str, tuple[float, float]]
 
 
+def settings(num_devices: int, batch_size: int | None = None,
+             bootstrap_samples: int | None = None) -> evaluate.EvalSettings:
+  """config.eval's defaults, with `batch_size` (None: config.eval's, rounded up to a multiple of
+  `num_devices`) and `bootstrap_samples` (None: config.eval's); BadInput if the batch does not
+  split over the devices."""
+  section = defaults.get_config().eval
+  batch = batch_size or -(-section.batch_size // num_devices) * num_devices
+  if batch % num_devices:
+    raise errors.BadInput(f"--batch-size {batch} does not split over {num_devices} devices: "
+                          "give a multiple of the device count")
+  section.batch_size = batch
+  if bootstrap_samples is not None:
+    section.bootstrap_samples = bootstrap_samples
+  return evaluate.EvalSettings(**section.to_dict())
+
+
 def on_split(checkpoints: Sequence[str], dataset: source.DatasetSpec, split: str,
              settings: evaluate.EvalSettings, *, output_dirs: Mapping[str, str],
              runs: bool = False, summary_dir: str | None = None, dtype: str = "float32",
