@@ -33,7 +33,7 @@ def test_import_mst_is_cheap():
 
 
 def test_readme_example_runs_and_scores_like_mst_predict(tmp_path, monkeypatch, capsys, small_npz):
-  (example,) = code_blocks("Use it from Python", "python")
+  (example,) = code_blocks("README.md", "Use it from Python", "python")
   assert len(example.strip().splitlines()) == 5
   shutil.copy(small_npz, tmp_path / "koniq_ckpt.npz")
   rng = np.random.default_rng(0)

@@ -1,6 +1,6 @@
 """What users keep keeps working: the workdir, images and SavedModel that the released mst wrote
 (tests/data, by make_compat_workdir.py at d3ed78c, mst 0.1.0) load, score, evaluate, export and
-resume with today's code as they did with that release (README, "What you keep keeps working").
+resume with today's code as they did with that release (docs/compatibility.md).
 
 Only the public interfaces are used (the console scripts' main(argv), mst.load, the SavedModel's
 signatures): the library under them may change, what they do with a kept workdir may not. When a
@@ -41,7 +41,7 @@ IMAGES = [str(DATA / name) for name in EXPECTED["images"]]
 # XLA upgrade may reorder sums), not a change in what is computed. Today they are the release's
 # bit for bit. If an upgrade ever needs more, widen this with the reason; the fixture stays.
 TOLERANCE = 1e-5
-# The SavedModel decodes and preprocesses with TensorFlow ops, which the README promises equal
+# The SavedModel decodes and preprocesses with TensorFlow ops, which docs/scoring.md promises equal
 # mst-predict within 1e-4 (the release's own export differed by 2e-5).
 SAVEDMODEL_TOLERANCE = 1e-4
 # mst-eval's predictions.csv keeps 4 decimals.

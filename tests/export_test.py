@@ -33,7 +33,7 @@ class NotInstalled(importlib.abc.MetaPathFinder):
       raise ImportError(f"{name} is not installed in this process")
 
 sys.meta_path.insert(0, NotInstalled())
-exec(open("readme_serve.py").read())  # the README's example, which prints photo.jpg's score
+exec(open("readme_serve.py").read())  # docs/scoring.md's example: prints photo.jpg's score
 import tensorflow as tf
 
 model = tf.saved_model.load(sys.argv[1])
@@ -69,8 +69,8 @@ def _images(folder):
 @pytest.mark.slow
 def test_readme_serve_commands_give_mst_predicts_scores_without_jax(tmp_path, monkeypatch,
                                                                     capsys, small_npz):
-  (command,) = code_blocks("Serve it", "bash")
-  (example,) = code_blocks("Serve it", "python")
+  (command,) = code_blocks("docs/scoring.md", "Serve it", "bash")
+  (example,) = code_blocks("docs/scoring.md", "Serve it", "python")
   monkeypatch.chdir(tmp_path)
   shutil.copy(small_npz, "koniq_ckpt.npz")
   (tmp_path / "readme_serve.py").write_text(example)

@@ -1,6 +1,6 @@
 """What happens to a run when the cluster interferes: preemption (SIGTERM), SIGKILL at every phase
 of an asynchronous save, damaged checkpoints, a full disk, a workdir another run owns or nobody can
-write. Each test would fail without the handling it names (README, "When things go wrong").
+write. Each test would fail without the handling it names (docs/troubleshooting.md).
 
 The end-to-end runs are `mst-train` subprocesses on one CPU device (`tests/fault_injection.py`
 places the faults), sharing a compilation cache so that only the first one compiles.
