@@ -4,11 +4,12 @@ import re
 
 import setuptools
 
-# CPU jax by default; see README.md for the GPU (jax[cuda12], jax[cuda13]) and TPU (jax[tpu]) ones.
-# Tested on two stacks (README, "Installing"): Python 3.11 with jax 0.10.2, and Python 3.13 with the
-# newest releases (jax 0.12.1). Each range starts at the oldest release tested and stops before the
-# next minor version not yet tested; an installed release inside a range is never replaced, so
-# installing mst keeps a GPU or TPU host's jax and its CUDA or libtpu plugin.
+# CPU jax by default; see docs/install.md for the GPU (jax[cuda12], jax[cuda13]) and TPU
+# (jax[tpu]) ones. Tested on two stacks (docs/install.md, "The tested stacks"): Python 3.11 with
+# jax 0.10.2, and Python 3.13 with the newest releases (jax 0.12.1). Each range starts at the
+# oldest release tested and stops before the next minor version not yet tested; an installed
+# release inside a range is never replaced, so installing mst keeps a GPU or TPU host's jax and
+# its CUDA or libtpu plugin.
 INSTALL_REQUIRES = [
     # jax 0.11 and later need Python 3.12: pip takes the newest one a Python can run.
     "jax>=0.10.2,<0.13",

@@ -36,10 +36,10 @@ def scratch(config: ml_collections.ConfigDict) -> None:
   images: the demo's small model with l = 48, a gentler AdamW (3e-4, the embedding kernel's rate
   x 0.03), which learned where the demo's optimisation collapsed, and regularisation against
   memorising a few hundred images (dropout 0.1, random crops, weight decay 0.05); chosen by
-  measurement on two sets (experiments/scratch_recipe.py, README "Training on your own images
-  from scratch")."""
-  # Measured on 280 training images (README): 600 steps of batch 16 with the evaluations took
-  # about 8 minutes on 2 CPU cores; raise num_steps for a few thousand images.
+  measurement on two sets (experiments/scratch_recipe.py; docs/training.md, "Training on your own
+  images from scratch")."""
+  # Measured on 280 training images (docs/benchmarks.md): 600 steps of batch 16 with the
+  # evaluations took about 8 minutes on 2 CPU cores; raise num_steps for a few thousand images.
   defaults.cpu_from_scratch(config, max_seq_len=48, learning_rate=3e-4, embedding_lr_factor=0.03,
                             weight_decay=0.05, num_steps=600, eval_every_steps=100,
                             checkpoint_every_steps=200)

@@ -1,4 +1,5 @@
-"""The README's demo: learn image quality from scratch on a CPU in minutes (the `demo` dataset).
+"""The README's demo ("Train the demo"): learn image quality from scratch on a CPU in minutes (the
+`demo` dataset).
 
 The demo set holds 128 px crops of scikit-image's photographs, pristine and with graded blur, noise,
 JPEG and pixelation (MOS 90 ... 10); its test photos are never seen in training. The paper's recipe

@@ -1,9 +1,10 @@
-"""The README's picture of report.html: the top of a report as headless Chromium shows it.
+"""docs/evaluation.md's picture of report.html: the top of a report as headless Chromium shows it.
 
     python experiments/report_screenshot.py --report /tmp/cross_demo/eval/report.html
     python experiments/report_screenshot.py            # a synthetic report, nothing trained
 
-With --report, the page mst-eval wrote (the README's comes from experiments/cross_dataset_demo.py).
+With --report, the page mst-eval wrote (docs/evaluation.md's comes from
+experiments/cross_dataset_demo.py).
 Without it, a report of two checkpoints on two datasets is built from synthetic scores: MOS on
 0-100, predictions a noisy S-shaped function of it, and as the worst images crops of the demo's
 test photos (scikit-image's) with the demo's distortions, their "rollout" a map of local detail.

@@ -18,8 +18,8 @@ seed, so each seed is a different set whose test photos are never seen in traini
 `run` trains each candidate recipe (CANDIDATES: overrides of `configs/custom.py:scratch`) in its own
 workdir, one after another in this process, like experiments/sweep.py. `curves` prints each
 workdir's validation SRCC and training L1 over steps (read from its summaries, also while it runs)
-and, once finished, its test metrics: the numbers behind the README's "Training on your own images
-from scratch".
+and, once finished, its test metrics: the numbers behind docs/benchmarks.md, "Training from
+scratch on a CPU: choosing the recipe".
 """
 
 import argparse
@@ -177,7 +177,7 @@ def write_set(directory: str, images: int = 480, seed: int = 0) -> str:
 # Candidate recipes: overrides of configs/custom.py:scratch. "scratch" is the shipped recipe.
 CANDIDATES = {
     "scratch": {},
-    # The README demo's optimisation (configs/demo.py), which the issue saw collapse.
+    # The demo's optimisation (configs/demo.py), which the issue saw collapse.
     "demo": {"optim.learning_rate": 1e-3, "optim.lr_multipliers": (("^embedding/kernel$", 0.1),),
              "optim.warmup_steps": 20, "model.dropout_rate": 0.0, "augment.crop": False,
              "optim.weight_decay": 0.01},

@@ -21,7 +21,7 @@ from mst.models import musiq
 CheckpointError = npz.CheckpointError
 Params = dict[str, Any]
 # The paper's resized longer sides for a given number of scales (resized copies + native).
-_DEFAULT_LONGER_SIDES = {1: (), 3: (224, 384)}
+_DEFAULT_LONGER_SIDES = {1: (), 3: multiscale.MultiScaleConfig.longer_side_lengths}
 # Where the released MUSIQ checkpoints are (imagenet_pretrain.npz, koniq_ckpt.npz, ...).
 MUSIQ_RELEASE = ("https://github.com/google-research/google-research/tree/master/musiq, whose "
                  "README links the checkpoints: "

@@ -5,7 +5,7 @@
     scorer = mst.load("koniq_ckpt.npz")
     print(scorer.score("photo.jpg"))       # a path, an (H, W, 3) uint8 array or a PIL image
     for row in scorer.score_files(["a.jpg", "b.png"]):
-      print(row)                           # {"image": "a.jpg", "score": 3.61}
+      print(row)                           # {"image": "a.jpg", "score": 61.3...}
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from mst.runtime import traced_cache
 
 # The code a stored trace of the forward depends on: the network's and this module's.
 SOURCES = musiq.SOURCES + (sys.modules[__name__],)
-DEFAULT_MAX_TOKENS = 16384  # about 16 megapixels at P = 32; see README for the memory it needs
+DEFAULT_MAX_TOKENS = 16384  # about 16 megapixels at P = 32; docs/scoring.md, "Speed and memory"
 
 
 def outputs(logits: jax.Array, head: str, mos_scale: float = 1.0) -> dict[str, jax.Array]:
