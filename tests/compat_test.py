@@ -41,6 +41,11 @@ IMAGES = [str(DATA / name) for name in EXPECTED["images"]]
 # XLA upgrade may reorder sums), not a change in what is computed. Today they are the release's
 # bit for bit. If an upgrade ever needs more, widen this with the reason; the fixture stays.
 TOLERANCE = 1e-5
+# TensorFlow's CPU kernels sum in an order that depends on the CPU's vector width, so a SavedModel
+# run by TensorFlow gives last bits that differ between CPU kinds: on an AMD EPYC one of the kept
+# SavedModel's scores was 1.2e-5 from those recorded on the machine that made it (2e-6 relative).
+# 5e-5 allows that, and nothing a change to what is computed would give.
+TF_REPLAY_TOLERANCE = 5e-5
 # The SavedModel decodes and preprocesses with TensorFlow ops, which docs/scoring.md promises equal
 # mst-predict within 1e-4 (the release's own export differed by 2e-5).
 SAVEDMODEL_TOLERANCE = 1e-4
@@ -131,7 +136,7 @@ def _serve(path):
 
 def test_the_releases_savedmodel_loads_and_scores_as_recorded():
   kept = EXPECTED["savedmodel"]
-  assert _serve(DATA / kept["path"]) == pytest.approx(kept["scores"], abs=TOLERANCE)
+  assert _serve(DATA / kept["path"]) == pytest.approx(kept["scores"], abs=TF_REPLAY_TOLERANCE)
 
 
 @pytest.mark.slow
@@ -140,7 +145,7 @@ def test_mst_export_of_the_workdir_scores_as_the_release(workdir, tmp_path):
   assert export.main(["--checkpoint", workdir, "--output", str(out)]) == 0  # as users export
   scores = _serve(out)
   assert scores == pytest.approx(EXPECTED["scores"], abs=SAVEDMODEL_TOLERANCE)
-  assert scores == pytest.approx(EXPECTED["savedmodel"]["scores"], abs=TOLERANCE)
+  assert scores == pytest.approx(EXPECTED["savedmodel"]["scores"], abs=TF_REPLAY_TOLERANCE)
 
 
 def _event_steps(paths, tag="train/loss"):
