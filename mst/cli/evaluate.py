@@ -155,8 +155,7 @@ def _across(args, num_devices: int, chief: bool) -> int:
                                if args.checkpoint else os.path.abspath("eval_cross"))
   results = runs.across(checkpoints, targets,
                         runs.settings(num_devices, args.batch_size, args.bootstrap_samples),
-                        output_dir=root,
-                        data_dir=args.data_dir, manual_dir=args.manual_dir or "",
+                        output_dir=root, data_dir=args.data_dir, manual_dir=args.manual_dir or "",
                         runs=bool(args.runs), dtype=args.dtype, say=_say)
   if chief:
     _say("\n" + cross_dataset.table(results, [target.label for target in targets]))
