@@ -23,7 +23,7 @@ from experiments import pod as pod_lib
 
 PREEMPTED = 75  # mst-train's exit status after saving a checkpoint on SIGTERM (EX_TEMPFAIL)
 
-# The attempt, as in docs/training.md's template (tests/slurm_test.py checks they agree).
+# The attempt, as in docs/training.md's template (tests/system/slurm_test.py checks they agree).
 ATTEMPT = """\
 # srun in the background, so that this shell can pass SIGTERM on while it runs: to every task
 # of the job's steps (a SIGTERM to srun itself would cancel the step before the tasks save).

@@ -1,8 +1,21 @@
 """Test setup: 8 fake CPU devices before JAX initialises, and quiet TensorFlow.
 
-Also the session-scoped fixtures several test files share (each pytest process writes them once):
-a tiny custom CSV dataset and a small official-format .npz checkpoint. The helpers that build them
-live in helpers.py: test files import them with `from helpers import ...`.
+Also the session-scoped fixtures every folder shares (each pytest process writes them once): a tiny
+custom CSV dataset and a small official-format .npz checkpoint.
+
+Where a test goes: the folders mirror the code they test.
+  mst/<subpackage>/<module>_test.py  unit tests of mst/<subpackage>/<module>.py (one file that
+                                     covers several modules sits under the main one)
+  configs/, experiments/             tests of the config files and of the tooling in experiments/
+  system/                            end-to-end behaviour across the package: the paper's
+                                     protocol, faults, hostile input, compatibility, the layout,
+                                     multi-host and SLURM runs, the docs' commands and outputs
+  support/                           what tests share (`from support import ...`): builders,
+                                     fake downloads, writers, scripts; no test module imports
+                                     another test module
+  data/                              the compatibility fixture, never rewritten
+pytest.ini puts tests/ on the path and imports test modules by their path (importlib), so files of
+the same name in two folders do not collide.
 """
 
 import os
@@ -21,8 +34,9 @@ import jax
 from jax.experimental.compilation_cache import compilation_cache
 import pytest
 
-from helpers import write_csv_dataset
-from helpers import write_npz
+from support.checkpoints import write_npz
+from support.images import write_csv_dataset
+
 
 
 @pytest.fixture(scope="session", autouse=True)

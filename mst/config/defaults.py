@@ -1,7 +1,7 @@
 """Every config key mst reads, with its default: the base that each task config overrides.
 
 A task config (`configs/koniq.py` ...) calls `get_config()` here and changes values; it never adds
-keys (tests/configs_test.py checks that), so a typo in a task config or on the command line
+keys (tests/configs/configs_test.py checks that), so a typo in a task config or on the command line
 (`--config.optim.learning_rat=...`) fails instead of being ignored. The defaults are the paper's
 fine-tuning setup (KonIQ-10k's numbers); a task config states only what differs: its row of the
 paper (`paper_finetune`) or its recipe (`cpu_from_scratch`), then its own values.
@@ -17,7 +17,7 @@ import dataclasses
 import ml_collections
 
 from mst.config import model as model_lib
-from mst.data import augmentation
+from mst.data import augment_config
 from mst.data import multiscale
 from mst.models import musiq
 
@@ -88,9 +88,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # augmentation (mixup is fine). "" = decode and resize every image every epoch.
   config.data.prepared_dir = ""
 
-  # Training-time augmentation: mst.data.augmentation.Augment's fields and defaults (the flip
+  # Training-time augmentation: mst.data.augment_config.Augment's fields and defaults (the flip
   # alone, as fine-tuning uses).
-  config.augment = _typed_defaults(augmentation.Augment)
+  config.augment = _typed_defaults(augment_config.Augment)
 
   # The architecture: mst.models.config.ModelConfig's fields and defaults (the paper's model),
   # except patch_size and grid_size (copied from `preprocess`) and num_scales
@@ -170,7 +170,7 @@ def paper_finetune(config: ml_collections.ConfigDict, *, dataset: str, learning_
   The rows differ only in the peak learning rate, the batch size and the epochs; all start from
   the ImageNet pre-trained model. The rest of the recipe is the defaults above (SGD with momentum
   0.9, cosine decay, no warm-up, the flip alone, L1 on the MOS, no dropout, stochastic depth,
-  weight decay or clipping); tests/configs_test.py checks every value against the paper.
+  weight decay or clipping); tests/configs/configs_test.py checks every value against the paper.
   """
   config.dataset.name = dataset
   config.init.checkpoint = IMAGENET_CHECKPOINT

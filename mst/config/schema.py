@@ -2,7 +2,7 @@
 
 A workdir (config.json, checkpoints/, best/) outlives the mst that wrote it, and every later mst
 must score, evaluate, export and resume it as that one did (docs/compatibility.md;
-tests/compat_test.py on tests/data/compat_workdir). So `write_config` records the
+tests/system/compat_test.py on tests/data/compat_workdir). So `write_config` records the
 `schema_version` of the config's keys and the `mst_version`, and `read_config` upgrades what it
 reads to today's keys. A config.json without `schema_version` (every release before this module,
 mst 0.1.0 included) is version 1.

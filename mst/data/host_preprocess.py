@@ -3,7 +3,7 @@
 Scoring a few images should not wait for TensorFlow to import (about 5 s), so `mst-predict`,
 `mst.load` and `mst-visualize` preprocess here. Every step repeats the TF op it replaces in the
 same float32 arithmetic, so the tokens equal `preprocess.multiscale_patches` to float32 rounding
-(tests/host_preprocess_test.py compares them over many sizes):
+(tests/mst/data/host_preprocess_test.py compares them over many sizes):
 - `tf.image.resize(..., GAUSSIAN)` is `ScaleAndTranslate` without antialiasing: each output pixel
   is a normalised Gaussian (radius 1.5, sigma 0.5) over at most 4 input pixels, applied along the
   width, then along the height, each sum accumulated in tap order;

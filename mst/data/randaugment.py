@@ -26,7 +26,9 @@ from typing import Callable
 
 import tensorflow as tf
 
-MAX_MAGNITUDE = 30.0
+from mst.data import augment_config
+
+MAX_MAGNITUDE = augment_config.MAX_MAGNITUDE
 _LEVEL = 10.0  # the magnitude at which the TF mappings reach their nominal maximum
 _FILL = 128.0
 # Stream ids folded into a layer's seed, so the op choice and the sign draw differ.

@@ -6,8 +6,8 @@ shardings, so nothing is allocated) and lowers it to StableHLO for another XLA p
 is compiled, so a CPU-only jaxlib does it, on a mesh of as many fake CPU devices as the pod has
 (`XLA_FLAGS=--xla_force_host_platform_device_count=N` before JAX starts). `summarize` reads what
 matters back from the lowered module: how many devices it is partitioned over, the dtypes its
-matrix products take, and any custom calls or loops. tests/lowering_test.py does this for the
-train step, the evaluation step and the scoring forward.
+matrix products take, and any custom calls or loops. tests/mst/runtime/lowering_test.py does this
+for the train step, the evaluation step and the scoring forward.
 
 What lowering proves: the program traces and lowers for the target with these shapes, dtypes and
 shardings, and every operation has a lowering there. What it cannot: that it compiles, fits in
