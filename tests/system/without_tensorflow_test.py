@@ -14,6 +14,7 @@ from PIL import Image
 
 from mst.cli import predict
 from support import DATA
+from support import REPLAY_TOLERANCE
 
 ABSENT = ("tensorflow", "tensorflow_datasets", "tensorboard", "clu")
 
@@ -54,8 +55,8 @@ def test_the_kept_workdir_scores_as_the_release_did(tmp_path):
   images = [DATA / name for name in expected["images"]]
   for _ in range(2):  # the second start reads the traced and compiled programs from the cache
     cli, api = _score_without_tensorflow(workdir, images, tmp_path / "cache")
-    assert cli == pytest.approx(expected["scores"], abs=1e-5)
-    assert api == pytest.approx(expected["scores"], abs=1e-5)
+    assert cli == pytest.approx(expected["scores"], abs=REPLAY_TOLERANCE)
+    assert api == pytest.approx(expected["scores"], abs=REPLAY_TOLERANCE)
 
 
 def test_an_npz_scores_jpegs_and_pngs_as_with_tensorflow(tmp_path, small_npz, capsys):
