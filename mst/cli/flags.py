@@ -19,7 +19,6 @@ from absl import logging
 import ml_collections
 
 from mst.configure import overrides
-from mst.models import musiq
 
 CONFIG_PREFIX = "--config."
 VERBOSITIES = ("debug", "info", "warning", "error")
@@ -129,6 +128,7 @@ def parse_with_config(parser: argparse.ArgumentParser, argv: Sequence[str] | Non
 
 def add_dtype(parser: argparse.ArgumentParser, note: str = "") -> None:
   """--dtype, the compute dtype, defaulting to the model's (parameters stay float32)."""
+  from mst.models import musiq  # pylint: disable=g-import-not-at-top  (JAX: not for mst-train)
   parser.add_argument("--dtype", choices=tuple(musiq.DTYPES), default=musiq.ModelConfig.dtype,
                       help=f"compute dtype ({note}default %(default)s)")
 

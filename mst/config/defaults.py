@@ -16,10 +16,8 @@ import dataclasses
 
 import ml_collections
 
-from mst.config import model as model_lib
 from mst.data import augment_config
 from mst.data import multiscale
-from mst.models import musiq
 
 VARIANTS = ("runlocal",)
 # Where the paper configs take the ImageNet pre-trained MUSIQ from (`config.init.checkpoint`): the
@@ -29,6 +27,9 @@ FROM_SCRATCH = ("", "none")
 # What the reported test metrics are computed with: the parameters of the best evaluation of
 # `dataset.eval_split` ("best") or those of the last step ("last").
 SELECT = ("best", "last")
+# The ModelConfig fields that are no keys of `config.model`: copied from `preprocess` (P, G) or
+# derived from it (the number of scales, len(longer_side_lengths) + 1).
+DERIVED_MODEL_FIELDS = ("patch_size", "grid_size", "num_scales")
 
 
 def _typed_defaults(cls: type, names: Sequence[str] | None = None, *,
@@ -95,7 +96,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # The architecture: mst.models.config.ModelConfig's fields and defaults (the paper's model),
   # except patch_size and grid_size (copied from `preprocess`) and num_scales
   # (len(longer_side_lengths) + 1); representation_size 0 is ModelConfig's None (no pre_logits).
-  config.model = _typed_defaults(musiq.ModelConfig, exclude=model_lib.DERIVED_MODEL_FIELDS)
+  # Imported here, not at the top: the model brings JAX and Flax (over a second), which a console
+  # script's --help and usage errors should not wait for.
+  from mst.models import musiq  # pylint: disable=g-import-not-at-top
+  config.model = _typed_defaults(musiq.ModelConfig, exclude=DERIVED_MODEL_FIELDS)
   config.model.representation_size = 0
 
   # Where the parameters start.

@@ -7,11 +7,11 @@ import dataclasses
 
 import ml_collections
 
+from mst.config import defaults
 from mst.data import multiscale
 from mst.models import musiq
 
-# Copied from `preprocess` or derived from it, so they cannot disagree with the data.
-DERIVED_MODEL_FIELDS = ("patch_size", "grid_size", "num_scales")
+DERIVED_MODEL_FIELDS = defaults.DERIVED_MODEL_FIELDS
 
 
 def model_config(config: ml_collections.ConfigDict) -> musiq.ModelConfig:
