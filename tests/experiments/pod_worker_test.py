@@ -23,20 +23,25 @@ from support.pods import install_pod_worker
 pytestmark = pytest.mark.experiments
 
 FAIL_AT_ONCE = "import sys; sys.exit(3)"
-# Runs for at most 20 s; SIGTERM ends it with 75, as mst-train after saving a checkpoint.
-STOPS_ON_TERM = ("import signal, sys, time\n"
+# Runs for at most 20 s; SIGTERM ends it with 75, as mst-train after saving a checkpoint. It
+# creates its first argument once its handler is in place: a SIGTERM that came before would end it
+# with 143, as it would end an mst-train still starting up.
+STOPS_ON_TERM = ("import pathlib, signal, sys, time\n"
                  "signal.signal(signal.SIGTERM, lambda *_: sys.exit(75))\n"
+                 "pathlib.Path(sys.argv[1]).touch()\n"
                  "time.sleep(20)\n")
-IGNORES_TERM = ("import signal, time\n"
+IGNORES_TERM = ("import pathlib, signal, sys, time\n"
                 "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                "pathlib.Path(sys.argv[1]).touch()\n"
                 "time.sleep(20)\n")
 
 
-def _start(worker: str, workdir, code: str, *extra: str, workers: int = 2) -> subprocess.Popen:
+def _start(worker: str, workdir, code: str, *extra: str, workers: int = 2,
+           code_args: tuple[str, ...] = ()) -> subprocess.Popen:
   """pod_worker as `worker` of a pod of `workers`, running `python -c code`, polling fast."""
   argv = [sys.executable, "-m", "experiments.pod_worker", "--sweep", "s", "--run", "r",
           "--workdir", str(workdir), "--launch", "L1", "--poll", "0.1", *extra, "--",
-          sys.executable, "-c", code]
+          sys.executable, "-c", code, *code_args]
   env = {**os.environ, "MST_POD_WORKERS": str(workers), "MST_POD_WORKER": worker}
   return subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
@@ -45,6 +50,14 @@ def _start(worker: str, workdir, code: str, *extra: str, workers: int = 2) -> su
 def _finish(process: subprocess.Popen) -> tuple[int, str, str]:
   out, err = process.communicate(timeout=30)
   return process.returncode, out, err
+
+
+def _wait_for(path, process: subprocess.Popen) -> None:
+  """Waits until `process`'s command has created `path` (its SIGTERM handler is in place)."""
+  deadline = time.monotonic() + 20
+  while not path.exists():
+    assert process.poll() is None and time.monotonic() < deadline, _finish(process)
+    time.sleep(0.02)
 
 
 def _verdict(err: str) -> str:
@@ -57,8 +70,10 @@ def _marker(workdir, worker: str) -> dict:
 
 
 def test_one_workers_failure_stops_the_others_and_both_read_the_same_verdict(tmp_path):
+  ready = tmp_path / "w1-ready"
+  w1 = _start("w1", tmp_path, STOPS_ON_TERM, code_args=(str(ready),))
+  _wait_for(ready, w1)
   start = time.monotonic()
-  w1 = _start("w1", tmp_path, STOPS_ON_TERM)
   w0 = _start("w0", tmp_path, FAIL_AT_ONCE)
   (code0, out0, err0), (code1, out1, err1) = _finish(w0), _finish(w1)
   assert time.monotonic() - start < 8  # w1's command would have run 20 s
@@ -73,7 +88,10 @@ def test_one_workers_failure_stops_the_others_and_both_read_the_same_verdict(tmp
 
 
 def test_a_command_that_ignores_sigterm_is_killed_after_the_grace_period(tmp_path):
-  w1 = _start("w1", tmp_path, IGNORES_TERM, "--grace", "0.5", "--on-failure", "stop")
+  ready = tmp_path / "w1-ready"
+  w1 = _start("w1", tmp_path, IGNORES_TERM, "--grace", "0.5", "--on-failure", "stop",
+              code_args=(str(ready),))
+  _wait_for(ready, w1)
   w0 = _start("w0", tmp_path, FAIL_AT_ONCE)
   (_, _, err0), (code1, out1, err1) = _finish(w0), _finish(w1)
   assert code1 == pod_worker.RUN_FAILED and out1 == "exit status 137\n"  # 128 + SIGKILL
@@ -162,14 +180,16 @@ def test_names_and_the_verdict_are_the_same_whoever_reads_them():
 # ------------------------------------------------------------------- run scripts, two workers
 
 # Stands in for mst-train: notes when it started and ended in its workdir (times-<worker>); run1
-# fails on w0 after 0.3 s, w1's run1 runs 10 s unless SIGTERM (exit 75), every other run 0.3 s.
+# fails on w0 0.3 s after w1's has started (and trapped SIGTERM), w1's run1 runs 10 s unless
+# SIGTERM (exit 75), every other run 0.3 s.
 FAKE_MST_TRAIN = """#!/bin/bash
 for word in "$@"; do case "$word" in --workdir=*) workdir="${word#--workdir=}";; esac; done
 times="$workdir/times-$MST_POD_WORKER"
-mkdir -p "$workdir"; echo "start $(date +%s.%N)" >> "$times"
 trap 'echo "end $(date +%s.%N)" >> "$times"; exit 75' TERM
+mkdir -p "$workdir"; echo "start $(date +%s.%N)" >> "$times"
 case "$workdir:$MST_POD_WORKER" in
-  */run1:w0) sleep 0.3; echo "end $(date +%s.%N)" >> "$times"; echo "bad input" >&2; exit 3;;
+  */run1:w0) for _ in $(seq 200); do [ -e "$workdir/times-w1" ] && break; sleep 0.05; done
+    sleep 0.3; echo "end $(date +%s.%N)" >> "$times"; echo "bad input" >&2; exit 3;;
   */run1:w1) for _ in $(seq 100); do sleep 0.1; done;;
   *) sleep 0.3;;
 esac
