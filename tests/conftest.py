@@ -28,6 +28,12 @@ os.environ["XLA_FLAGS"] = (
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 # The console scripts run in-process here: no persistent compilation cache in the home folder.
 os.environ.setdefault("MST_CACHE_DIR", "off")
+# Tests compile hundreds of small programs that then run for milliseconds: XLA skips most of its
+# optimisation passes (a quarter off the quick tier), here and in the mst-train subprocesses tests
+# start, which inherit it. Runs are compared with each other under this one setting; the parity
+# tests, which compare with a reference's numbers, compile the optimised programs users run
+# (`optimized_programs` below, support.runs.OPTIMIZED_ENV for their subprocesses).
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
 # pylint: disable=wrong-import-position  (JAX must see the flags above before it is imported)
 import jax
@@ -57,6 +63,16 @@ def shared_compilation_cache(tmp_path_factory):
   # A size limit is what makes JAX lock the cache's files, so two workers can share it.
   jax.config.update("jax_compilation_cache_max_size", 2 << 30)
   compilation_cache.reset_cache()  # in case something compiled before this fixture
+
+
+@pytest.fixture
+def optimized_programs():
+  """XLA's full optimisation for this test's compiles, as users run them: for tests that compare
+  scores with a reference's (the release's, PyTorch's)."""
+  before = jax.config.values["jax_disable_most_optimizations"]
+  jax.config.update("jax_disable_most_optimizations", False)
+  yield
+  jax.config.update("jax_disable_most_optimizations", before)
 
 
 @pytest.fixture(scope="session")

@@ -66,6 +66,10 @@ def fixture_dataset(tmp_path_factory):
   return {"csv": str(fixture.write_dataset(root / "images")), "data_dir": str(root / "tfds")}
 
 
+# The release's numbers are replayed by the optimised programs users run (conftest.py).
+pytestmark = pytest.mark.usefixtures("optimized_programs")
+
+
 @pytest.fixture(autouse=True)
 def _in_the_repository(monkeypatch):
   monkeypatch.chdir(REPO)  # the recorded command lines name configs/custom.py from here

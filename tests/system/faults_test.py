@@ -33,7 +33,6 @@ from mst.cli import predict
 from mst.cli import train
 from support import REPO
 from support.runs import FAULT_INJECTION
-from support.runs import QUICK_COMPILE_ENV
 from support.runs import workdir_params
 
 
@@ -59,8 +58,7 @@ def _run(workdir, flags, cache, fault=None):
   """Runs mst-train (with `fault`, see fault_injection.py) to its end; (status, output)."""
   env = dict(os.environ, PYTHONPATH=str(REPO), XLA_FLAGS="--xla_force_host_platform_device_count=1",
              JAX_COMPILATION_CACHE_DIR=cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", MST_FAULT=fault or "none@0",
-             **QUICK_COMPILE_ENV)
+             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", MST_FAULT=fault or "none@0")
   done = subprocess.run([sys.executable, FAULT_INJECTION, f"--workdir={workdir}", *flags], env=env,
                         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                         timeout=600, check=False)

@@ -15,7 +15,6 @@ from mst import errors
 from support import REPO
 from support.images import write_csv_dataset
 from support.runs import FAULT_INJECTION
-from support.runs import QUICK_COMPILE_ENV
 from support.runs import free_port
 from support.runs import logged_scalars
 from support.runs import workdir_params
@@ -48,7 +47,7 @@ sys.exit(train.main())
 
 def _launch(workdir, flags, devices, process_id=None, num_processes=1, port=None, fault=None):
   env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-             PYTHONPATH=str(REPO), **QUICK_COMPILE_ENV)
+             PYTHONPATH=str(REPO))
   if process_id is not None:
     env.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES=str(num_processes),
                JAX_PROCESS_ID=str(process_id))

@@ -27,7 +27,6 @@ from mst.cli import train as train_cli
 from support import REPO
 from support import slurm_cluster
 from support.images import write_csv_dataset
-from support.runs import QUICK_COMPILE_ENV
 from support.runs import logged_scalars
 from support.runs import workdir_params
 
@@ -70,7 +69,7 @@ def env(cluster, shared):
   has it (every run here loads the programs an earlier one compiled)."""
   clean = {key: value for key, value in cluster.env().items() if not key.startswith("JAX_")}
   return {**clean, "XLA_FLAGS": "--xla_force_host_platform_device_count=1",
-          "MST_CACHE_DIR": str(shared / "mst-cache"), **QUICK_COMPILE_ENV}
+          "MST_CACHE_DIR": str(shared / "mst-cache")}
 
 
 @pytest.fixture(scope="module")

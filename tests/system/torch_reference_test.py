@@ -17,6 +17,8 @@ from support import NO_TORCH
 torch = pytest.importorskip("torch", reason=NO_TORCH)
 from experiments import torch_musiq  # noqa: E402  (needs torch, checked just above)
 
+# PyTorch's logits are compared with the optimised programs users run (conftest.py).
+pytestmark = pytest.mark.usefixtures("optimized_programs")
 TOLERANCE = 1e-4
 SMALL = {"num_layers": 2, "hidden": 64, "heads": 4, "mlp": 128, "grid": 5, "num_scales": 2,
          "patch_size": 32}

@@ -15,6 +15,7 @@ from PIL import Image
 from mst.cli import predict
 from support import DATA
 from support import REPLAY_TOLERANCE
+from support.runs import OPTIMIZED_ENV
 
 ABSENT = ("tensorflow", "tensorflow_datasets", "tensorboard", "clu")
 
@@ -38,7 +39,7 @@ pytestmark = pytest.mark.slow  # JAX in a subprocess
 def _score_without_tensorflow(checkpoint, images, cache):
   run = subprocess.run([sys.executable, "-c", SCORE, str(checkpoint), *map(str, images)],
                        capture_output=True, text=True, check=False,
-                       env={**os.environ, "MST_CACHE_DIR": str(cache)})
+                       env={**os.environ, "MST_CACHE_DIR": str(cache), **OPTIMIZED_ENV})
   assert run.returncode == 0, run.stderr[-3000:]
   # No warning from a library that went looking for TensorFlow (the compilation cache's paths).
   assert "tensorflow" not in run.stderr.lower(), run.stderr[-3000:]

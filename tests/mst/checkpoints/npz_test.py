@@ -4,6 +4,7 @@ import dataclasses
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -21,11 +22,12 @@ PREFIX = npz.OFFICIAL_PREFIX
 
 
 def _random_params(cfg: musiq.ModelConfig, seed: int = 0) -> dict:
-  """Every leaf replaced by noise: the zero-initialised head and gn3 would hide a wrong mapping."""
-  leaves, treedef = jax.tree.flatten(musiq.init_params(cfg, jax.random.key(seed)))
-  keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
-  return jax.tree.unflatten(
-      treedef, [0.1 * jax.random.normal(k, leaf.shape) for k, leaf in zip(keys, leaves)])
+  """Noise in every leaf of the model's params (their shapes traced, nothing compiled): the
+  zero-initialised head and gn3 would hide a wrong mapping."""
+  shapes = jax.eval_shape(lambda key: musiq.init_params(cfg, key), jax.random.key(seed))
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(lambda leaf: jnp.asarray(0.1 * rng.standard_normal(leaf.shape), leaf.dtype),
+                      shapes)
 
 
 def _batch(cfg: musiq.ModelConfig, tokens: int = 6) -> dict:
@@ -41,7 +43,8 @@ def _batch(cfg: musiq.ModelConfig, tokens: int = 6) -> dict:
 
 
 def _outputs(cfg: musiq.ModelConfig, params: dict) -> np.ndarray:
-  return np.asarray(musiq.Musiq(cfg).apply({"params": params}, _batch(cfg)))
+  apply = jax.jit(lambda p, batch: musiq.Musiq(cfg).apply({"params": p}, batch))
+  return np.asarray(apply(params, _batch(cfg)))
 
 
 def _assert_same_params(got: dict, want: dict) -> None:

@@ -181,15 +181,17 @@ def test_concurrent_batches_keep_order_results_and_the_lag_bound(tmp_path, small
   rng = np.random.default_rng(6)
   small = [_save(tmp_path / f"s{i}.png", rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
            for i in range(40)]
-  lone = _save(tmp_path / "lone.png", rng.integers(0, 256, (200, 200, 3), dtype=np.uint8))
+  lone = _save(tmp_path / "lone.png", rng.integers(0, 256, (400, 400, 3), dtype=np.uint8))
   broken = tmp_path / "broken.png"
   broken.write_bytes(b"not a png")
   paths = [small[0], lone, str(broken)] + small[1:]  # the lone image's bucket never fills
 
   def score(concurrent):
     read = []
-    predictor = _RecordingPredictor(params, config, loader.preprocess_config_for(config),
-                                    read=read)
+    # Resized to 32 and 64 px, not the paper's 224 and 384: 9 tokens an image, not 197, so the
+    # 42 batches take a second, not ten.
+    predictor = _RecordingPredictor(params, config,
+                                    loader.preprocess_config_for(config, (32, 64)), read=read)
     results = list(inference.score_files(predictor, paths, batch_size=2, workers=0,
                                          concurrent_batches=concurrent))
     return results, predictor.calls

@@ -1,6 +1,7 @@
 """The Flax MUSIQ model: size, masking, permutation invariance and the ablation switches."""
 
 import dataclasses
+import functools
 import math
 
 import flax.linen as nn
@@ -16,8 +17,10 @@ from mst.models import encoder
 from mst.models import musiq
 from mst.models import patch_encoders
 
+# The linear patch encoder: most tests here are about the Transformer and the embeddings, and it
+# compiles in a fraction of the ResNet's time; the tests of the encoders name theirs.
 SMALL = musiq.ModelConfig(patch_size=16, hidden_size=32, num_layers=2, num_heads=4, mlp_dim=64,
-                          grid_size=4, num_scales=3)
+                          grid_size=4, num_scales=3, patch_encoder="linear")
 
 
 def _batch(config, seq_len=12, num_real=9, batch_size=2, seed=0):
@@ -44,8 +47,17 @@ def _params(config, seed=0):
   return params
 
 
-def _apply(config, params, batch, **kwargs):
-  return np.asarray(musiq.Musiq(config).apply({"params": params}, batch, **kwargs))
+@functools.cache
+def _jitted_apply(config, train):
+  def apply(params, batch, dropout):
+    rngs = None if dropout is None else {"dropout": dropout}
+    return musiq.Musiq(config).apply({"params": params}, batch, train=train, rngs=rngs)
+  return jax.jit(apply)
+
+
+def _apply(config, params, batch, train=False, dropout=None):
+  """The model's output, jitted (op by op, each of its ops would compile on first use)."""
+  return np.asarray(_jitted_apply(config, train)(params, batch, dropout))
 
 
 def test_paper_model_has_27_1_million_parameters():
@@ -254,8 +266,7 @@ def test_a_new_spatial_embedding_is_one_registry_entry(monkeypatch):
     dataclasses.replace(SMALL, spatial_embedding="rows")
   monkeypatch.setattr(embeddings, "SPATIAL_EMBEDDINGS",
                       {**embeddings.SPATIAL_EMBEDDINGS, "rows": TOY_SPATIAL})
-  # The linear patch encoder: the embedding under test is all that differs, and it compiles fast.
-  config = dataclasses.replace(SMALL, spatial_embedding="rows", patch_encoder="linear")
+  config = dataclasses.replace(SMALL, spatial_embedding="rows")
   params = _params(config)
   assert params["Transformer"]["posembed_rows"]["pos_embedding"].shape == (1, 4, 32)
   same_row = _with("spatial_idx", lambda idx: idx - idx % 4)  # column 0 of the same grid row
@@ -282,10 +293,11 @@ def test_pre_logits_and_classification_head():
 
 @pytest.mark.slow
 def test_bfloat16_compute_is_close_to_float32():
-  params = _params(SMALL)
-  batch = _batch(SMALL)
-  reference = _apply(SMALL, params, batch)
-  low = _apply(dataclasses.replace(SMALL, dtype="bfloat16"), params, batch)
+  config = dataclasses.replace(SMALL, patch_encoder="resnet")  # its GroupNorms in bfloat16 too
+  params = _params(config)
+  batch = _batch(config)
+  reference = _apply(config, params, batch)
+  low = _apply(dataclasses.replace(config, dtype="bfloat16"), params, batch)
   assert low.dtype == np.float32
   np.testing.assert_allclose(low, reference, atol=0.1 * np.abs(reference).max())
   assert not np.array_equal(low, reference)
@@ -299,11 +311,11 @@ def test_dropout_and_stochastic_depth_only_in_training():
   batch = _batch(config)
   plain = _apply(SMALL, params, batch)
   np.testing.assert_allclose(_apply(config, params, batch), plain, rtol=1e-6)
-  rngs = lambda seed: {"dropout": jax.random.key(seed)}
-  first = _apply(config, params, batch, train=True, rngs=rngs(0))
+  trained = lambda seed: _apply(config, params, batch, train=True, dropout=jax.random.key(seed))
+  first = trained(0)
   assert not np.allclose(first, plain)
-  np.testing.assert_array_equal(first, _apply(config, params, batch, train=True, rngs=rngs(0)))
-  assert not np.allclose(first, _apply(config, params, batch, train=True, rngs=rngs(1)))
+  np.testing.assert_array_equal(first, trained(0))
+  assert not np.allclose(first, trained(1))
 
 
 def test_explicit_attention_path_matches_the_fused_one():
@@ -311,7 +323,7 @@ def test_explicit_attention_path_matches_the_fused_one():
   config = dataclasses.replace(SMALL, attention_dropout_rate=1e-9)
   params = _params(config)
   batch = _batch(config)
-  trained = _apply(config, params, batch, train=True, rngs={"dropout": jax.random.key(0)})
+  trained = _apply(config, params, batch, train=True, dropout=jax.random.key(0))
   np.testing.assert_allclose(trained, _apply(config, params, batch), rtol=1e-5, atol=1e-5)
 
 
@@ -343,9 +355,9 @@ def test_chunked_attention_equals_dot_product_attention(length, chunk):
   shape = (2, length, 4, 8)
   q, k, v = (jax.random.normal(jax.random.key(i), shape) for i in range(3))
   mask = jnp.arange(length)[None, :] < jnp.array([[length], [length // 3]])
-  expected = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, None, :])
-  np.testing.assert_allclose(encoder.chunked_attention(q, k, v, mask, chunk=chunk), expected,
-                             atol=1e-5)
+  expected = jax.jit(jax.nn.dot_product_attention)(q, k, v, mask=mask[:, None, None, :])
+  chunked = jax.jit(functools.partial(encoder.chunked_attention, chunk=chunk))
+  np.testing.assert_allclose(chunked(q, k, v, mask), expected, atol=1e-5)
 
 
 @pytest.mark.slow
@@ -412,5 +424,6 @@ def test_cls_only_last_block_gives_the_full_encoders_cls_output_and_gradients():
 def test_model_scores_equal_with_and_without_recording_attention():
   # Recording every layer's attention runs the last block on all tokens; scoring, on CLS only.
   params, batch = _params(SMALL), _batch(SMALL)
-  recorded, _ = musiq.Musiq(SMALL).apply({"params": params}, batch, mutable=["intermediates"])
+  recorded, _ = jax.jit(lambda p, b: musiq.Musiq(SMALL).apply(
+      {"params": p}, b, mutable=["intermediates"]))(params, batch)
   np.testing.assert_allclose(_apply(SMALL, params, batch), recorded, rtol=1e-5, atol=1e-6)
