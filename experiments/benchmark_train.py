@@ -68,7 +68,10 @@ SIZE_MIXES = {
 }
 MODELS = {"paper": musiq.ModelConfig(),
           "small": musiq.ModelConfig(hidden_size=128, num_layers=4, num_heads=4, mlp_dim=384,
-                                     patch_encoder="conv")}
+                                     patch_encoder="conv"),
+          # Checks that the table comes out, in seconds; its rates say little.
+          "tiny": musiq.ModelConfig(hidden_size=32, num_layers=1, num_heads=2, mlp_dim=64,
+                                    patch_encoder="linear")}
 
 
 def train_batch(batch_size: int) -> dict[str, np.ndarray]:
@@ -315,7 +318,7 @@ def main(argv=None) -> None:
   parser.add_argument("--images", type=int, default=96, help="images through the pipeline")
   parser.add_argument("--part", choices=("all", "step", "pipeline", "packing"), default="all")
   parser.add_argument("--model", choices=tuple(MODELS), default="paper",
-                      help="the model of the packing part")
+                      help="the model of the packing part (tiny: a quick check of the table)")
   parser.add_argument("--packing-batch", type=int, default=8,
                       help="train batch size of the packing part")
   parser.add_argument("--mixes", nargs="+", choices=tuple(SIZE_MIXES), default=tuple(SIZE_MIXES),

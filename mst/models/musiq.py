@@ -8,6 +8,7 @@ checkpoints' (see docs/checkpoints.md), so `mst.checkpoints` maps the released f
 tree directly.
 """
 
+import functools
 import sys
 
 import flax.linen as nn
@@ -156,8 +157,13 @@ def dummy_batch(config: ModelConfig, batch_size: int = 1, seq_len: int = 8) -> B
 
 def init_params(config: ModelConfig, rng: jax.Array) -> dict:
   """Freshly initialised parameters of the model `config` describes (jitted: op-by-op init of the
-  ResNet takes seconds)."""
-  return jax.jit(lambda key: Musiq(config).init(key, dummy_batch(config))["params"])(rng)
+  ResNet takes seconds; compiled once per config in a process)."""
+  return _jitted_init(config)(rng)
+
+
+@functools.lru_cache(maxsize=32)
+def _jitted_init(config: ModelConfig):
+  return jax.jit(lambda key: Musiq(config).init(key, dummy_batch(config))["params"])
 
 
 def count_params(params) -> int:

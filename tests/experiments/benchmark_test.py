@@ -59,7 +59,7 @@ def test_train_benchmark_packing_table_shows_packing_filling_the_rows():
   # A fresh process: the script pins threads, which TensorFlow allows only before its first op.
   done = subprocess.run(
       [sys.executable, str(REPO / "experiments" / "benchmark_train.py"), "--part",
-       "packing", "--model", "small", "--mixes", "ava", "--packing-batch", "2", "--repeats", "1"],
+       "packing", "--model", "tiny", "--mixes", "ava", "--packing-batch", "2", "--repeats", "1"],
       capture_output=True, text=True, check=True, cwd=REPO)
   [row] = [line.split("|")[1:-1] for line in done.stdout.splitlines()
            if line.startswith("| AVA-like")]

@@ -32,6 +32,7 @@ from mst.cli import evaluate
 from mst.cli import predict
 from mst.cli import train
 from support import REPO
+from support.configs import FAST_ENCODER
 from support.runs import FAULT_INJECTION
 from support.runs import workdir_params
 
@@ -46,7 +47,7 @@ def run_flags(csv_dataset, tmp_path_factory):
           f"--config.dataset.data_dir={data_dir}", "--config.dataset.eval_split=",
           "--config.dataset.test_split=", "--config.train.batch_size=4",
           "--config.train.num_steps=6", "--config.train.checkpoint_every_steps=2",
-          "--config.train.keep_checkpoints=1"]
+          "--config.train.keep_checkpoints=1", f"--config.model.patch_encoder={FAST_ENCODER}"]
 
 
 @pytest.fixture(scope="module")

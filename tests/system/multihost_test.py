@@ -14,6 +14,7 @@ import mst.data.datasets
 from mst import errors
 from support import REPO
 from support.images import write_csv_dataset
+from support.configs import FAST_ENCODER
 from support.runs import FAULT_INJECTION
 from support.runs import free_port
 from support.runs import logged_scalars
@@ -47,7 +48,7 @@ sys.exit(train.main())
 
 def _launch(workdir, flags, devices, process_id=None, num_processes=1, port=None, fault=None):
   env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-             PYTHONPATH=str(REPO))
+             PYTHONPATH=str(REPO), MST_CACHE_DIR=flags.cache)
   if process_id is not None:
     env.update(JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES=str(num_processes),
                JAX_PROCESS_ID=str(process_id))
@@ -78,6 +79,15 @@ def _pair(workdir, flags, fault=None, status=0):
   return [_wait(process, status=status) for process in processes]
 
 
+class Flags(list):
+  """mst-train's flags, and the compilation cache (`cache`) of every run given them: each run
+  after the first loads the programs an earlier one compiled."""
+
+  def __init__(self, flags: list[str], cache: str):
+    super().__init__(flags)
+    self.cache = cache
+
+
 @pytest.fixture(scope="module")
 def flags(tmp_path_factory):
   tmp_path = tmp_path_factory.mktemp("multihost")
@@ -85,9 +95,10 @@ def flags(tmp_path_factory):
                                    splits=("train",) * 12 + ("validation",) * 8, sizes=(40, 90)))
   data_dir = str(tmp_path / "tfds")
   mst.data.datasets.build("custom", data_dir, csv=csv_path)  # prepared once, before the runs
-  return ["--config=configs/custom.py:runlocal", f"--config.dataset.csv={csv_path}",
-          f"--config.dataset.data_dir={data_dir}", "--config.dataset.test_split=",
-          "--config.train.num_steps=4", "--config.train.eval_every_steps=4"]
+  return Flags(["--config=configs/custom.py:runlocal", f"--config.dataset.csv={csv_path}",
+                f"--config.dataset.data_dir={data_dir}", "--config.dataset.test_split=",
+                "--config.train.num_steps=4", "--config.train.eval_every_steps=4",
+                f"--config.model.patch_encoder={FAST_ENCODER}"], str(tmp_path / "mst-cache"))
 
 
 @pytest.fixture(scope="module")

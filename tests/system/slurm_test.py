@@ -26,6 +26,7 @@ from mst import errors
 from mst.cli import train as train_cli
 from support import REPO
 from support import slurm_cluster
+from support.configs import FAST_ENCODER
 from support.images import write_csv_dataset
 from support.runs import logged_scalars
 from support.runs import workdir_params
@@ -88,7 +89,7 @@ def flags(data):
   return [f"--config={REPO / 'configs' / 'custom.py'}:runlocal",
           f"--config.dataset.csv={data['csv']}", f"--config.dataset.data_dir={data['data_dir']}",
           "--config.dataset.eval_split=", "--config.dataset.test_split=",
-          "--config.train.num_steps=4"]
+          "--config.train.num_steps=4", f"--config.model.patch_encoder={FAST_ENCODER}"]
 
 
 def _run(command, env, cwd, timeout=JOB_SECONDS, status=0):

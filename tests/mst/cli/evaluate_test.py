@@ -16,6 +16,7 @@ from support import REPO
 from support.checkpoints import scoring_params
 from support.checkpoints import small_model_config
 from support.checkpoints import write_npz
+from support.configs import FAST_ENCODER
 from support.configs import tiny_run_config
 from support.images import write_csv_dataset
 
@@ -74,7 +75,7 @@ def _workdir(path, config, seed):
 
 
 def test_runs_are_evaluated_and_aggregated(dataset, tmp_path):
-  config = tiny_run_config(dataset / "labels.csv")
+  config = tiny_run_config(dataset / "labels.csv", model__patch_encoder=FAST_ENCODER)
   runs = [_workdir(tmp_path / f"run{seed}", config, seed) for seed in (0, 10)]
   stdout = _eval(dataset, tmp_path, "--runs", *runs, f"--output_dir={tmp_path / 'agg'}")
   assert "2 runs, mean ± std" in stdout

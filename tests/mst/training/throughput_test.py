@@ -20,6 +20,7 @@ from mst.data import packing
 from mst.runtime import devices
 from mst.training import throughput
 from mst.training import trainer
+from support.configs import FAST_ENCODER
 from support.configs import tiny_run_config
 from support.runs import logged_scalars
 
@@ -31,7 +32,7 @@ def _config(csv_dataset, tmp_path_factory, **changes):
   """Training alone (no evaluation), 4 steps, with `changes`."""
   return tiny_run_config(csv_dataset, tmp_path_factory.getbasetemp() / "tfds", **{
       "dataset__eval_split": "", "dataset__test_split": "", "train__num_steps": 4,
-      "train__checkpoint_every_steps": 4, **changes})
+      "train__checkpoint_every_steps": 4, "model__patch_encoder": FAST_ENCODER, **changes})
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from mst.configure import overrides
 from mst.data import source
 from mst.configure import resolve
 from mst.training import trainer
+from support.configs import FAST_ENCODER
 from support.configs import tiny_run_config
 from support.runs import logged_scalars
 
@@ -37,7 +38,7 @@ def _config(csv_dataset, tmp_path_factory, **changes):
   """4 steps, a checkpoint and an evaluation every 2, with `changes`."""
   return tiny_run_config(csv_dataset, tmp_path_factory.getbasetemp() / "tfds", **{
       "train__num_steps": 4, "train__checkpoint_every_steps": 2, "train__eval_every_steps": 2,
-      **changes})
+      "model__patch_encoder": FAST_ENCODER, **changes})
 
 
 def _latest_params(workdir):
