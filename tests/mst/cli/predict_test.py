@@ -3,6 +3,7 @@
 import io
 import json
 
+import jax
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -40,7 +41,7 @@ def _direct_score(ckpt, path, lengths=(224, 384)):
   pp_config = multiscale.MultiScaleConfig(patch_size=32, grid_size=10, longer_side_lengths=lengths)
   features = preprocess.multiscale_patches(tf.constant(image_io.read_image(path)), pp_config)
   batch = {key: value.numpy()[None] for key, value in features.items()}
-  logits = musiq.Musiq(config).apply({"params": params}, batch)
+  logits = jax.jit(lambda p, b: musiq.Musiq(config).apply({"params": p}, b))(params, batch)
   return float(musiq.scores(logits, config.head)[0])
 
 

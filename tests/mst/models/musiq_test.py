@@ -364,9 +364,10 @@ def test_chunked_attention_equals_dot_product_attention(length, chunk):
 def test_chunked_patch_embedding_equals_the_whole_batch_on_real_tokens():
   embed = musiq.PatchEmbedding("resnet", 16, 32, parent=None)
   batch = _batch(SMALL, seq_len=10, num_real=6, batch_size=3)
-  params = embed.init(jax.random.key(0), batch["patches"][:1])["params"]
-  whole = musiq.embed_patches(embed, params, batch["patches"], batch["mask"], chunk=0)
-  chunked = musiq.embed_patches(embed, params, batch["patches"], batch["mask"], chunk=4)
+  params = jax.jit(embed.init)(jax.random.key(0), batch["patches"][:1])["params"]
+  embedded = jax.jit(functools.partial(musiq.embed_patches, embed), static_argnames="chunk")
+  whole = embedded(params, batch["patches"], batch["mask"], chunk=0)
+  chunked = embedded(params, batch["patches"], batch["mask"], chunk=4)
   real = np.asarray(batch["mask"])
   np.testing.assert_allclose(chunked[real], whole[real], atol=1e-5)
   # 18 real patches fill 4 chunks and half of a 5th; the 3 chunks of padding only are skipped.
@@ -387,8 +388,8 @@ def test_cpu_chunking_changes_neither_outputs_nor_gradients():
 
   np.testing.assert_allclose(_apply(chunked, params, batch), _apply(plain, params, batch),
                              rtol=1e-5, atol=1e-5)
-  grads = jax.grad(lambda p: loss(chunked, p))(params)
-  expected = jax.grad(lambda p: loss(plain, p))(params)
+  grads = jax.jit(jax.grad(lambda p: loss(chunked, p)))(params)
+  expected = jax.jit(jax.grad(lambda p: loss(plain, p)))(params)
   # Summation orders differ: compare relative to each gradient's scale, or the largest gradient's
   # for the ones that are float noise around 0 (e.g. behind the zero-initialised gn3 scale).
   largest = max(float(np.abs(g).max()) for g in jax.tree.leaves(expected))
@@ -404,18 +405,22 @@ def test_cls_only_last_block_gives_the_full_encoders_cls_output_and_gradients():
   tokens = jax.random.normal(jax.random.key(0), (2, 12, config.hidden_size))
   module = encoder.Encoder(config)
   args = (batch["spatial_idx"], batch["scale_idx"], batch["mask"])
-  params = module.init(jax.random.key(1), tokens, *args, deterministic=True)
-  params = jax.tree.map(lambda p: p + 0.1 * jax.random.normal(jax.random.key(2), p.shape), params)
+  params = jax.jit(functools.partial(module.init, deterministic=True))(jax.random.key(1), tokens,
+                                                                      *args)
+  rng = np.random.default_rng(2)
+  params = jax.tree.map(lambda p: p + 0.1 * rng.standard_normal(p.shape, np.float32), params)
 
+  @functools.partial(jax.jit, static_argnums=1)
   def cls_output(p, cls_only):
     out = module.apply(p, tokens, *args, deterministic=True, cls_only=cls_only)
     return out[:, 0]
 
   full, cls = cls_output(params, False), cls_output(params, True)
-  assert module.apply(params, tokens, *args, deterministic=True, cls_only=True).shape == (2, 1, 32)
+  assert jax.eval_shape(functools.partial(module.apply, deterministic=True, cls_only=True),
+                        params, tokens, *args).shape == (2, 1, 32)
   np.testing.assert_allclose(cls, full, rtol=1e-5, atol=1e-6)
   loss = lambda p, cls_only: jnp.sum(jnp.sin(cls_output(p, cls_only)))
-  expected, grads = (jax.grad(loss)(params, c) for c in (False, True))
+  expected, grads = (jax.jit(jax.grad(loss), static_argnums=1)(params, c) for c in (False, True))
   for name, got in flax.traverse_util.flatten_dict(grads["params"], sep="/").items():
     want = flax.traverse_util.flatten_dict(expected["params"], sep="/")[name]
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6, err_msg=name)

@@ -49,8 +49,10 @@ def _random_attention(rng, mask, layers=3, heads=2):
 def test_sown_weights_are_the_ones_used_and_leave_the_output_unchanged(params):
   batch = _padded_batch(random_pixels(50, 70), 64)  # 4 + 9 + 6 real tokens, 45 padded
   model = musiq.Musiq(SMALL_MODEL)
-  plain = model.apply({"params": params}, batch)  # the chunked CPU path, no weights kept
-  logits, state = model.apply({"params": params}, batch, mutable=["intermediates"])
+  # The chunked CPU path, no weights kept; then the one that records them.
+  plain = jax.jit(lambda p, b: model.apply({"params": p}, b))(params, batch)
+  logits, state = jax.jit(lambda p, b: model.apply({"params": p}, b, mutable=["intermediates"]))(
+      params, batch)
   np.testing.assert_allclose(logits, plain, atol=1e-5)
   weights = rollout.attention_weights(state["intermediates"], SMALL_MODEL.num_layers)
   assert len(weights) == SMALL_MODEL.num_layers
