@@ -20,6 +20,9 @@ from support.configs import FAST_ENCODER
 from support.configs import tiny_run_config
 from support.images import write_csv_dataset
 
+# A one-layer model on the linear encoder: these tests are about the evaluation, not the model.
+EVALUATED_MODEL = small_model_config(num_layers=1, patch_encoder=FAST_ENCODER)
+
 
 pytestmark = pytest.mark.slow  # mst-eval runs in subprocesses
 
@@ -43,7 +46,7 @@ def _eval(dataset, tmp_path, *flags):
 
 
 def test_npz_evaluation_scores_every_test_image_once_like_mst_predict(dataset, tmp_path, capsys):
-  npz_path = write_npz(tmp_path / "model.npz", small_model_config(num_layers=1), seed=0)
+  npz_path = write_npz(tmp_path / "model.npz", EVALUATED_MODEL, seed=0)
   out = tmp_path / "out"
   # As URLs (gs://... on a pod): the file is read and the outputs written through TensorFlow.
   stdout = _eval(dataset, tmp_path, f"--checkpoint=file://{npz_path}", "--split=test",

@@ -17,9 +17,13 @@ from mst.evaluation import runs
 from mst.scoring import api
 from support.checkpoints import small_model_config
 from support.checkpoints import write_npz
+from support.configs import FAST_ENCODER
 from support.downloads import kadid_files
 from support.downloads import livec_files
 from support.downloads import write_zip
+
+# A one-layer model on the linear encoder: these tests are about the evaluation, not the model.
+EVALUATED_MODEL = small_model_config(num_layers=1, patch_encoder=FAST_ENCODER)
 
 
 def test_targets_default_to_full_or_test_and_spaq_to_its_own_preprocessing():
@@ -77,7 +81,7 @@ def _rows(path):
 @pytest.mark.slow  # prepares two datasets and compiles the model for each
 def test_one_command_scores_a_checkpoint_on_several_datasets(downloads, tmp_path, capsys):
   manual, files, mos = downloads
-  npz = write_npz(tmp_path / "model.npz", small_model_config(num_layers=1), seed=0)
+  npz = write_npz(tmp_path / "model.npz", EVALUATED_MODEL, seed=0)
   out = tmp_path / "eval"
   argv = ["--checkpoint", str(npz), "--datasets", "livec,kadid10k:test",
           "--data-dir", str(tmp_path / "tfds"), "--manual-dir", str(manual),
@@ -146,7 +150,7 @@ def test_datasets_take_no_config_and_no_split(capsys):
 
 
 def test_an_unprepared_dataset_without_its_download_is_named(tmp_path, capsys):
-  npz = write_npz(tmp_path / "model.npz", small_model_config(num_layers=1), seed=0)
+  npz = write_npz(tmp_path / "model.npz", EVALUATED_MODEL, seed=0)
   status = evaluate.main(["--checkpoint", str(npz), "--datasets", "tid2013",
                           "--data-dir", str(tmp_path / "tfds"), "--output-dir",
                           str(tmp_path / "out")])
