@@ -5,6 +5,8 @@ import dataclasses
 import os
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from mst.checkpoints import npz
 from mst.models import musiq
@@ -26,6 +28,16 @@ def scoring_params(config=SMALL_MODEL, seed=0):
   head = params["head"]
   head["kernel"] = jax.random.normal(jax.random.key(seed + 1), head["kernel"].shape)
   return params
+
+
+def random_params(config, seed=0, scale=0.1):
+  """Noise (standard deviation `scale`) in every parameter of the model `config` describes, at
+  the shapes its init gives (traced, nothing compiled): the real init's zero head, and the ResNet's
+  zero-initialised gn3 scales, would hide a wrong mapping or mask."""
+  shapes = jax.eval_shape(lambda key: musiq.init_params(config, key), jax.random.key(seed))
+  rng = np.random.default_rng(seed)
+  return jax.tree.map(
+      lambda leaf: jnp.asarray(scale * rng.standard_normal(leaf.shape), leaf.dtype), shapes)
 
 
 def write_npz(path, config=SMALL_MODEL, seed=0):

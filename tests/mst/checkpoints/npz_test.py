@@ -4,7 +4,6 @@ import dataclasses
 import os
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -13,21 +12,13 @@ from mst.checkpoints import loader
 from mst.checkpoints import npz
 from mst.data import multiscale
 from mst.models import musiq
+from support.checkpoints import random_params
 from support.checkpoints import small_model_config
 from support.checkpoints import RunsOnUnpickle
 
 # Patch 16, width 64 and grid 5: the shapes and messages the tests below expect are this model's.
 SMALL = small_model_config(patch_size=16, hidden_size=64, mlp_dim=128, grid_size=5)
 PREFIX = npz.OFFICIAL_PREFIX
-
-
-def _random_params(cfg: musiq.ModelConfig, seed: int = 0) -> dict:
-  """Noise in every leaf of the model's params (their shapes traced, nothing compiled): the
-  zero-initialised head and gn3 would hide a wrong mapping."""
-  shapes = jax.eval_shape(lambda key: musiq.init_params(cfg, key), jax.random.key(seed))
-  rng = np.random.default_rng(seed)
-  return jax.tree.map(lambda leaf: jnp.asarray(0.1 * rng.standard_normal(leaf.shape), leaf.dtype),
-                      shapes)
 
 
 def _batch(cfg: musiq.ModelConfig, tokens: int = 6) -> dict:
@@ -88,7 +79,7 @@ ROUND_TRIPS = [name if name == "linear_encoder" else pytest.param(name, marks=py
 @pytest.mark.parametrize("name", ROUND_TRIPS)
 def test_export_import_round_trip(tmp_path, name):
   cfg = ROUND_TRIP_CONFIGS[name]
-  params = _random_params(cfg)
+  params = random_params(cfg)
   path = tmp_path / "model.npz"
   npz.export_official_npz(params, path)
   loaded, loaded_cfg = npz.load_official_npz(path, **ROUND_TRIP_OVERRIDES.get(name, {}))
@@ -100,7 +91,7 @@ def test_export_import_round_trip(tmp_path, name):
 
 
 def test_export_writes_official_layout(tmp_path):
-  params = _random_params(SMALL)
+  params = random_params(SMALL)
   path = tmp_path / "exported"  # no .npz suffix: numpy must not add one
   npz.export_official_npz(params, path)
   assert os.listdir(tmp_path) == ["exported"]
@@ -116,7 +107,7 @@ def test_export_writes_official_layout(tmp_path):
 
 
 def test_flat_and_nested_params_convert_both_ways():
-  params = _random_params(SMALL)
+  params = random_params(SMALL)
   flat = npz.params_to_flat(params)
   assert flat["Transformer/encoderblock_1/SelfAttention_0/query/kernel"].shape == (64, 4, 16)
   assert all(isinstance(value, np.ndarray) for value in flat.values())
@@ -126,7 +117,7 @@ def test_flat_and_nested_params_convert_both_ways():
 @pytest.mark.parametrize("layout", ["vector_groupnorm", "no_prefix", "pickled_empty_pre_logits",
                                     "zero_size_pre_logits", "optimizer_state"])
 def test_accepted_layouts(tmp_path, layout):
-  params = _random_params(SMALL)
+  params = random_params(SMALL)
   flat = npz.params_to_flat(params)
   entries = {
       "vector_groupnorm": _official_entries(params),  # GroupNorm stays (C,)
@@ -149,7 +140,7 @@ def test_accepted_layouts(tmp_path, layout):
 def test_table_free_spatial_embeddings_need_overrides(tmp_path):
   cfg = dataclasses.replace(SMALL, spatial_embedding="none")
   path = tmp_path / "model.npz"
-  npz.export_official_npz(_random_params(cfg), path)
+  npz.export_official_npz(random_params(cfg), path)
   _, guessed = npz.load_official_npz(path)
   assert guessed.spatial_embedding == "sinusoid"  # the file cannot tell
   _, loaded_cfg = npz.load_official_npz(path, spatial_embedding="none", grid_size=5)
@@ -159,7 +150,7 @@ def test_table_free_spatial_embeddings_need_overrides(tmp_path):
 
 
 def _malformed_file(tmp_path, *, remove=False, extra=False, reshape=False) -> str:
-  entries = _official_entries(_random_params(SMALL))
+  entries = _official_entries(random_params(SMALL))
   if remove:
     del entries[PREFIX + "Transformer/encoderblock_1/MlpBlock_0/Dense_1/bias"]
   if extra:
@@ -201,7 +192,7 @@ def test_all_malformations_reported_in_one_error(tmp_path):
 
 
 def test_integer_parameter_is_a_mismatch(tmp_path):
-  entries = _official_entries(_random_params(SMALL))
+  entries = _official_entries(random_params(SMALL))
   entries[PREFIX + "head/bias"] = np.zeros((1,), np.int32)
   path = tmp_path / "int.npz"
   _save(path, entries)
@@ -214,7 +205,7 @@ def test_integer_parameter_is_a_mismatch(tmp_path):
     ("head/kernel", None),  # the bias still tells the class count; the kernel is then missing
 ])
 def test_keys_needed_for_inference(tmp_path, removed, reason):
-  entries = _official_entries(_random_params(SMALL))
+  entries = _official_entries(random_params(SMALL))
   del entries[PREFIX + removed]
   path = tmp_path / "partial.npz"
   _save(path, entries)
@@ -227,7 +218,7 @@ def test_keys_needed_for_inference(tmp_path, removed, reason):
 
 
 def test_embedding_rows_that_fit_no_patch_size(tmp_path):
-  entries = _official_entries(_random_params(SMALL))
+  entries = _official_entries(random_params(SMALL))
   entries[PREFIX + "embedding/kernel"] = np.ones((1000, 64), np.float32)
   path = tmp_path / "rows.npz"
   _save(path, entries)
@@ -252,7 +243,7 @@ def test_missing_file(tmp_path):
 
 def test_object_array_is_refused_unread(tmp_path):
   marker = str(tmp_path / "unpickled")
-  entries = _official_entries(_random_params(SMALL))
+  entries = _official_entries(random_params(SMALL))
   entries[PREFIX + "head/kernel"] = np.array([RunsOnUnpickle(marker)], dtype=object)
   path = tmp_path / "pickled.npz"
   _save(path, entries)

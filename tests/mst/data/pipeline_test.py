@@ -283,6 +283,7 @@ def test_mixup_in_the_stream_mixes_labels_within_the_batch(builder):
   assert any(not np.array_equal(a["mos"], b["mos"]) for a, b in zip(plain, mixed))
 
 
+@pytest.mark.slow  # three RandAugment pipelines to trace; the quick tier's resume test has one
 def test_pretraining_stream_is_deterministic_and_seeded(builder):
   first = _batches(_train(builder, augment=PRETRAIN, seed=3), 2)
   again = _batches(_train(builder, augment=PRETRAIN, seed=3), 2)
