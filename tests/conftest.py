@@ -45,23 +45,6 @@ from support.images import write_csv_dataset
 
 
 
-# The files that take longest, in one worker each under the full suite's --dist loadgroup (a group
-# of their own, or a module fixture that trains once), longest first: they start first, so no
-# worker is left running one of them alone while the other has finished (15:50 against about
-# 14:30 when the SLURM tests came last).
-LONGEST_FIRST = ("system/slurm_test.py", "system/multihost_test.py", "system/faults_test.py",
-                 "system/protocol_test.py", "mst/training/trainer_test.py")
-
-
-def pytest_collection_modifyitems(items):
-  """Runs LONGEST_FIRST's tests before the others, each file's in its own order."""
-  def rank(item):
-    path = item.path.as_posix()
-    return next((i for i, name in enumerate(LONGEST_FIRST) if path.endswith(name)),
-                len(LONGEST_FIRST))
-  items.sort(key=rank)
-
-
 @pytest.fixture(scope="session", autouse=True)
 def shared_compilation_cache(tmp_path_factory):
   """One persistent compilation cache for this test session's pytest processes (both xdist
