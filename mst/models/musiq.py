@@ -163,6 +163,7 @@ def init_params(config: ModelConfig, rng: jax.Array) -> dict:
 
 @functools.lru_cache(maxsize=32)
 def _jitted_init(config: ModelConfig):
+  """The init of `config`'s model as one program, key -> params; kept for the last 32 configs."""
   return jax.jit(lambda key: Musiq(config).init(key, dummy_batch(config))["params"])
 
 

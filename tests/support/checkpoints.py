@@ -2,6 +2,7 @@
 official-format .npz files written from them (conftest's `small_npz` is one)."""
 
 import dataclasses
+import functools
 import os
 
 import jax
@@ -38,6 +39,20 @@ def random_params(config, seed=0, scale=0.1):
   rng = np.random.default_rng(seed)
   return jax.tree.map(
       lambda leaf: jnp.asarray(scale * rng.standard_normal(leaf.shape), leaf.dtype), shapes)
+
+
+@functools.cache
+def jitted_forward(config, train=False, mutable=()):
+  """The model `config` describes, applied as one jitted program: (params, batch, dropout key or
+  None) -> its output, with the state of the `mutable` collections when some are named. Op by op,
+  each of the model's ops would compile on first use; cached, each config compiles once."""
+  model = musiq.Musiq(config)
+
+  def forward(params, batch, dropout=None):
+    rngs = None if dropout is None else {"dropout": dropout}
+    return model.apply({"params": params}, batch, train=train, rngs=rngs,
+                       mutable=list(mutable) or False)
+  return jax.jit(forward)
 
 
 def write_npz(path, config=SMALL_MODEL, seed=0):

@@ -76,7 +76,7 @@ def _flax_logits(num_classes: int, flat: dict[str, np.ndarray],
   """The Flax model's logits with `flat` loaded through the official names."""
   model = musiq.Musiq(_model_config(num_classes))
   params = torch_musiq.nest_flat_params(flat)
-  expected = _shapes(model.init(jax.random.key(0), batch)["params"])
+  expected = _shapes(jax.eval_shape(model.init, jax.random.key(0), batch)["params"])
   assert _shapes(params) == expected, "Flax parameter names or shapes differ from the official ones"
   return np.asarray(jax.jit(model.apply)({"params": params}, batch))
 

@@ -3,7 +3,6 @@
 import dataclasses
 import os
 
-import jax
 import numpy as np
 import pytest
 
@@ -12,6 +11,7 @@ from mst.checkpoints import loader
 from mst.checkpoints import npz
 from mst.data import multiscale
 from mst.models import musiq
+from support.checkpoints import jitted_forward
 from support.checkpoints import random_params
 from support.checkpoints import small_model_config
 from support.checkpoints import RunsOnUnpickle
@@ -34,8 +34,7 @@ def _batch(cfg: musiq.ModelConfig, tokens: int = 6) -> dict:
 
 
 def _outputs(cfg: musiq.ModelConfig, params: dict) -> np.ndarray:
-  apply = jax.jit(lambda p, batch: musiq.Musiq(cfg).apply({"params": p}, batch))
-  return np.asarray(apply(params, _batch(cfg)))
+  return np.asarray(jitted_forward(cfg)(params, _batch(cfg)))
 
 
 def _assert_same_params(got: dict, want: dict) -> None:

@@ -3,7 +3,6 @@
 import io
 import json
 
-import jax
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -17,6 +16,7 @@ from mst.data import multiscale
 from mst.data import preprocess
 from mst.scoring import inference
 from mst.models import musiq
+from support.checkpoints import jitted_forward
 from support.checkpoints import small_model_config
 from support.checkpoints import write_npz
 
@@ -41,7 +41,7 @@ def _direct_score(ckpt, path, lengths=(224, 384)):
   pp_config = multiscale.MultiScaleConfig(patch_size=32, grid_size=10, longer_side_lengths=lengths)
   features = preprocess.multiscale_patches(tf.constant(image_io.read_image(path)), pp_config)
   batch = {key: value.numpy()[None] for key, value in features.items()}
-  logits = jax.jit(lambda p, b: musiq.Musiq(config).apply({"params": p}, b))(params, batch)
+  logits = jitted_forward(config)(params, batch)
   return float(musiq.scores(logits, config.head)[0])
 
 

@@ -16,6 +16,7 @@ from mst.models import embeddings
 from mst.models import encoder
 from mst.models import musiq
 from mst.models import patch_encoders
+from support.checkpoints import jitted_forward
 from support.checkpoints import random_params
 
 # The linear patch encoder: most tests here are about the Transformer and the embeddings, and it
@@ -44,17 +45,9 @@ def _params(config, seed=0):
   return random_params(config, seed, scale=0.3)
 
 
-@functools.cache
-def _jitted_apply(config, train):
-  def apply(params, batch, dropout):
-    rngs = None if dropout is None else {"dropout": dropout}
-    return musiq.Musiq(config).apply({"params": params}, batch, train=train, rngs=rngs)
-  return jax.jit(apply)
-
-
 def _apply(config, params, batch, train=False, dropout=None):
-  """The model's output, jitted (op by op, each of its ops would compile on first use)."""
-  return np.asarray(_jitted_apply(config, train)(params, batch, dropout))
+  """The model's output, as a numpy array."""
+  return np.asarray(jitted_forward(config, train)(params, batch, dropout))
 
 
 def test_paper_model_has_27_1_million_parameters():
@@ -427,6 +420,5 @@ def test_cls_only_last_block_gives_the_full_encoders_cls_output_and_gradients():
 def test_model_scores_equal_with_and_without_recording_attention():
   # Recording every layer's attention runs the last block on all tokens; scoring, on CLS only.
   params, batch = _params(SMALL), _batch(SMALL)
-  recorded, _ = jax.jit(lambda p, b: musiq.Musiq(SMALL).apply(
-      {"params": p}, b, mutable=["intermediates"]))(params, batch)
+  recorded, _ = jitted_forward(SMALL, mutable=("intermediates",))(params, batch)
   np.testing.assert_allclose(_apply(SMALL, params, batch), recorded, rtol=1e-5, atol=1e-6)

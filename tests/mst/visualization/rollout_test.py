@@ -13,10 +13,10 @@ from mst.checkpoints import npz
 from mst.cli import visualize
 from mst.data import multiscale
 from mst.data import preprocess
-from mst.models import musiq
 from mst.visualization import figures
 from mst.visualization import rollout
 from support.checkpoints import SMALL_MODEL
+from support.checkpoints import jitted_forward
 from support.checkpoints import scoring_params
 from support.images import random_pixels
 
@@ -48,11 +48,9 @@ def _random_attention(rng, mask, layers=3, heads=2):
 
 def test_sown_weights_are_the_ones_used_and_leave_the_output_unchanged(params):
   batch = _padded_batch(random_pixels(50, 70), 64)  # 4 + 9 + 6 real tokens, 45 padded
-  model = musiq.Musiq(SMALL_MODEL)
   # The chunked CPU path, no weights kept; then the one that records them.
-  plain = jax.jit(lambda p, b: model.apply({"params": p}, b))(params, batch)
-  logits, state = jax.jit(lambda p, b: model.apply({"params": p}, b, mutable=["intermediates"]))(
-      params, batch)
+  plain = jitted_forward(SMALL_MODEL)(params, batch)
+  logits, state = jitted_forward(SMALL_MODEL, mutable=("intermediates",))(params, batch)
   np.testing.assert_allclose(logits, plain, atol=1e-5)
   weights = rollout.attention_weights(state["intermediates"], SMALL_MODEL.num_layers)
   assert len(weights) == SMALL_MODEL.num_layers
