@@ -1,5 +1,5 @@
 """mst on a real one-node SLURM cluster (support/slurm_cluster.py, started once for this file):
-`srun`'s tasks join one run with no JAX_* variable and train like one process; the sbatch
+`srun`'s tasks join one run with no JAX_* variable; the sbatch
 template of docs/training.md ("SLURM"), run as written, saves a checkpoint on SIGTERM, exits 75,
 requeues itself and resumes to exactly the uninterrupted parameters, and is not requeued after a
 `scancel`; `sweep.py slurm` submits a sweep as one job array whose runs finish, `collect` into a
@@ -36,7 +36,6 @@ TEMPLATE_MARKER = "<!-- sbatch template:"
 GPU_LINE = "#SBATCH --gpus-per-node=8\n"
 # The template's resources, for this machine: one node, a task per CPU.
 CPU_RESOURCES = ("--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1")
-SCALARS = ("train/loss", "train/grad_norm", "train/learning_rate")
 # Every wait for SLURM is bounded: a job that hangs fails the test with the logs, never the suite.
 JOB_SECONDS = 420
 
@@ -132,23 +131,14 @@ def srun_run(cluster, env, flags, shared):
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("slurm")
-def test_srun_tasks_join_one_run_and_train_like_one_process_of_two_devices(
-    srun_run, env, flags, tmp_path):
+def test_srun_tasks_join_one_run_of_two_processes(srun_run):
+  """That such a run trains like one process of all the devices is multihost_test's; here, that
+  srun's tasks find each other with no JAX_* variable and write one workdir."""
   workdir, output = srun_run
   assert "Process 0 of 2" in output and "Process 1 of 2" in output, output[-3000:]
-  single = tmp_path / "single"
-  plain = {key: value for key, value in env.items() if key != "SLURM_CONF"}
-  _run(["mst-train", f"--workdir={single}", *flags],
-       {**plain, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}, REPO)
-  for tag in SCALARS:
-    expected, got = logged_scalars(single, tag), logged_scalars(workdir, tag)
-    assert sorted(expected) == sorted(got) == [1, 2, 3, 4], tag
-    for step in expected:  # the same examples in every global batch; the all-reduce may differ
-      assert got[step] == pytest.approx(expected[step], rel=1e-5), (tag, step)
-  expected, got = workdir_params(single), workdir_params(workdir)
-  assert sorted(expected) == sorted(got)
-  for name, value in expected.items():
-    np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-6, err_msg=name)
+  assert sorted(logged_scalars(workdir)) == [1, 2, 3, 4]
+  params = workdir_params(workdir)
+  assert params and all(np.isfinite(value).all() for value in params.values())
 
 
 # mst-train that pauses on step 1 of a job's first attempt: it leaves `paused.<task>` and waits
