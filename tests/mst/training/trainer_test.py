@@ -41,9 +41,10 @@ def _config(csv_dataset, tmp_path_factory, **changes):
       "model__patch_encoder": FAST_ENCODER, **changes})
 
 
-def _latest_params(workdir):
+def _checkpoint_params(workdir, step=None):
+  """(step, flattened params) of the workdir's checkpoint of `step`, by default its latest."""
   manager = workdirs.TrainCheckpoints(str(workdir), 3)
-  step = manager.latest_step()
+  step = manager.latest_step() if step is None else step
   state = manager.latest.restore(step)
   manager.close()
   return step, flax.traverse_util.flatten_dict(jax.device_get(state["params"]), sep="/")
@@ -105,24 +106,13 @@ def test_predict_scores_with_a_workdir_on_the_mos_scale(finished, csv_dataset, c
   assert 20 < line["score"] < 80
 
 
-@pytest.mark.slow
-def test_same_config_and_seed_give_bit_identical_params(finished, csv_dataset, tmp_path_factory):
-  workdir, _ = finished
-  again = tmp_path_factory.mktemp("again")
-  trainer.train_and_evaluate(_run(csv_dataset, tmp_path_factory), str(again))
-  first, second = _latest_params(workdir), _latest_params(again)
-  assert first[0] == second[0] == 4
-  for name, value in first[1].items():
-    np.testing.assert_array_equal(value, second[1][name], err_msg=name)
-
-
 class _Interrupted(Exception):
   pass
 
 
 @pytest.mark.slow
-def test_interrupted_run_resumes_to_exactly_the_same_params(finished, csv_dataset,
-                                                            tmp_path_factory, monkeypatch):
+def test_a_second_run_is_bit_identical_and_resumes_to_exactly_the_same_params(
+    finished, csv_dataset, tmp_path_factory, monkeypatch):
   workdir, _ = finished
   resumed = tmp_path_factory.mktemp("resumed")
   save = workdirs.TrainCheckpoints.save
@@ -137,9 +127,14 @@ def test_interrupted_run_resumes_to_exactly_the_same_params(finished, csv_datase
   with pytest.raises(_Interrupted):
     trainer.train_and_evaluate(_run(csv_dataset, tmp_path_factory), str(resumed))
   assert sorted(os.listdir(resumed / "checkpoints")) == ["2"]
+  # The same config and seed: the same params as the first run's, bit for bit.
+  first, second = _checkpoint_params(workdir, step=2), _checkpoint_params(resumed)
+  assert first[0] == second[0] == 2
+  for name, value in first[1].items():
+    np.testing.assert_array_equal(value, second[1][name], err_msg=name)
   monkeypatch.setattr(workdirs.TrainCheckpoints, "save", save)
   trainer.train_and_evaluate(_run(csv_dataset, tmp_path_factory), str(resumed))
-  expected, got = _latest_params(workdir), _latest_params(resumed)
+  expected, got = _checkpoint_params(workdir), _checkpoint_params(resumed)
   assert got[0] == 4
   for name, value in expected[1].items():
     np.testing.assert_array_equal(value, got[1][name], err_msg=name)
