@@ -1,9 +1,9 @@
 """mst on a real one-node SLURM cluster (support/slurm_cluster.py, started once for this file):
-`srun`'s tasks join one run with no JAX_* variable; the sbatch
-template of docs/training.md ("SLURM"), run as written, saves a checkpoint on SIGTERM, exits 75,
-requeues itself and resumes to exactly the uninterrupted parameters, and is not requeued after a
-`scancel`; `sweep.py slurm` submits a sweep as one job array whose runs finish, `collect` into a
-table and score with `srun mst-eval`, and whose preempted task requeues itself alone.
+`srun`'s tasks join one run with no JAX_* variable; the sbatch template of docs/training.md
+("SLURM"), run as written, saves a checkpoint on SIGTERM, exits 75, requeues itself and resumes to
+exactly the uninterrupted parameters, and is not requeued after a `scancel`; `sweep.py slurm`
+submits a sweep as one job array whose runs finish, `collect` into a table and score with
+`srun mst-eval`, and whose preempted task requeues itself alone.
 
 Skipped, saying why, only where SLURM's packages are missing (.ci/run installs them) or the
 cluster does not start."""
