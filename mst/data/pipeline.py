@@ -27,6 +27,10 @@ Features = dict[str, tf.Tensor]
 AUTOTUNE = tf.data.AUTOTUNE
 # The labels carried into batches (those an example has).
 LABELS = ("mos", "dist", "label")
+# mst's tf.data functions branch only on Python values (the config, static shapes), so tf.data
+# traces them as written: autograph's rewriting of their source adds about a second to every
+# process's start.
+as_written = tf.autograph.experimental.do_not_convert
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +48,11 @@ def read_split(builder: tfds.core.DatasetBuilder, split: str, host: Host) -> tf.
     decoders = {"image": tfds.decode.SkipDecoding()}
   return builder.as_dataset(split=part, shuffle_files=False, decoders=decoders,
                             read_config=tfds.ReadConfig(try_autocache=False))
+
+
+def feature(data: tf.data.Dataset, key: str) -> tf.data.Dataset:
+  """One feature of each example, in order (a label, the encoded image, a file name)."""
+  return data.map(as_written(lambda example: example[key]), num_parallel_calls=AUTOTUNE)
 
 
 def num_examples(builder: tfds.core.DatasetBuilder, split: str, host: Host) -> int:
@@ -98,7 +107,7 @@ def train_dataset(builder: tfds.core.DatasetBuilder, split: str, *, batch_size: 
     return part.shuffle(min(shuffle_buffer, per_epoch), seed=_epoch_seed(seed, host, index),
                         reshuffle_each_iteration=False)
 
-  stream = tf.data.Dataset.range(first_epoch, 2 ** 62).flat_map(epoch).skip(offset)
+  stream = tf.data.Dataset.range(first_epoch, 2 ** 62).flat_map(as_written(epoch)).skip(offset)
   stream = tf.data.Dataset.zip(tf.data.Dataset.range(consumed, 2 ** 62), stream)
 
   def prepare(position, example):
@@ -110,7 +119,7 @@ def train_dataset(builder: tfds.core.DatasetBuilder, split: str, *, batch_size: 
 
   options = tf.data.Options()
   options.deterministic = True
-  stream = stream.map(prepare, num_parallel_calls=AUTOTUNE).with_options(options)
+  stream = stream.map(as_written(prepare), num_parallel_calls=AUTOTUNE).with_options(options)
   batches = stream.batch(batch_size, drop_remainder=True)
   if augment.mixup_alpha > 0:
     def mix(step, batch):
@@ -119,7 +128,7 @@ def train_dataset(builder: tfds.core.DatasetBuilder, split: str, *, batch_size: 
       batch_seed = tf.random.experimental.stateless_fold_in(batch_seed, augmentation.MIXUP_STREAM)
       return augmentation.mixup_batch(batch, augment.mixup_alpha, batch_seed, num_classes)
     batches = tf.data.Dataset.zip(tf.data.Dataset.range(start_step, 2 ** 62), batches)
-    batches = batches.map(mix, num_parallel_calls=AUTOTUNE).with_options(options)
+    batches = batches.map(as_written(mix), num_parallel_calls=AUTOTUNE).with_options(options)
   return batches.prefetch(AUTOTUNE)
 
 
@@ -152,7 +161,7 @@ def sharded_train_dataset(builder: tfds.core.DatasetBuilder, split: str, *, shar
   def concat(*batches):
     return {key: tf.concat([batch[key] for batch in batches], axis=0) for key in batches[0]}
 
-  return tf.data.Dataset.zip(streams).map(concat).prefetch(AUTOTUNE)
+  return tf.data.Dataset.zip(streams).map(as_written(concat)).prefetch(AUTOTUNE)
 
 
 
@@ -177,7 +186,7 @@ def image_sizes(builder: tfds.core.DatasetBuilder, split: str) -> np.ndarray:
     encoded = example["image"]
     return tf.cond(tf.io.is_jpeg(encoded), lambda: tf.image.extract_jpeg_shape(encoded)[:2],
                    lambda: tf.shape(decode(encoded))[:2])
-  data = read_split(builder, split, Host()).map(size, num_parallel_calls=AUTOTUNE)
+  data = read_split(builder, split, Host()).map(as_written(size), num_parallel_calls=AUTOTUNE)
   return np.array(list(data.as_numpy_iterator()), np.int64).reshape(-1, 2)
 
 
@@ -212,7 +221,7 @@ def eval_dataset(builder: tfds.core.DatasetBuilder, split: str, *, batch_size: i
     member = np.zeros(total, bool)
     member[list(bucket.indices)] = True
     member = tf.constant(member)
-    chosen = full.enumerate().filter(lambda i, _, m=member: m[i])
+    chosen = full.enumerate().filter(as_written(lambda i, _, m=member: m[i]))
 
     def prepare(index, example, length=bucket.length):
       features = preprocess.multiscale_patches(decode(example["image"]), pp_config)
@@ -220,7 +229,7 @@ def eval_dataset(builder: tfds.core.DatasetBuilder, split: str, *, batch_size: i
       return {**features, **labels_of(example), "index": tf.cast(index, tf.int32),
               "valid": tf.constant(True)}
 
-    chosen = chosen.map(prepare, num_parallel_calls=AUTOTUNE)
+    chosen = chosen.map(as_written(prepare), num_parallel_calls=AUTOTUNE)
     padding = bucket.steps * batch_size - len(bucket.indices)
     parts.append(chosen.concatenate(_padding(chosen.element_spec, padding)))
   if not parts:
@@ -239,7 +248,7 @@ def _padding(spec: dict[str, tf.TensorSpec], count: int) -> tf.data.Dataset:
     example = {key: tf.zeros(s.shape, s.dtype) for key, s in spec.items()}
     example["index"] = tf.constant(-1, tf.int32)
     return example
-  return tf.data.Dataset.range(count).map(zeros)
+  return tf.data.Dataset.range(count).map(as_written(zeros))
 
 
 def to_global_arrays(batch: dict[str, np.ndarray], sharding) -> dict:

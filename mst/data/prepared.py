@@ -448,8 +448,9 @@ def _write(builder: tfds.core.DatasetBuilder, split: str, pp: multiscale.MultiSc
   tf.io.gfile.makedirs(folder)
   options = tf.data.Options()
   options.deterministic = True
+  stored = pipeline.as_written(lambda example: _stored(example, pp))
   examples = pipeline.read_split(builder, split, pipeline.Host()).map(
-      lambda e: _stored(e, pp), num_parallel_calls=tf.data.AUTOTUNE).with_options(options)
+      stored, num_parallel_calls=tf.data.AUTOTUNE).with_options(options)
   sizes, hashes, labels = [], [], {}
   for index, example in enumerate(examples.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()):
     arrays = [example["native"]]

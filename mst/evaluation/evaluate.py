@@ -142,8 +142,8 @@ def example_names(builder: tfds.core.DatasetBuilder, split: str) -> list[str]:
   key = next((k for k in ("name", "file_name") if k in features), None)
   if key is None:
     return [str(i) for i in range(builder.info.splits[split].num_examples)]
-  data = pipeline.read_split(builder, split, pipeline.Host())
-  return [safe_output.printable(name) for name in data.map(lambda e: e[key]).as_numpy_iterator()]
+  names = pipeline.feature(pipeline.read_split(builder, split, pipeline.Host()), key)
+  return [safe_output.printable(name) for name in names.as_numpy_iterator()]
 
 
 def evaluate_checkpoint(settings: EvalSettings, path: str, split: str,

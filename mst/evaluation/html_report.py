@@ -88,7 +88,7 @@ def worst_images(builder, split: str, indices: Sequence[int], target, prediction
   from mst.data import pipeline  # pylint: disable=g-import-not-at-top  (TensorFlow)
   wanted = {int(i): position for position, i in enumerate(indices)}
   encoded = {}
-  data = pipeline.read_split(builder, split, pipeline.Host()).map(lambda e: e["image"])
+  data = pipeline.feature(pipeline.read_split(builder, split, pipeline.Host()), "image")
   for index, image in enumerate(data.as_numpy_iterator()):
     if index in wanted:
       encoded[index] = image

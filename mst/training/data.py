@@ -144,8 +144,7 @@ def head_bias(builder, spec: source.DatasetSpec, head: str) -> np.ndarray | None
   if head == "classification":
     return None
   key = "mos" if head == "score" else "dist"
-  labels = builder.as_dataset(split=spec.train_split).map(
-      lambda example: example[key], num_parallel_calls=tf.data.AUTOTUNE)
+  labels = pipeline.feature(pipeline.read_split(builder, spec.train_split, pipeline.Host()), key)
   values = np.stack(list(labels.as_numpy_iterator())).astype(np.float64)
   if head == "score":
     bias = np.array([values.mean() / float(spec.mos_scale)])
@@ -160,6 +159,5 @@ def train_mos(builder, spec: source.DatasetSpec) -> np.ndarray | None:
   encoded; None when the run trains on another label."""
   if spec.label != "mos":
     return None
-  data = pipeline.read_split(builder, spec.train_split, pipeline.Host()).map(
-      lambda example: example["mos"], num_parallel_calls=tf.data.AUTOTUNE)
+  data = pipeline.feature(pipeline.read_split(builder, spec.train_split, pipeline.Host()), "mos")
   return np.array(list(data.as_numpy_iterator()), np.float64) / float(spec.mos_scale)

@@ -54,8 +54,8 @@ def split(builder, tmp_path_factory):
 def _read_all(split):
   """Every example of the split, read through `PreparedSplit.features` (flips on)."""
   augment = augmentation.Augment(flip_prob=0.5)
-  data = tf.data.Dataset.range(len(split.sizes)).map(
-      lambda i: split.features(i, augment, tf.stack([tf.constant(1, tf.int64), i])))
+  data = tf.data.Dataset.range(len(split.sizes)).map(pipeline.as_written(
+      lambda i: split.features(i, augment, tf.stack([tf.constant(1, tf.int64), i]))))
   return list(data.as_numpy_iterator())
 
 

@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from mst.data import multiscale
+from mst.data import pipeline
 from mst.data import preprocess as pp
 
 
@@ -144,7 +145,8 @@ def test_same_result_inside_tf_data_with_dynamic_shapes():
             for i, shape in enumerate([(40, 300, 3), (257, 129, 3)])]
   dataset = tf.data.Dataset.from_generator(
       lambda: iter(images), output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
-  dataset = dataset.map(lambda image: pp.multiscale_patches(image, config)).batch(2)
+  dataset = dataset.map(pipeline.as_written(lambda image: pp.multiscale_patches(image, config)))
+  dataset = dataset.batch(2)
   batch = next(iter(dataset))
   assert batch["patches"].shape == (2, 49 + 144 + 64, 3072)
   for i, image in enumerate(images):

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from mst.data import pipeline
 from mst.data import randaugment as ra
 from support.images import random_pixels
 
@@ -32,7 +33,8 @@ def test_each_op_keeps_shape_and_dtype_eagerly_and_in_tf_data(name):
   # Inside tf.data the shapes are dynamic and the op index a tensor (RandAugment's switch).
   data = tf.data.Dataset.from_generator(
       lambda: iter(images), output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
-  data = data.map(lambda image: ra.apply_op(image, tf.constant(index), 15.0, -1.0))
+  data = data.map(pipeline.as_written(
+      lambda image: ra.apply_op(image, tf.constant(index), 15.0, -1.0)))
   for image, out in zip(images, data.as_numpy_iterator()):
     assert out.dtype == np.uint8 and out.shape == image.shape
     np.testing.assert_array_equal(out, _apply(name, image, 15.0, -1.0))
@@ -133,8 +135,8 @@ def test_randaugment_in_tf_data_matches_eager():
   images = [random_pixels(h, w, i) for i, (h, w) in enumerate(SHAPES)]
   data = tf.data.Dataset.from_generator(
       lambda: iter(images), output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
-  data = data.enumerate().map(
-      lambda i, image: ra.randaugment(image, 2, 15, tf.stack([tf.constant(3, tf.int64), i])))
+  data = data.enumerate().map(pipeline.as_written(
+      lambda i, image: ra.randaugment(image, 2, 15, tf.stack([tf.constant(3, tf.int64), i]))))
   for i, (image, out) in enumerate(zip(images, data.as_numpy_iterator())):
     expected = ra.randaugment(image, 2, 15, tf.constant([3, i], tf.int64)).numpy()
     np.testing.assert_array_equal(out, expected)
