@@ -14,6 +14,7 @@ hosts run the same steps with the same shapes and a split compiles once per buck
 
 import dataclasses
 import math
+import os
 
 import numpy as np
 import tensorflow as tf
@@ -31,6 +32,22 @@ LABELS = ("mos", "dist", "label")
 # traces them as written: autograph's rewriting of their source adds about a second to every
 # process's start.
 as_written = tf.autograph.experimental.do_not_convert
+
+
+def in_order(data: tf.data.Dataset) -> tf.data.Dataset:
+  """`data` in a fixed order, each AUTOTUNE map as parallel as the threads tf.data may use, and
+  tf.data's autotuning model off.
+
+  Deleting an iterator waits for the model's thread, which sleeps between optimisations for a
+  period that doubles up to a minute (TF 2.21): 2 to 45 s measured at the end of a training or an
+  evaluation. Its choice for mst's maps, which keep the cores busy, is all of them anyway, and
+  prefetch buffers still grow on demand (tf.data's older prefetch tuning).
+  """
+  options = tf.data.Options()
+  options.deterministic = True
+  options.autotune.enabled = False
+  options.autotune.initial_parallelism = os.cpu_count() or 1  # capped by tf.data's thread pool
+  return data.with_options(options)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +69,7 @@ def read_split(builder: tfds.core.DatasetBuilder, split: str, host: Host) -> tf.
 
 def feature(data: tf.data.Dataset, key: str) -> tf.data.Dataset:
   """One feature of each example, in order (a label, the encoded image, a file name)."""
-  return data.map(as_written(lambda example: example[key]), num_parallel_calls=AUTOTUNE)
+  return in_order(data.map(as_written(lambda example: example[key]), num_parallel_calls=AUTOTUNE))
 
 
 def num_examples(builder: tfds.core.DatasetBuilder, split: str, host: Host) -> int:
@@ -117,9 +134,7 @@ def train_dataset(builder: tfds.core.DatasetBuilder, split: str, *, batch_size: 
     image = augmentation.augment_image(decode(example["image"]), augment, example_seed)
     return {**preprocess.multiscale_patches(image, pp_config), **labels_of(example)}
 
-  options = tf.data.Options()
-  options.deterministic = True
-  stream = stream.map(as_written(prepare), num_parallel_calls=AUTOTUNE).with_options(options)
+  stream = stream.map(as_written(prepare), num_parallel_calls=AUTOTUNE)
   batches = stream.batch(batch_size, drop_remainder=True)
   if augment.mixup_alpha > 0:
     def mix(step, batch):
@@ -128,8 +143,8 @@ def train_dataset(builder: tfds.core.DatasetBuilder, split: str, *, batch_size: 
       batch_seed = tf.random.experimental.stateless_fold_in(batch_seed, augmentation.MIXUP_STREAM)
       return augmentation.mixup_batch(batch, augment.mixup_alpha, batch_seed, num_classes)
     batches = tf.data.Dataset.zip(tf.data.Dataset.range(start_step, 2 ** 62), batches)
-    batches = batches.map(as_written(mix), num_parallel_calls=AUTOTUNE).with_options(options)
-  return batches.prefetch(AUTOTUNE)
+    batches = batches.map(as_written(mix), num_parallel_calls=AUTOTUNE)
+  return in_order(batches.prefetch(AUTOTUNE))
 
 
 def _check_num_classes(builder: tfds.core.DatasetBuilder, num_classes: int | None) -> None:
@@ -161,7 +176,7 @@ def sharded_train_dataset(builder: tfds.core.DatasetBuilder, split: str, *, shar
   def concat(*batches):
     return {key: tf.concat([batch[key] for batch in batches], axis=0) for key in batches[0]}
 
-  return tf.data.Dataset.zip(streams).map(as_written(concat)).prefetch(AUTOTUNE)
+  return in_order(tf.data.Dataset.zip(streams).map(as_written(concat)).prefetch(AUTOTUNE))
 
 
 
@@ -186,7 +201,8 @@ def image_sizes(builder: tfds.core.DatasetBuilder, split: str) -> np.ndarray:
     encoded = example["image"]
     return tf.cond(tf.io.is_jpeg(encoded), lambda: tf.image.extract_jpeg_shape(encoded)[:2],
                    lambda: tf.shape(decode(encoded))[:2])
-  data = read_split(builder, split, Host()).map(as_written(size), num_parallel_calls=AUTOTUNE)
+  data = in_order(read_split(builder, split, Host()).map(as_written(size),
+                                                        num_parallel_calls=AUTOTUNE))
   return np.array(list(data.as_numpy_iterator()), np.int64).reshape(-1, 2)
 
 
@@ -237,9 +253,7 @@ def eval_dataset(builder: tfds.core.DatasetBuilder, split: str, *, batch_size: i
   data = parts[0]
   for part in parts[1:]:
     data = data.concatenate(part)
-  options = tf.data.Options()
-  options.deterministic = True
-  return data.with_options(options).batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE)
+  return in_order(data.batch(batch_size, drop_remainder=True).prefetch(AUTOTUNE))
 
 
 def _padding(spec: dict[str, tf.TensorSpec], count: int) -> tf.data.Dataset:

@@ -334,6 +334,22 @@ def test_the_pipelines_are_traced_as_written_without_autograph(builder):
   assert _autograph_modules() == before
 
 
+def test_the_pipelines_run_in_order_without_the_autotuning_model(builder):
+  """Deleting an iterator of an autotuned pipeline waits for the model's thread, which sleeps up to
+  a minute between optimisations: every training and evaluation would end with that wait."""
+  plan = ip.eval_plan(ip.image_sizes(builder, "test"), PP, batch_size=2)
+  pipelines = {
+      "train": ip.train_dataset(builder, "train", batch_size=2, pp_config=PP),
+      "sharded": ip.sharded_train_dataset(builder, "train", shards=[0, 1], num_shards=2,
+                                          batch_size_per_shard=2, pp_config=PP),
+      "eval": ip.eval_dataset(builder, "test", batch_size=2, pp_config=PP, plan=plan),
+      "feature": ip.feature(ip.read_split(builder, "test", ip.Host()), "mos")}
+  for name, data in pipelines.items():
+    options = data.options()
+    assert (options.autotune.enabled, options.deterministic) == (False, True), name
+    assert options.autotune.initial_parallelism >= 1, name
+
+
 class LabelledTestImages(tfds.core.GeneratorBasedBuilder):
   """Six small images in three classes (ImageNet's features: an image and a class label)."""
   VERSION = tfds.core.Version("1.0.0")
