@@ -13,6 +13,7 @@ hosts run the same steps with the same shapes and a split compiles once per buck
 """
 
 import dataclasses
+import functools
 import math
 import os
 
@@ -83,6 +84,25 @@ def decode(encoded: tf.Tensor) -> tf.Tensor:
   return tf.ensure_shape(image, [None, None, 3])
 
 
+@functools.cache
+def example_tokens(pp_config: multiscale.MultiScaleConfig,
+                   augment: augmentation.Augment | None = None):
+  """(encoded image, seed [2] int64) -> `preprocess.multiscale_patches` of the decoded image,
+  augmented (`augmentation.augment_image`, seeded) unless `augment` is None: one TF graph function
+  per configuration and process.
+
+  Every pipeline of a configuration (the training stream, each evaluation's buckets) calls it, so
+  its ops are traced once, not once per pipeline (a second or more each).
+  """
+  def tokens(encoded, seed):
+    image = decode(encoded)
+    if augment is not None:
+      image = augmentation.augment_image(image, augment, seed)
+    return preprocess.multiscale_patches(image, pp_config)
+  return tf.function(tokens, autograph=False, input_signature=[
+      tf.TensorSpec([], tf.string), tf.TensorSpec([2], tf.int64)])
+
+
 def labels_of(example: Features) -> Features:
   return {key: tf.cast(example[key], tf.int32 if key == "label" else tf.float32)
           for key in LABELS if key in example}
@@ -131,8 +151,8 @@ def train_dataset(builder: tfds.core.DatasetBuilder, split: str, *, batch_size: 
     example_seed = tf.stack([tf.constant(seed, tf.int64) * 1_000_003 + host.index, position])
     if prepared is not None:  # `example` is the example's index in the split
       return prepared.features(example, augment, example_seed)
-    image = augmentation.augment_image(decode(example["image"]), augment, example_seed)
-    return {**preprocess.multiscale_patches(image, pp_config), **labels_of(example)}
+    tokens = example_tokens(pp_config, augment)(example["image"], example_seed)
+    return {**tokens, **labels_of(example)}
 
   stream = stream.map(as_written(prepare), num_parallel_calls=AUTOTUNE)
   batches = stream.batch(batch_size, drop_remainder=True)
@@ -240,7 +260,7 @@ def eval_dataset(builder: tfds.core.DatasetBuilder, split: str, *, batch_size: i
     chosen = full.enumerate().filter(as_written(lambda i, _, m=member: m[i]))
 
     def prepare(index, example, length=bucket.length):
-      features = preprocess.multiscale_patches(decode(example["image"]), pp_config)
+      features = example_tokens(pp_config)(example["image"], tf.zeros([2], tf.int64))
       features = preprocess.pad_to_length(features, length)
       return {**features, **labels_of(example), "index": tf.cast(index, tf.int32),
               "valid": tf.constant(True)}

@@ -1,6 +1,7 @@
 """The input pipeline on a tiny tfds dataset: shapes, masks, flips, determinism, exact resume and
 evaluation that counts every example once across simulated hosts."""
 
+import dataclasses
 import io
 import sys
 
@@ -348,6 +349,18 @@ def test_the_pipelines_run_in_order_without_the_autotuning_model(builder):
     options = data.options()
     assert (options.autotune.enabled, options.deterministic) == (False, True), name
     assert options.autotune.initial_parallelism >= 1, name
+
+
+def test_pipelines_of_one_configuration_trace_its_preprocessing_once(builder):
+  """Tracing the decode, augmentation and patch ops costs a second or more per pipeline: the
+  training streams and every evaluation share one traced function per configuration."""
+  pp = dataclasses.replace(PP, grid_size=PP.grid_size + 1)  # a configuration no other test uses
+  plan = ip.eval_plan(ip.image_sizes(builder, "test"), pp, batch_size=2)
+  for _ in range(2):
+    _batches(ip.train_dataset(builder, "train", batch_size=2, pp_config=pp), 1)
+    list(ip.eval_dataset(builder, "test", batch_size=2, pp_config=pp, plan=plan))
+  assert ip.example_tokens(pp, augmentation.Augment()).experimental_get_tracing_count() == 1
+  assert ip.example_tokens(pp).experimental_get_tracing_count() == 1
 
 
 class LabelledTestImages(tfds.core.GeneratorBasedBuilder):
