@@ -447,10 +447,10 @@ def _write(builder: tfds.core.DatasetBuilder, split: str, pp: multiscale.MultiSc
   index's hash)."""
   tf.io.gfile.makedirs(folder)
   stored = pipeline.as_written(lambda example: _stored(example, pp))
-  examples = pipeline.read_split(builder, split, pipeline.Host()).map(
-      stored, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+  examples = pipeline.in_order(pipeline.read_split(builder, split, pipeline.Host()).map(
+      stored, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
   sizes, hashes, labels = [], [], {}
-  for index, example in enumerate(pipeline.in_order(examples).as_numpy_iterator()):
+  for index, example in enumerate(examples.as_numpy_iterator()):
     arrays = [example["native"]]
     for k in range(len(pp.longer_side_lengths)):
       arrays += [example[f"scale_{k}"], example[f"mirrored_{k}"]]
